@@ -1,0 +1,1 @@
+"""Small Dagster-free helpers shared by every stage: files, hashing, pictures."""

@@ -1,0 +1,129 @@
+"""Writing artefacts atomically and hashing content: the one way files are produced here.
+
+Every artefact is written under a temporary name beside its destination and renamed into place,
+so a crash leaves either the old file, the new file, or a ``.tmp-*`` leftover that is never read,
+and never a half-written file under the real name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+CHUNK_BYTES = 1 << 20
+TEMP_PREFIX = ".tmp-"
+
+# Namespace for deterministic ids (clip ids, ...): uuid5 of a stable description.
+COSMOS_NAMESPACE = uuid.UUID("6f1d2a8e-3c57-4b7e-9a55-2f0c3c9a1e42")
+
+
+def stable_id(*parts: object) -> str:
+    """A deterministic UUID5 string for the given parts (same parts, same id, on every machine)."""
+    return str(uuid.uuid5(COSMOS_NAMESPACE, "\x1f".join(str(p) for p in parts)))
+
+
+@contextlib.contextmanager
+def atomic_path(destination: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``destination``; rename it into place only on success."""
+    destination = Path(destination)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(
+        prefix=TEMP_PREFIX, suffix=destination.suffix, dir=destination.parent
+    )
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, destination)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def write_bytes_atomically(destination: str | os.PathLike, data: bytes) -> Path:
+    with atomic_path(destination) as tmp:
+        tmp.write_bytes(data)
+    return Path(destination)
+
+
+def sha256_of_stream(stream, limit_bytes: int | None = None) -> tuple[str, int]:
+    """Hash a binary stream in chunks; returns (hex digest, bytes read)."""
+    digest = hashlib.sha256()
+    total = 0
+    while True:
+        chunk = stream.read(CHUNK_BYTES)
+        if not chunk:
+            break
+        total += len(chunk)
+        if limit_bytes is not None and total > limit_bytes:
+            raise ValueError(f"stream is larger than {limit_bytes} bytes")
+        digest.update(chunk)
+    return digest.hexdigest(), total
+
+
+def open_regular_file_no_follow(path: str | os.PathLike):
+    """Open a file for reading, refusing symlinks and anything that is not a regular file.
+
+    ``O_NOFOLLOW`` closes the race where a file is swapped for a symlink between the scan and the read.
+    """
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    try:
+        import stat
+
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"not a regular file: {os.fsdecode(path)!r}")
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def sha256_of_file(path: str | os.PathLike) -> str:
+    with open_regular_file_no_follow(path) as f:
+        return sha256_of_stream(f)[0]
+
+
+def copy_and_hash_atomically(source, destination: str | os.PathLike) -> tuple[str, int]:
+    """Copy an open binary stream to ``destination`` atomically, hashing what was copied."""
+    digest = hashlib.sha256()
+    total = 0
+    with atomic_path(destination) as tmp, open(tmp, "wb") as out:
+        while True:
+            chunk = source.read(CHUNK_BYTES)
+            if not chunk:
+                break
+            digest.update(chunk)
+            total += len(chunk)
+            out.write(chunk)
+        out.flush()
+        os.fsync(out.fileno())
+        out.close()
+    return digest.hexdigest(), total
+
+
+def remove_stale_temporaries(directory: str | os.PathLike) -> int:
+    """Delete ``.tmp-*`` leftovers of writes that crashed; returns how many were removed."""
+    removed = 0
+    root = Path(directory)
+    if not root.exists():
+        return 0
+    for path in root.rglob(f"{TEMP_PREFIX}*"):
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        removed += 1
+    return removed
+
+
+def display_name(raw: bytes | str) -> str:
+    """A printable, lossless-enough rendering of a file name that may not be UTF-8."""
+    if isinstance(raw, str):
+        raw = os.fsencode(raw)
+    return raw.decode("utf-8", errors="backslashreplace")

@@ -1,0 +1,1 @@
+"""Curation: landing zone → raw videos → clips → scores → filtered clips."""

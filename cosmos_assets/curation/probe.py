@@ -1,0 +1,218 @@
+"""Probing landed files with PyAV: what the file is, and whether we can curate it.
+
+A file that cannot be curated raises ``VideoRejected`` with an error class that names the problem
+(``EmptyFile``, ``NotAVideo``, ``TruncatedVideo``, ``AudioOnly``, ``NoVideoStream``,
+``UnsupportedCodec``, ``UndecodableVideo``, ``ResolutionTooLarge``, ``DurationTooLong``,
+``FileTooLarge``) and a message a person can act on. Nothing here raises anything else for bad input.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+MP4_FAMILY_BOX = b"ftyp"
+
+
+class VideoRejected(Exception):
+    """A landed file that will not be curated, with a stable error class for reporting."""
+
+    def __init__(self, error_class: str, message: str):
+        super().__init__(f"{error_class}: {message}")
+        self.error_class = error_class
+        self.message = message
+
+
+@dataclass(frozen=True)
+class ProbeLimits:
+    max_file_bytes: int = 20 * 1024**3
+    max_width: int = 7680
+    max_height: int = 4320
+    max_duration_s: float = 4 * 3600.0
+
+
+@dataclass(frozen=True)
+class VideoProbe:
+    container: str
+    codec: str
+    pixel_format: str
+    bit_depth: int
+    width: int
+    height: int
+    average_fps: float
+    real_fps: float
+    variable_frame_rate: bool
+    frames: int
+    duration_s: float
+    video_streams: int
+    audio_streams: int
+
+    def as_row(self) -> dict:
+        return asdict(self)
+
+
+def _sniff(path: Path) -> str:
+    with open(path, "rb") as f:
+        head = f.read(64)
+    if head[4:8] == MP4_FAMILY_BOX:
+        return "mp4"
+    if head.startswith((b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"BM")):
+        return "image"
+    if head.startswith(b"%PDF"):
+        return "pdf"
+    try:
+        head.decode("utf-8")
+        return "text"
+    except UnicodeDecodeError:
+        return "binary"
+
+
+def _fps(rate) -> float:
+    return float(rate) if rate else 0.0
+
+
+def _bit_depth(pixel_format: str) -> int:
+    try:
+        return max(c.bits for c in av.VideoFormat(pixel_format).components)
+    except Exception:  # unknown or hardware pixel format: report 8 like ffprobe's default
+        return 8
+
+
+def probe_video(path: str | os.PathLike, limits: ProbeLimits = ProbeLimits()) -> VideoProbe:
+    """Open, demux and test-decode a file; return its facts or raise ``VideoRejected``."""
+    path = Path(path)
+    size = path.stat().st_size
+    if size == 0:
+        raise VideoRejected("EmptyFile", "the file is empty (0 bytes)")
+    if size > limits.max_file_bytes:
+        raise VideoRejected(
+            "FileTooLarge", f"{size} bytes is over the configured limit of {limits.max_file_bytes}"
+        )
+    kind = _sniff(path)
+    try:
+        container = av.open(str(path), metadata_errors="ignore")
+    except av.error.FFmpegError as error:
+        if kind == "mp4":
+            raise VideoRejected(
+                "TruncatedVideo",
+                f"MP4 header found but the index (moov atom) is missing or unreadable; "
+                f"the upload was probably cut short ({error.strerror})",
+            ) from None
+        if kind in ("text", "image", "pdf"):
+            raise VideoRejected(
+                "NotAVideo", f"the file content is {kind}, not a video container"
+            ) from None
+        raise VideoRejected("NotAVideo", f"no known container format: {error.strerror}") from None
+
+    with container:
+        video_streams = [
+            s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic
+        ]
+        audio_streams = list(container.streams.audio)
+        if not video_streams:
+            if audio_streams:
+                raise VideoRejected(
+                    "AudioOnly", f"{len(audio_streams)} audio stream(s) and no video stream"
+                )
+            raise VideoRejected(
+                "NoVideoStream", f"container {container.format.name!r} holds no video stream"
+            )
+        stream = video_streams[0]
+        codec_context = stream.codec_context
+        if codec_context is None or not codec_context.name:
+            raise VideoRejected(
+                "UnsupportedCodec", f"no decoder for the video stream (codec id {stream.codec_context})"
+            )
+        width, height = codec_context.width, codec_context.height
+        if width > limits.max_width or height > limits.max_height:
+            raise VideoRejected(
+                "ResolutionTooLarge",
+                f"{width}x{height} is over the configured limit of {limits.max_width}x{limits.max_height}",
+            )
+
+        # Demux every video packet (cheap: no decoding) to count frames and see the real timing.
+        timestamps: list[int] = []
+        try:
+            for packet in container.demux(stream):
+                if packet.size and packet.pts is not None:
+                    timestamps.append(packet.pts)
+        except av.error.FFmpegError as error:
+            raise VideoRejected(
+                "TruncatedVideo", f"demuxing stopped after {len(timestamps)} packets: {error.strerror}"
+            ) from None
+        declared_frames = stream.frames or 0
+        if declared_frames and len(timestamps) < 0.98 * declared_frames:
+            raise VideoRejected(
+                "TruncatedVideo",
+                f"the index declares {declared_frames} frames but only {len(timestamps)} are present; "
+                "the data was cut short",
+            )
+        if not timestamps:
+            raise VideoRejected("UndecodableVideo", "the video stream holds no frames")
+
+        pixel_format = codec_context.pix_fmt or "unknown"
+        _test_decode(path, codec_context.name)
+
+        time_base = stream.time_base or Fraction(1, 1000)
+        ordered = np.sort(np.asarray(timestamps, dtype=np.int64))
+        deltas = np.diff(ordered) * float(time_base)
+        deltas = deltas[deltas > 0]
+        span_s = float(ordered[-1] - ordered[0]) * float(time_base)
+        frames = len(timestamps)
+        measured_fps = (frames - 1) / span_s if span_s > 0 else _fps(stream.average_rate)
+        average_fps = _fps(stream.average_rate) or measured_fps
+        real_fps = _fps(stream.base_rate) or _fps(stream.guessed_rate) or average_fps
+        median_delta = float(np.median(deltas)) if deltas.size else 0.0
+        variable = bool(
+            deltas.size
+            and median_delta > 0
+            and (np.abs(deltas - median_delta) > 0.25 * median_delta).mean() > 0.05
+        ) or (average_fps > 0 and abs(average_fps - real_fps) / real_fps > 0.02)
+        duration_s = span_s + (median_delta or (1.0 / average_fps if average_fps else 0.0))
+        if container.duration and not duration_s:
+            duration_s = container.duration / av.time_base
+        if duration_s > limits.max_duration_s:
+            raise VideoRejected(
+                "DurationTooLong",
+                f"{duration_s:.1f} s is over the configured limit of {limits.max_duration_s:.0f} s",
+            )
+        return VideoProbe(
+            container=container.format.name,
+            codec=codec_context.name,
+            pixel_format=pixel_format,
+            bit_depth=_bit_depth(pixel_format),
+            width=width,
+            height=height,
+            average_fps=round(average_fps, 4),
+            real_fps=round(real_fps, 4),
+            variable_frame_rate=variable,
+            frames=frames,
+            duration_s=round(duration_s, 4),
+            video_streams=len(video_streams),
+            audio_streams=len(audio_streams),
+        )
+
+
+def _test_decode(path: Path, codec: str, frames_wanted: int = 2) -> None:
+    """Decode the first frames: a stream we can demux but not decode is of no use."""
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            decoded = 0
+            for _ in container.decode(stream):
+                decoded += 1
+                if decoded >= frames_wanted:
+                    return
+            if decoded == 0:
+                raise VideoRejected("UndecodableVideo", f"no {codec} frame could be decoded")
+    except av.error.DecoderNotFoundError:
+        raise VideoRejected("UnsupportedCodec", f"this FFmpeg build has no decoder for {codec!r}") from None
+    except av.error.FFmpegError as error:
+        raise VideoRejected(
+            "UndecodableVideo", f"decoding the first {codec} frames failed: {error.strerror}"
+        ) from None
