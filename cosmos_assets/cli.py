@@ -1,0 +1,112 @@
+"""The ``cosmos`` command: ``demo`` (the UI on sample videos), ``run`` (headless), ``paths``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from importlib import resources as package_files
+from pathlib import Path
+
+from cosmos_assets.settings import CosmosPaths, cosmos_home, ensure_local_instance
+
+SAMPLE_VIDEOS = ("dashcam_solid_white_right.mp4", "bottle_conveyor.mp4", "asl_walk.mkv", "asl_book.mkv", "asl_again.mkv")
+
+
+def _prepare_environment() -> CosmosPaths:
+    """Resolve COSMOS_HOME and DAGSTER_HOME to absolute paths every child process will share."""
+    paths = CosmosPaths(cosmos_home())
+    os.environ["COSMOS_HOME"] = str(paths.home)
+    os.environ["DAGSTER_HOME"] = str(ensure_local_instance(paths))
+    for folder in (paths.landing, paths.artefacts, paths.tables):
+        folder.mkdir(parents=True, exist_ok=True)
+    return paths
+
+
+def land_sample_videos(paths: CosmosPaths) -> list[Path]:
+    """Copy the packaged sample videos (with their attribution) into the landing zone."""
+    target = paths.landing / "samples"
+    target.mkdir(parents=True, exist_ok=True)
+    samples = package_files.files("cosmos_assets") / "samples"
+    landed = []
+    for name in SAMPLE_VIDEOS + ("ATTRIBUTION.md",):
+        destination = target / name
+        if not destination.exists():
+            with package_files.as_file(samples / name) as source:
+                tmp = target / f".{name}.copying"
+                shutil.copyfile(source, tmp)
+                os.replace(tmp, destination)  # appears whole: the sensor never sees a partial copy
+        landed.append(destination)
+    return landed
+
+
+def demo(args: argparse.Namespace) -> int:
+    paths = _prepare_environment()
+    os.environ.setdefault("COSMOS_SETTLE_SECONDS", "3")
+    land_sample_videos(paths)
+    dagster = Path(sys.executable).with_name("dagster")
+    command = [str(dagster), "dev", "-h", args.host, "-p", str(args.port), "-m", "cosmos_assets.definitions"]
+    print(
+        f"Cosmos flywheel demo (profile local)\n"
+        f"  UI:            http://{args.host}:{args.port}\n"
+        f"  landing zone:  {paths.landing}  (drop videos here, any folder depth)\n"
+        f"  state:         {paths.home}\n"
+        f"The landing_zone_sensor picks up the sample videos within seconds; watch Runs and the asset graph.\n",
+        flush=True,
+    )
+    os.execv(command[0], command)
+    return 0  # not reached
+
+
+def run(args: argparse.Namespace) -> int:
+    _prepare_environment()
+    from cosmos_assets.headless import run_until_idle
+
+    summary = run_until_idle(wait_for_settling=not args.no_wait, log=None if args.json else print)
+    if args.json:
+        print(json.dumps(summary, indent=None, sort_keys=True))
+    else:
+        print(format_summary(summary))
+    return 1 if summary["runs_failed"] else 0
+
+
+def format_summary(summary: dict) -> str:
+    if not summary["runs"]:
+        return "Nothing new: no landed files to curate and no requested runs."
+    lines = [f"{len(summary['runs'])} run(s): {summary['runs_succeeded']} succeeded, {summary['runs_failed']} failed"]
+    for run_info in summary["runs"]:
+        lines.append(f"  {run_info['partition']}: {run_info['status']} (run {run_info['run_id'][:8]})")
+    for asset, counts in summary["assets"].items():
+        lines.append(f"  {asset}: {json.dumps(counts, sort_keys=True)}")
+    return "\n".join(lines)
+
+
+def show_paths(args: argparse.Namespace) -> int:
+    paths = _prepare_environment()
+    print(json.dumps({"home": str(paths.home), "landing": str(paths.landing), "dagster_home": str(paths.dagster_home),
+                      "artefacts": str(paths.artefacts), "tables": str(paths.tables)}, indent=2))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="cosmos", description="The Cosmos data flywheel on Dagster.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    demo_parser = commands.add_parser("demo", help="land the sample videos and start the Dagster UI with sensors")
+    demo_parser.add_argument("--host", default="127.0.0.1", help="address the UI binds to (default 127.0.0.1)")
+    demo_parser.add_argument("--port", type=int, default=3000)
+    demo_parser.set_defaults(handler=demo)
+    run_parser = commands.add_parser("run", help="evaluate the sensors and materialize what they request, headless")
+    run_parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    run_parser.add_argument("--no-wait", action="store_true", help="do not wait for files that are still settling")
+    run_parser.set_defaults(handler=run)
+    paths_parser = commands.add_parser("paths", help="print where state lives")
+    paths_parser.set_defaults(handler=show_paths)
+    args = parser.parse_args(argv)
+    return args.handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,249 @@
+"""Curation assets: raw_videos → video_clips + clip_scores → filtered_clips, one partition per batch."""
+
+
+from collections import Counter
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import polars as pl
+from PIL import Image
+
+from cosmos_assets.common.pictures import contact_sheet, encode_jpeg, encode_png, histogram, markdown_image
+from cosmos_assets.curation.clips import TranscodeConfig
+from cosmos_assets.curation.landing import LandingLedger
+from cosmos_assets.curation.pipeline import ingest_member, split_video
+from cosmos_assets.curation.probe import ProbeLimits
+from cosmos_assets.curation.scores import FilterThresholds, reason_code, rejection_reasons
+from cosmos_assets.curation.shots import SplitConfig
+from resources import CosmosStorage, ShotDetectorResource
+
+ingest_batches = dg.DynamicPartitionsDefinition(name="ingest_batches")
+
+GROUP = "curation"
+CONTACT_SHEET_LIMIT = 24
+
+
+class RawVideosConfig(dg.Config):
+    max_file_bytes: int = ProbeLimits.max_file_bytes
+    max_width: int = ProbeLimits.max_width
+    max_height: int = ProbeLimits.max_height
+    max_duration_s: float = ProbeLimits.max_duration_s
+    remove_from_landing: bool = False  # delete landed files once recorded (ok or rejected)
+
+
+class SplitAndTranscodeConfig(dg.Config):
+    method: str = SplitConfig.method
+    threshold: float = SplitConfig.threshold
+    min_clip_s: float = SplitConfig.min_clip_s
+    max_clip_s: float = SplitConfig.max_clip_s
+    trim_at_cuts_s: float = SplitConfig.trim_at_cuts_s
+    stride_s: float = SplitConfig.stride_s
+    max_width: int = TranscodeConfig.max_width
+    max_height: int = TranscodeConfig.max_height
+    max_fps: float = TranscodeConfig.max_fps
+    preset: str = TranscodeConfig.preset
+    crf: int = TranscodeConfig.crf
+
+
+class FilterConfig(dg.Config):
+    min_motion_global: float = FilterThresholds.min_motion_global
+    min_motion_patch_min: float = FilterThresholds.min_motion_patch_min
+    min_sharpness: float = FilterThresholds.min_sharpness
+    min_brightness: float = FilterThresholds.min_brightness
+    max_brightness: float = FilterThresholds.max_brightness
+    max_bar_fraction: float = FilterThresholds.max_bar_fraction
+    min_duration_s: float = FilterThresholds.min_duration_s
+
+
+def _md_table(rows: list[dict], columns: list[str]) -> str:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for row in rows:
+        lines.append("| " + " | ".join(str(row.get(c, "")).replace("|", "/") for c in columns) + " |")
+    return "\n".join(lines)
+
+
+def _clip_contact_sheet(clips: pl.DataFrame, title: str) -> str:
+    shown = clips.head(CONTACT_SHEET_LIMIT)
+    images, labels = [], []
+    for row in shown.iter_rows(named=True):
+        path = Path(row["thumbnail_path"])
+        if path.exists():
+            images.append(Image.open(path).convert("RGB"))
+            labels.append(f"{row['source_name'][:14]} {row['start_s']:.1f}-{row['end_s']:.1f}s")
+    more = f"\n\n{clips.height - shown.height} more clips not shown." if clips.height > shown.height else ""
+    return markdown_image(encode_jpeg(contact_sheet(images, labels)), title) + more
+
+
+@dg.asset(
+    partitions_def=ingest_batches,
+    group_name=GROUP,
+    kinds={"python", "parquet"},
+    owners=["team:curation"],
+)
+def raw_videos(
+    context: dg.AssetExecutionContext, config: RawVideosConfig, storage: CosmosStorage
+) -> dg.Output[pl.DataFrame]:
+    """One row per landed file of the batch: content hash, probe facts, and `ok` or `rejected` with
+    the error class and message. Files are copied into a content-addressed raw store."""
+    paths = storage.paths
+    batch = LandingLedger(paths.landing_ledger).batch(context.partition_key)
+    limits = ProbeLimits(config.max_file_bytes, config.max_width, config.max_height, config.max_duration_s)
+    rows = []
+    for number, member in enumerate(batch.members, start=1):
+        row = ingest_member(member, batch.key, paths.landing, paths, limits)
+        rows.append(row)
+        context.log.info(
+            f"[{number}/{len(batch.members)}] {row['landing_name']!r}: {row['status']}"
+            + (f" ({row['error_class']}: {row['error_message']})" if row["error_class"] else "")
+        )
+        if config.remove_from_landing and member.content_hash is not None:
+            _remove_landed(paths.landing, member)
+    table = pl.DataFrame(rows, infer_schema_length=None)
+    rejected = Counter(r["error_class"] for r in rows if r["status"] == "rejected")
+    return dg.Output(
+        table,
+        metadata={
+            "ok": sum(r["status"] == "ok" for r in rows),
+            "rejected": sum(rejected.values()),
+            "rejected_by_error_class": dg.MetadataValue.json(dict(rejected)),
+            "total_bytes": batch.total_bytes,
+            "files": dg.MetadataValue.md(
+                _md_table(rows, ["landing_name", "status", "error_class", "codec", "width", "height", "average_fps", "duration_s"])
+            ),
+        },
+    )
+
+
+def _remove_landed(landing: Path, member) -> None:
+    import os
+
+    path = os.path.join(os.fsencode(landing), member.relative_path)
+    try:
+        if os.lstat(path).st_size == member.size:
+            os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+@dg.multi_asset(
+    partitions_def=ingest_batches,
+    group_name=GROUP,
+    pool="gpu",
+    outs={
+        "video_clips": dg.AssetOut(kinds={"pytorch", "parquet"}, owners=["team:curation"],
+                                   description="Shot-split H.264 clips with deterministic ids and their span in the source."),
+        "clip_scores": dg.AssetOut(kinds={"python", "parquet"}, owners=["team:curation"],
+                                   description="Per-clip motion, sharpness, exposure and letterbox signals."),
+    },
+)
+def video_clips_and_scores(
+    context: dg.AssetExecutionContext,
+    config: SplitAndTranscodeConfig,
+    storage: CosmosStorage,
+    shot_detector: ShotDetectorResource,
+    raw_videos: pl.DataFrame,
+):
+    """Split each ok video at its shots (TransNetV2) or a fixed stride, transcode the clips to
+    H.264, and measure each clip in the same decode pass."""
+    split = SplitConfig(config.method, config.threshold, config.min_clip_s, config.max_clip_s, config.trim_at_cuts_s, config.stride_s)
+    transcode = TranscodeConfig(config.max_width, config.max_height, config.max_fps, config.preset, config.crf)
+    detector = shot_detector.get() if split.method != "fixed_stride" else None
+    videos = raw_videos.filter(pl.col("status") == "ok").to_dicts()
+    clip_rows, errors = [], []
+    for number, video in enumerate(videos, start=1):
+        rows, error = split_video(video, storage.paths, split, transcode, detector)
+        clip_rows.extend(rows)
+        if error:
+            errors.append(error)
+            context.log.warning(f"{video['landing_name']!r}: {error['error_class']}: {error['error_message']}")
+        context.log.info(f"[{number}/{len(videos)}] {video['landing_name']!r}: {len(rows)} clips")
+
+    signal_rows = [{"clip_id": r["clip_id"], "duration_s": r["duration_s"], **(r.pop("signals") or {})} for r in clip_rows]
+    clips = pl.DataFrame(clip_rows, infer_schema_length=None) if clip_rows else _empty_clips()
+    scores = pl.DataFrame(signal_rows, infer_schema_length=None) if signal_rows else pl.DataFrame({"clip_id": [], "duration_s": []}, schema={"clip_id": pl.String, "duration_s": pl.Float64})
+    yield dg.Output(
+        clips,
+        output_name="video_clips",
+        metadata={
+            "clips": clips.height,
+            "videos_split": len(videos) - len(errors),
+            "videos_failed": len(errors),
+            "videos_without_clips": len(videos) - len(errors) - (clips["source_hash"].n_unique() if clips.height else 0),
+            "clip_seconds": float(clips["duration_s"].sum()) if clips.height else 0.0,
+            "split_method": split.method,
+            "contact_sheet": dg.MetadataValue.md(_clip_contact_sheet(clips, "clip thumbnails")) if clips.height else dg.MetadataValue.md("no clips"),
+            "failures": dg.MetadataValue.md(_md_table(errors, ["landing_name", "error_class", "error_message"])) if errors else dg.MetadataValue.md("none"),
+        },
+    )
+    yield dg.Output(scores, output_name="clip_scores", metadata=_score_metadata(scores))
+
+
+def _empty_clips() -> pl.DataFrame:
+    return pl.DataFrame(
+        schema={"clip_id": pl.String, "source_hash": pl.String, "source_name": pl.String, "batch": pl.String,
+                "start_frame": pl.Int64, "end_frame": pl.Int64, "start_s": pl.Float64, "end_s": pl.Float64,
+                "duration_s": pl.Float64, "width": pl.Int64, "height": pl.Int64, "fps": pl.Float64, "frames": pl.Int64,
+                "path": pl.String, "thumbnail_path": pl.String, "split_method": pl.String,
+                "shot_model": pl.String, "shot_model_version": pl.String}
+    )
+
+
+def _score_metadata(scores: pl.DataFrame, thresholds: FilterThresholds | None = None) -> dict:
+    metadata: dict = {"clips": scores.height}
+    if scores.height == 0 or "motion_global" not in scores.columns:
+        return metadata
+    thresholds = thresholds or FilterThresholds()
+    plots = [
+        histogram(scores["motion_global"].to_list(), "motion (global mean)", threshold=thresholds.min_motion_global),
+        histogram(scores["sharpness"].to_list(), "sharpness (Laplacian var)", threshold=thresholds.min_sharpness),
+        histogram(scores["brightness"].to_list(), "brightness", threshold=thresholds.min_brightness),
+    ]
+    width = sum(p.width for p in plots)
+    strip = Image.new("RGB", (width, plots[0].height))
+    for index, plot in enumerate(plots):
+        strip.paste(plot, (index * plot.width, 0))
+    metadata["histograms"] = dg.MetadataValue.md(markdown_image(encode_png(strip), "score histograms", "image/png"))
+    for column in ("motion_global", "sharpness", "brightness"):
+        metadata[f"median_{column}"] = float(np.median(scores[column].to_numpy()))
+    return metadata
+
+
+@dg.asset(
+    partitions_def=ingest_batches,
+    group_name=GROUP,
+    kinds={"python", "parquet"},
+    owners=["team:curation"],
+)
+def filtered_clips(
+    context: dg.AssetExecutionContext, config: FilterConfig, video_clips: pl.DataFrame, clip_scores: pl.DataFrame
+) -> dg.Output[pl.DataFrame]:
+    """Every clip of the batch with `kept` true when all its scores pass the configured thresholds,
+    and the reasons for each rejection otherwise."""
+    thresholds = FilterThresholds(**config.model_dump())
+    scored = video_clips.join(clip_scores.drop("duration_s"), on="clip_id", how="left")
+    reasons = [rejection_reasons(row, thresholds) for row in scored.iter_rows(named=True)]
+    table = scored.select(video_clips.columns).with_columns(
+        kept=pl.Series([not r for r in reasons], dtype=pl.Boolean),
+        rejection_reasons=pl.Series(reasons, dtype=pl.List(pl.String)),
+    )
+    counts = Counter(reason_code(reason) for rs in reasons for reason in rs)
+    kept = table.filter(pl.col("kept"))
+    metadata = {
+        "kept": kept.height,
+        "rejected": table.height - kept.height,
+        "rejections_by_reason": dg.MetadataValue.json(dict(counts)),
+        "thresholds": dg.MetadataValue.json(config.model_dump()),
+        "kept_clips": dg.MetadataValue.md(_clip_contact_sheet(kept, "kept clips")) if kept.height else dg.MetadataValue.md("no clip kept"),
+    }
+    metadata.update({k: v for k, v in _score_metadata(clip_scores, thresholds).items() if k == "histograms"})
+    context.log.info(f"kept {kept.height} of {table.height} clips; rejections: {dict(counts) or 'none'}")
+    return dg.Output(table, metadata=metadata)
+
+
+curation_job = dg.define_asset_job(
+    "curation_job",
+    selection=[raw_videos, video_clips_and_scores, filtered_clips],
+    partitions_def=ingest_batches,
+    description="Ingest one landing-zone batch and curate it into filtered clips.",
+)

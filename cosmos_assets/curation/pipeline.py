@@ -1,0 +1,160 @@
+"""Curating one landed file: ingest into the raw store, split into clips, measure — plain Python.
+
+These functions are what the Dagster assets call per file. Each returns rows (dicts) and never
+raises for bad input: a file or video that fails is returned with its error class and message.
+Finished videos are recorded beside their clips, so a re-run after a crash skips them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict
+from pathlib import Path
+
+from cosmos_assets.common.files import copy_and_hash_atomically, display_name, stable_id, write_bytes_atomically
+from cosmos_assets.curation.clips import TranscodeConfig, cut_clips
+from cosmos_assets.curation.landing import BatchMember, open_landed_file
+from cosmos_assets.curation.probe import ProbeLimits, VideoProbe, VideoRejected, probe_video
+from cosmos_assets.curation.shots import (
+    SplitConfig,
+    Span,
+    cut_frames,
+    decode_small_rgb,
+    plan_clips,
+    plan_fixed_stride,
+    scenes_from_probabilities,
+)
+from cosmos_assets.settings import CosmosPaths
+
+# Suffixes kept on raw copies so tools recognise them; anything else is stored as ".bin".
+KNOWN_VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".ts", ".mts", ".mpg", ".mpeg", ".flv", ".3gp"}
+RAW_COLUMNS = list(VideoProbe.__dataclass_fields__)
+
+
+def raw_suffix(relative_path: bytes) -> str:
+    suffix = os.path.splitext(os.path.basename(relative_path))[1].decode("ascii", "replace").lower()
+    return suffix if suffix in KNOWN_VIDEO_SUFFIXES else ".bin"
+
+
+def ingest_member(
+    member: BatchMember, batch: str, landing: Path, paths: CosmosPaths, limits: ProbeLimits
+) -> dict:
+    """Copy one landed file into the content-addressed raw store and probe it; one ``raw_videos`` row."""
+    row = {
+        "content_hash": member.content_hash,
+        "landing_name": member.name,
+        "batch": batch,
+        "size_bytes": member.size,
+        "status": "rejected",
+        "error_class": None,
+        "error_message": None,
+        "raw_path": None,
+        **{column: None for column in RAW_COLUMNS},
+    }
+    if member.content_hash is None:  # refused by the sensor before reading (symlink, unreadable)
+        row["error_class"] = "UnsafePath" if member.note and "symlink" in member.note else "UnreadableFile"
+        row["error_message"] = member.note
+        row["content_hash"] = "name:" + stable_id("landing-name", member.relative_path.hex())
+        return row
+    if member.size > limits.max_file_bytes:
+        row["error_class"] = "FileTooLarge"
+        row["error_message"] = f"{member.size} bytes is over the configured limit of {limits.max_file_bytes}"
+        return row
+    destination = paths.raw_path(member.content_hash, raw_suffix(member.relative_path))
+    try:
+        if not destination.exists():
+            with open_landed_file(landing, member.relative_path) as source:
+                copied_hash, _ = copy_and_hash_atomically(source, destination)
+            if copied_hash != member.content_hash:
+                destination.unlink(missing_ok=True)
+                row["error_class"] = "ChangedAfterLanding"
+                row["error_message"] = "the file's content changed between detection and ingestion; it will be picked up again"
+                return row
+    except OSError as error:
+        row["error_class"] = "UnreadableFile"
+        row["error_message"] = f"{type(error).__name__}: {error}"
+        return row
+    row["raw_path"] = str(destination)
+    try:
+        probe = probe_video(destination, limits)
+    except VideoRejected as rejected:
+        row["error_class"], row["error_message"] = rejected.error_class, rejected.message
+        return row
+    row.update(probe.as_row())
+    row["status"] = "ok"
+    return row
+
+
+def clip_id_for(source_hash: str, span: Span) -> str:
+    """cosmos-curate style deterministic id: UUID5 of (source, start, end)."""
+    return stable_id(source_hash, span.start_frame, span.end_frame)
+
+
+def plan_spans(raw_path: str, frames: int, fps: float, split: SplitConfig, detector) -> list[Span]:
+    if split.method == "fixed_stride":
+        return plan_fixed_stride(frames, fps, split)
+    small = decode_small_rgb(raw_path)
+    scenes = scenes_from_probabilities(detector.transition_probabilities(small), split.threshold)
+    return plan_clips(scenes, len(small), fps, split)
+
+
+def split_video(
+    video: dict, paths: CosmosPaths, split: SplitConfig, transcode: TranscodeConfig, detector
+) -> tuple[list[dict], dict | None]:
+    """Cut one ingested video into clips with their signals; returns (clip rows, error or None)."""
+    recipe = stable_id("split", json.dumps(asdict(split), sort_keys=True), json.dumps(asdict(transcode), sort_keys=True),
+                       getattr(detector, "model_version", "none"))
+    record = paths.clips / "_finished" / f"{video['content_hash']}-{recipe}.json"
+    if record.exists():
+        rows = json.loads(record.read_text())
+        if all(Path(r["path"]).exists() for r in rows):
+            for r in rows:
+                r["batch"] = video["batch"]
+            return rows, None
+    try:
+        fps = video["average_fps"] or video["real_fps"]
+        spans = plan_spans(video["raw_path"], video["frames"], fps, split, detector)
+        ids = [clip_id_for(video["content_hash"], span) for span in spans]
+        results = cut_clips(
+            video["raw_path"], spans, [(paths.clip_path(i), paths.thumbnail_path(i)) for i in ids], fps, transcode
+        )
+    except Exception as error:  # PyAV / decode errors on a file that probed fine: record, go on
+        return [], {
+            "content_hash": video["content_hash"],
+            "landing_name": video["landing_name"],
+            "error_class": "SplitFailed",
+            "error_message": f"{type(error).__name__}: {error}",
+        }
+    rows = []
+    for clip_id, result in zip(ids, results):
+        span = result.span
+        rows.append(
+            {
+                "clip_id": clip_id,
+                "source_hash": video["content_hash"],
+                "source_name": video["landing_name"],
+                "batch": video["batch"],
+                "start_frame": span.start_frame,
+                "end_frame": span.end_frame,
+                "start_s": round(span.start_frame / fps, 4),
+                "end_s": round(span.end_frame / fps, 4),
+                "duration_s": round(result.frames / result.fps, 4),
+                "width": result.width,
+                "height": result.height,
+                "fps": round(result.fps, 4),
+                "frames": result.frames,
+                "path": str(result.path),
+                "thumbnail_path": str(result.thumbnail_path),
+                "split_method": split.method,
+                "shot_model": getattr(detector, "model_name", None) if split.method != "fixed_stride" else None,
+                "shot_model_version": getattr(detector, "model_version", None) if split.method != "fixed_stride" else None,
+                "signals": result.signals.as_row() if result.signals else None,
+            }
+        )
+    write_bytes_atomically(record, json.dumps(rows).encode())
+    return rows, None
+
+
+def describe_source(video: dict) -> str:
+    return display_name(video.get("landing_name") or video["content_hash"])

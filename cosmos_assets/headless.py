@@ -1,0 +1,142 @@
+"""``cosmos run``: the daemon's sensor → run loop, headless, against the real Dagster instance.
+
+Each sensor is evaluated with its own cursor (kept in the instance's key-value store), the
+partitions it adds are added, and each run it requests is executed through Dagster's own execution
+(``execute_in_process`` on the instance in ``$DAGSTER_HOME``, so runs appear in the UI). A run
+request whose run key already has a successful or live run, launched by the daemon or by an
+earlier ``cosmos run``, is skipped: a batch is curated once. Runs left ``STARTED`` by a
+``cosmos run`` that crashed are marked failed and tried again.
+"""
+
+import os
+import time
+from collections import Counter
+
+import dagster as dg
+from dagster._core.definitions.partitions.context import partition_loading_context
+from dagster._core.storage.dagster_run import DagsterRunStatus, RunsFilter
+
+from cosmos_assets.curation.landing import scan_landing_zone
+from cosmos_assets.definitions import build_definitions
+
+LAUNCHED_BY_TAG = "cosmos/launched_by"
+PID_TAG = "cosmos/pid"
+SUMMARY_SKIP_PREFIXES = ("dagster/",)
+LIVE_STATUSES = {DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING, DagsterRunStatus.STARTED}
+
+
+def _process_alive(pid: str | None) -> bool:
+    try:
+        os.kill(int(pid), 0)
+        return True
+    except (TypeError, ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+
+
+def _already_done(instance: dg.DagsterInstance, sensor_name: str, run_key: str) -> bool:
+    runs = instance.get_runs(filters=RunsFilter(tags={"dagster/run_key": run_key, "dagster/sensor_name": sensor_name}))
+    for existing in runs:
+        if existing.status == DagsterRunStatus.SUCCESS:
+            return True
+        if existing.status in LIVE_STATUSES:
+            if existing.tags.get(LAUNCHED_BY_TAG) == "cosmos run" and not _process_alive(existing.tags.get(PID_TAG)):
+                instance.report_run_failed(existing)  # its cosmos run process died: try again
+                continue
+            return True
+    return False
+
+
+def _merge_counts(total: dict, metadata: dict) -> None:
+    for name, value in metadata.items():
+        if name.startswith(SUMMARY_SKIP_PREFIXES):
+            continue
+        if isinstance(value, dg.IntMetadataValue):
+            total[name] = total.get(name, 0) + (value.value or 0)
+        elif isinstance(value, dg.JsonMetadataValue) and isinstance(value.data, dict) and all(
+            isinstance(v, int) for v in value.data.values()
+        ):
+            merged = Counter(total.get(name, {}))
+            merged.update(value.data)
+            total[name] = dict(merged)
+
+
+def _settling_files(defs: dg.Definitions) -> int:
+    storage, settings = defs.resources["storage"], defs.resources["landing_zone"]
+    return len(scan_landing_zone(storage.paths.landing, settings.settle_seconds).unsettled)
+
+
+def run_until_idle(wait_for_settling: bool = True, log=print, max_rounds: int = 1000) -> dict:
+    log = log or (lambda *_: None)
+    instance = dg.DagsterInstance.get()
+    defs = build_definitions()
+    summary: dict = {"runs": [], "assets": {}, "runs_succeeded": 0, "runs_failed": 0}
+    waited_s = 0.0
+    for _ in range(max_rounds):
+        requested = 0
+        for sensor in defs.sensors:
+            requested += _evaluate_and_execute(instance, defs, sensor, summary, log)
+        if requested:
+            continue
+        settle = defs.resources["landing_zone"].settle_seconds
+        if wait_for_settling and waited_s < 3 * settle + 5 and _settling_files(defs):
+            log(f"files are still settling in the landing zone; waiting {settle:.0f} s")
+            time.sleep(max(0.5, settle / 2))
+            waited_s += max(0.5, settle / 2)
+            continue
+        break
+    summary["nothing_new"] = not summary["runs"]
+    summary["message"] = (
+        "nothing new: no landed files to curate and no requested runs" if summary["nothing_new"]
+        else f"{summary['runs_succeeded']} run(s) succeeded, {summary['runs_failed']} failed"
+    )
+    return summary
+
+
+def _evaluate_and_execute(instance, defs, sensor, summary, log) -> int:
+    cursor_key = f"cosmos-run/sensor-cursor/{sensor.name}"
+    cursor = instance.run_storage.get_cursor_values({cursor_key}).get(cursor_key)
+    with partition_loading_context(dynamic_partitions_store=instance):
+        with dg.build_sensor_context(
+            instance=instance, cursor=cursor, definitions=defs, resources=defs.resources
+        ) as context:
+            tick = sensor.evaluate_tick(context)
+    for request in tick.dynamic_partitions_requests or []:
+        if isinstance(request, dg.AddDynamicPartitionsRequest):
+            instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+    executed = 0
+    for request in tick.run_requests or []:
+        if request.run_key and _already_done(instance, sensor.name, request.run_key):
+            log(f"{sensor.name}: {request.run_key} already has a run; skipping")
+            continue
+        job = defs.resolve_job_def(request.job_name or sensor.job_name)
+        log(f"{sensor.name}: running {job.name} for {request.partition_key}")
+        tags = {
+            **request.tags,
+            "dagster/sensor_name": sensor.name,
+            LAUNCHED_BY_TAG: "cosmos run",
+            PID_TAG: str(os.getpid()),
+        }
+        if request.run_key:
+            tags["dagster/run_key"] = request.run_key
+        result = job.execute_in_process(
+            instance=instance,
+            partition_key=request.partition_key,
+            tags=tags,
+            raise_on_error=False,
+            run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
+        )
+        executed += 1
+        summary["runs"].append(
+            {"run_id": result.run_id, "job": job.name, "partition": request.partition_key,
+             "status": "SUCCESS" if result.success else "FAILURE"}
+        )
+        summary["runs_succeeded" if result.success else "runs_failed"] += 1
+        for event in result.get_asset_materialization_events():
+            materialization = event.event_specific_data.materialization
+            asset = materialization.asset_key.to_user_string()
+            _merge_counts(summary["assets"].setdefault(asset, {}), materialization.metadata)
+    if tick.cursor is not None and tick.cursor != cursor:
+        instance.run_storage.set_cursor_values({cursor_key: tick.cursor})
+    return executed
