@@ -79,9 +79,10 @@ def _ignored(name: bytes) -> bool:
 def scan_landing_zone(root: Path, settle_seconds: float, now: float | None = None) -> ScanResult:
     """List files below ``root`` (any depth) and split them into settled and still-changing.
 
-    A file is settled once neither its content nor its metadata changed for ``settle_seconds``:
-    writes move mtime, renames and truncations move ctime, so ``max(mtime, ctime)`` is the last
-    time anyone touched it. Symlinks are reported (to be recorded as rejected) but never followed.
+    A file is settled once its size and content have not changed for ``settle_seconds``: every
+    write and truncation moves mtime, so an upload in progress always looks recent. (A file renamed
+    into place keeps its old mtime, and that is right: a rename is atomic, the file is complete.)
+    Symlinks are reported (to be recorded as rejected) but never followed.
     """
     now = time.time() if now is None else now
     root_bytes = os.fsencode(root)
@@ -110,8 +111,7 @@ def scan_landing_zone(root: Path, settle_seconds: float, now: float | None = Non
             if not stat.S_ISREG(info.st_mode):
                 continue  # sockets, fifos, devices: nothing to ingest
             entry = LandedFile(relative, info.st_size, info.st_mtime_ns)
-            last_touched = max(info.st_mtime, info.st_ctime)
-            (settled if now - last_touched >= settle_seconds else unsettled).append(entry)
+            (settled if now - info.st_mtime >= settle_seconds else unsettled).append(entry)
     return ScanResult(settled, unsettled)
 
 

@@ -94,6 +94,8 @@ def probe_video(path: str | os.PathLike, limits: ProbeLimits = ProbeLimits()) ->
             "FileTooLarge", f"{size} bytes is over the configured limit of {limits.max_file_bytes}"
         )
     kind = _sniff(path)
+    if kind in ("image", "pdf"):  # FFmpeg would happily open a PNG as a one-frame "video"
+        raise VideoRejected("NotAVideo", f"the file content is {kind}, not a video container")
     try:
         container = av.open(str(path), metadata_errors="ignore")
     except av.error.FFmpegError as error:
@@ -103,7 +105,7 @@ def probe_video(path: str | os.PathLike, limits: ProbeLimits = ProbeLimits()) ->
                 f"MP4 header found but the index (moov atom) is missing or unreadable; "
                 f"the upload was probably cut short ({error.strerror})",
             ) from None
-        if kind in ("text", "image", "pdf"):
+        if kind == "text":
             raise VideoRejected(
                 "NotAVideo", f"the file content is {kind}, not a video container"
             ) from None
@@ -125,8 +127,9 @@ def probe_video(path: str | os.PathLike, limits: ProbeLimits = ProbeLimits()) ->
         stream = video_streams[0]
         codec_context = stream.codec_context
         if codec_context is None or not codec_context.name:
+            tag = getattr(stream, "codec_tag", None) or "unknown"
             raise VideoRejected(
-                "UnsupportedCodec", f"no decoder for the video stream (codec id {stream.codec_context})"
+                "UnsupportedCodec", f"this FFmpeg build has no decoder for the video codec (tag {tag!r})"
             )
         width, height = codec_context.width, codec_context.height
         if width > limits.max_width or height > limits.max_height:
