@@ -42,7 +42,10 @@ def _already_done(instance: dg.DagsterInstance, sensor_name: str, run_key: str) 
             return True
         if existing.status in LIVE_STATUSES:
             if existing.tags.get(LAUNCHED_BY_TAG) == "cosmos run" and not _process_alive(existing.tags.get(PID_TAG)):
-                instance.report_run_failed(existing)  # its cosmos run process died: try again
+                # Its `cosmos run` process died: mark it failed, give back the pool slots its steps
+                # held (or the retry would wait for them forever), and run the batch again.
+                instance.report_run_failed(existing)
+                instance.event_log_storage.free_concurrency_slots_for_run(existing.run_id)
                 continue
             return True
     return False

@@ -135,18 +135,26 @@ def _answers_graphql(server: DemoServer) -> bool:
         return False
 
 
-def stop_process_group(process: subprocess.Popen, term_timeout: float = 45, kill_timeout: float = 15) -> dict:
+def stop_process_group(process: subprocess.Popen, term_timeout: float = 30, kill_timeout: float = 15) -> dict:
     """SIGTERM the whole group, SIGKILL whatever is left after ``term_timeout``.
 
-    Returns {"needed_sigkill": [...pids alive after SIGTERM...], "survivors": [...pids alive at the end...]}.
+    Returns {"needed_sigkill": [...commands alive after SIGTERM...], "survivors": [...alive at the end...]}.
     """
     pgid = process.pid
     _signal_group(pgid, signal.SIGTERM)
-    needed_kill = _wait_group_gone(process, pgid, term_timeout)
+    needed_kill = [_describe(pid) for pid in _wait_group_gone(process, pgid, term_timeout)]
     if needed_kill:
         _signal_group(pgid, signal.SIGKILL)
-    survivors = _wait_group_gone(process, pgid, kill_timeout)
+    survivors = [_describe(pid) for pid in _wait_group_gone(process, pgid, kill_timeout)]
     return {"needed_sigkill": needed_kill, "survivors": survivors}
+
+
+def _describe(pid: int) -> str:
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        command = "?"
+    return f"{pid}: {command[:160]}"
 
 
 def _signal_group(pgid: int, sig: int) -> None:
@@ -331,7 +339,7 @@ def remux_to_mp4(source: Path, destination: Path) -> None:
         in_stream = reader.streams.video[0]
         out_stream = writer.add_stream_from_template(in_stream)
         for packet in reader.demux(in_stream):
-            if packet.dts is None:  # the demuxer's flush packet
+            if packet.size == 0:  # the demuxer's final flush packet (MKV leaves some dts unset: keep those)
                 continue
             packet.stream = out_stream
             writer.mux(packet)

@@ -12,11 +12,14 @@ import hashlib
 import os
 import shutil
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 CHUNK_BYTES = 1 << 20
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 TEMP_PREFIX = ".tmp-"
 
 # Namespace for deterministic ids (clip ids, ...): uuid5 of a stable description.
@@ -33,11 +36,13 @@ def atomic_path(destination: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``destination``; rename it into place only on success."""
     destination = Path(destination)
     destination.parent.mkdir(parents=True, exist_ok=True)
+    # The writer's pid in the name lets a later run tell a crashed writer's leftovers from live ones.
     fd, tmp_name = tempfile.mkstemp(
-        prefix=TEMP_PREFIX, suffix=destination.suffix, dir=destination.parent
+        prefix=f"{TEMP_PREFIX}{os.getpid()}-", suffix=destination.suffix, dir=destination.parent
     )
     os.close(fd)
     tmp = Path(tmp_name)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; artefacts are read by other processes
     try:
         yield tmp
         os.replace(tmp, destination)
@@ -107,18 +112,35 @@ def copy_and_hash_atomically(source, destination: str | os.PathLike) -> tuple[st
     return digest.hexdigest(), total
 
 
-def remove_stale_temporaries(directory: str | os.PathLike) -> int:
-    """Delete ``.tmp-*`` leftovers of writes that crashed; returns how many were removed."""
+def _writer_alive(temp_name: str) -> bool:
+    try:
+        pid = int(temp_name[len(TEMP_PREFIX) :].split("-", 1)[0])
+        os.kill(pid, 0)
+        return True
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+
+
+def remove_stale_temporaries(directory: str | os.PathLike, max_age_s: float = 6 * 3600) -> int:
+    """Delete ``.tmp-*`` leftovers of writers that died (or are too old to be alive); returns how many."""
     removed = 0
     root = Path(directory)
     if not root.exists():
         return 0
+    now = time.time()
     for path in root.rglob(f"{TEMP_PREFIX}*"):
-        if path.is_dir():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
-        removed += 1
+        try:
+            if _writer_alive(path.name) and now - path.stat().st_mtime < max_age_s:
+                continue
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+            removed += 1
+        except FileNotFoundError:
+            continue
     return removed
 
 

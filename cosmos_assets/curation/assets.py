@@ -9,6 +9,7 @@ import numpy as np
 import polars as pl
 from PIL import Image
 
+from cosmos_assets.common.files import remove_stale_temporaries
 from cosmos_assets.common.pictures import contact_sheet, encode_jpeg, encode_png, histogram, markdown_image
 from cosmos_assets.curation.clips import TranscodeConfig
 from cosmos_assets.curation.landing import LandingLedger
@@ -89,6 +90,8 @@ def raw_videos(
     paths = storage.paths
     batch = LandingLedger(paths.landing_ledger).batch(context.partition_key)
     limits = ProbeLimits(config.max_file_bytes, config.max_width, config.max_height, config.max_duration_s)
+    if removed := remove_stale_temporaries(paths.raw_store):
+        context.log.info(f"removed {removed} temporary file(s) left by a crashed copy")
     rows = []
     for number, member in enumerate(batch.members, start=1):
         row = ingest_member(member, batch.key, paths.landing, paths, limits)
@@ -149,6 +152,9 @@ def video_clips_and_scores(
     split = SplitConfig(config.method, config.threshold, config.min_clip_s, config.max_clip_s, config.trim_at_cuts_s, config.stride_s)
     transcode = TranscodeConfig(config.max_width, config.max_height, config.max_fps, config.preset, config.crf)
     detector = shot_detector.get() if split.method != "fixed_stride" else None
+    for folder in (storage.paths.clips, storage.paths.thumbnails):
+        if removed := remove_stale_temporaries(folder):
+            context.log.info(f"removed {removed} temporary file(s) left by a crashed writer in {folder}")
     videos = raw_videos.filter(pl.col("status") == "ok").to_dicts()
     clip_rows, errors = [], []
     for number, video in enumerate(videos, start=1):

@@ -6,7 +6,7 @@ samples motion), at the clip's output resolution, so they do not depend on the s
   fraction of the frame width per second; the global mean, and the minimum over a 4x4 grid of
   patches of each patch's mean (a frozen region, e.g. a static overlay or a paused feed, shows there);
 - sharpness: variance of the Laplacian on a 320-px-wide copy (median over samples);
-- exposure: mean luma in [0, 1] and the shares of crushed-black and blown-out pixels;
+- exposure: mean luma in [0, 1] (black to white) and the shares of crushed-black and blown-out pixels;
 - bars: share of the height (letterbox) and width (pillarbox) taken by uniform dark bars.
 """
 
@@ -71,8 +71,8 @@ class SignalAccumulator:
         luma = np.ascontiguousarray(luma)
         medium = _resize_width(luma, SHARPNESS_WIDTH)
         self._sharpness.append(float(cv2.Laplacian(medium, cv2.CV_64F).var()))
-        normalised = medium.astype(np.float32) / 255.0
-        self._brightness.append(float(normalised.mean()))
+        # The Y plane of an H.264 clip is limited range: 16 is black and 235 is white.
+        self._brightness.append(float(np.clip((medium.mean() - 16.0) / 219.0, 0.0, 1.0)))
         self._dark.append(float((medium < 20).mean()))
         self._bright.append(float((medium > 245).mean()))
         self._letterbox.append(bar_fraction(medium.mean(axis=1), medium.std(axis=1)))

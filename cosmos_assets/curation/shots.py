@@ -93,11 +93,12 @@ _CHUNK_FRAMES = 32  # frames pushed through the convolution stack per step on th
 
 
 def _fold_transnet(model) -> list[list[tuple]]:
-    """The convolution stack as plain weights, per ``StackedDDCNNV2`` block and ``DilatedDCNNV2`` layer.
+    """The convolution stack as plain weights: per ``StackedDDCNNV2`` block, its ``DilatedDCNNV2`` layers.
 
     A layer is four (2+1)D branches, each a 1x3x3 spatial convolution followed by a 3x1x1 temporal
-    one with dilation 1, 2, 4 or 8; batch norm (inference statistics) folds into the temporal
-    weights and a bias. Weights are laid out for 2D convolutions over channels-last frames.
+    one with dilation 1, 2, 4 or 8. The four spatial convolutions read the same input and become
+    one; batch norm (inference statistics) folds into the temporal weights and a bias. Weights are
+    laid out for 2D convolutions over channels-last tensors.
     """
     blocks = []
     for stacked in model.SDDCNN:
@@ -106,21 +107,16 @@ def _fold_transnet(model) -> list[list[tuple]]:
             bn = layer.bn
             scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
             shift = bn.bias - bn.running_mean * scale
-            branches = []
-            for i, conv in enumerate([layer.Conv3D_1, layer.Conv3D_2, layer.Conv3D_4, layer.Conv3D_8]):
-                spatial, temporal = conv.layers
-                out = slice(i * temporal.out_channels, (i + 1) * temporal.out_channels)
-                branches.append(
-                    (
-                        spatial.weight[:, :, 0].contiguous(memory_format=torch.channels_last),
-                        (temporal.weight[..., 0] * scale[out, None, None, None]).contiguous(
-                            memory_format=torch.channels_last
-                        ),
-                        shift[out].contiguous(),
-                        temporal.dilation[0],
-                    )
+            convs = [conv.layers for conv in (layer.Conv3D_1, layer.Conv3D_2, layer.Conv3D_4, layer.Conv3D_8)]
+            spatial = torch.cat([s.weight[:, :, 0] for s, _ in convs]).contiguous(memory_format=torch.channels_last)
+            temporal = []
+            for i, (_, conv) in enumerate(convs):
+                out = slice(i * conv.out_channels, (i + 1) * conv.out_channels)
+                weight = conv.weight[..., 0] * scale[out, None, None, None]  # [F, 2F, 3, 1]
+                temporal.append(
+                    (weight.contiguous(memory_format=torch.channels_last), shift[out].contiguous(), conv.dilation[0])
                 )
-            layers.append((branches, layer.activation is not None))
+            layers.append((spatial, temporal, layer.activation is not None))
         blocks.append(layers)
     return blocks
 
@@ -130,33 +126,33 @@ class _StreamingLayer:
 
     Frames are NHWC ``[n, H, W, C]``. Each branch keeps the spatial outputs that its temporal
     convolution still needs; zeros stand in before the window's start and after its end, as the
-    3D convolution's padding does.
+    3D convolutions' padding does.
     """
 
-    def __init__(self, branches, relu: bool):
-        self.branches, self.relu = branches, relu
+    def __init__(self, spatial, temporal, relu: bool):
+        self.spatial, self.temporal, self.relu = spatial, temporal, relu
         self.held = None  # per branch: spatial outputs of frames [emitted - dilation, received)
 
     def push(self, x: torch.Tensor) -> torch.Tensor | None:
-        x = x.permute(0, 3, 1, 2)  # channels-last NCHW view
-        return self._emit([functional.conv2d(x, s, padding=1).permute(0, 2, 3, 1) for s, *_ in self.branches])
+        y = functional.conv2d(x.permute(0, 3, 1, 2), self.spatial, padding=1).permute(0, 2, 3, 1)
+        return self._emit(y.chunk(len(self.temporal), dim=3))
 
     def finish(self) -> torch.Tensor | None:
         return self._emit([h.new_zeros((_MAX_DILATION,) + h.shape[1:]) for h in self.held])
 
-    def _emit(self, spatial: list[torch.Tensor]) -> torch.Tensor | None:
+    def _emit(self, spatial) -> torch.Tensor | None:
         if self.held is None:
-            self.held = [y.new_zeros((d,) + y.shape[1:]) for y, (*_, d) in zip(spatial, self.branches)]
+            self.held = [y.new_zeros((d,) + y.shape[1:]) for y, (*_, d) in zip(spatial, self.temporal)]
         buffers = [torch.cat([h, y]) for h, y in zip(self.held, spatial)]
-        n, height, width, _ = spatial[0].shape
-        ready = len(buffers[0]) - self.branches[0][3] - _MAX_DILATION  # frames with all their neighbours
+        _, height, width, _ = spatial[0].shape
+        ready = len(buffers[0]) - self.temporal[0][2] - _MAX_DILATION  # frames with all their neighbours
         if ready <= 0:
             self.held = buffers
             return None
         outputs = []
-        for buffer, (_, temporal, bias, d) in zip(buffers, self.branches):
-            view = buffer[: ready + 2 * d].reshape(1, ready + 2 * d, height * width, -1).permute(0, 3, 1, 2)
-            outputs.append(functional.conv2d(view, temporal, bias, dilation=(d, 1)))
+        for buffer, (weight, bias, d) in zip(buffers, self.temporal):
+            view = buffer[: ready + 2 * d].view(1, ready + 2 * d, height * width, -1).permute(0, 3, 1, 2)
+            outputs.append(functional.conv2d(view, weight, bias, dilation=(d, 1)))
         self.held = [b[ready:] for b in buffers]
         out = torch.cat(outputs, 1).permute(0, 2, 3, 1).reshape(ready, height, width, -1)
         return out.relu_() if self.relu else out
