@@ -27,12 +27,13 @@ def _prepare_environment() -> CosmosPaths:
 
 
 def land_sample_videos(paths: CosmosPaths) -> list[Path]:
-    """Copy the packaged sample videos (with their attribution) into the landing zone."""
+    """Copy the packaged sample videos into the landing zone; their attribution goes beside it."""
     target = paths.landing / "samples"
     target.mkdir(parents=True, exist_ok=True)
     samples = package_files.files("cosmos_assets") / "samples"
+    (paths.home / "SAMPLES_ATTRIBUTION.md").write_text((samples / "ATTRIBUTION.md").read_text())
     landed = []
-    for name in SAMPLE_VIDEOS + ("ATTRIBUTION.md",):
+    for name in SAMPLE_VIDEOS:
         destination = target / name
         if not destination.exists():
             with package_files.as_file(samples / name) as source:

@@ -250,6 +250,5 @@ def filtered_clips(
 curation_job = dg.define_asset_job(
     "curation_job",
     selection=[raw_videos, video_clips_and_scores, filtered_clips],
-    partitions_def=ingest_batches,
     description="Ingest one landing-zone batch and curate it into filtered clips.",
 )
