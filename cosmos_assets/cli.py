@@ -44,7 +44,23 @@ def land_sample_videos(paths: CosmosPaths) -> list[Path]:
     return landed
 
 
+def _port_is_free(host: str, port: int) -> bool:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+            return True
+        except OSError:
+            return False
+
+
 def demo(args: argparse.Namespace) -> int:
+    if not _port_is_free(args.host, args.port):
+        # dagster dev waits forever on a busy port instead of failing; say so up front.
+        print(f"cosmos demo: {args.host}:{args.port} is in use; pick another with --port", file=sys.stderr)
+        return 2
     paths = _prepare_environment()
     os.environ.setdefault("COSMOS_SETTLE_SECONDS", "3")
     land_sample_videos(paths)
