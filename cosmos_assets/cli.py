@@ -91,9 +91,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def format_summary(summary: dict) -> str:
-    if not summary["runs"]:
+    if summary["nothing_new"]:
         return "Nothing new: no landed files to curate and no requested runs."
-    lines = [f"{len(summary['runs'])} run(s): {summary['runs_succeeded']} succeeded, {summary['runs_failed']} failed"]
+    lines = [summary["message"]]
+    for waiting in summary["waiting_on"]:
+        lines.append(f"  {waiting['partition']}: run {waiting['run_id'][:8]} is {waiting['status']} elsewhere")
     for run_info in summary["runs"]:
         lines.append(f"  {run_info['partition']}: {run_info['status']} (run {run_info['run_id'][:8]})")
     for asset, counts in summary["assets"].items():

@@ -35,11 +35,12 @@ def _process_alive(pid: str | None) -> bool:
         return True
 
 
-def _already_done(instance: dg.DagsterInstance, sensor_name: str, run_key: str) -> bool:
+def _existing_run(instance: dg.DagsterInstance, sensor_name: str, run_key: str):
+    """A successful or live run for this run key, if there is one."""
     runs = instance.get_runs(filters=RunsFilter(tags={"dagster/run_key": run_key, "dagster/sensor_name": sensor_name}))
     for existing in runs:
         if existing.status == DagsterRunStatus.SUCCESS:
-            return True
+            return existing
         if existing.status in LIVE_STATUSES:
             if existing.tags.get(LAUNCHED_BY_TAG) == "cosmos run" and not _process_alive(existing.tags.get(PID_TAG)):
                 # Its `cosmos run` process died: mark it failed, give back the pool slots its steps
@@ -47,8 +48,8 @@ def _already_done(instance: dg.DagsterInstance, sensor_name: str, run_key: str) 
                 instance.report_run_failed(existing)
                 instance.event_log_storage.free_concurrency_slots_for_run(existing.run_id)
                 continue
-            return True
-    return False
+            return existing
+    return None
 
 
 def _merge_counts(total: dict, metadata: dict) -> None:
@@ -74,7 +75,7 @@ def run_until_idle(wait_for_settling: bool = True, log=print, max_rounds: int = 
     log = log or (lambda *_: None)
     instance = dg.DagsterInstance.get()
     defs = build_definitions()
-    summary: dict = {"runs": [], "assets": {}, "runs_succeeded": 0, "runs_failed": 0}
+    summary: dict = {"runs": [], "assets": {}, "runs_succeeded": 0, "runs_failed": 0, "waiting_on": []}
     waited_s = 0.0
     for _ in range(max_rounds):
         requested = 0
@@ -89,11 +90,14 @@ def run_until_idle(wait_for_settling: bool = True, log=print, max_rounds: int = 
             waited_s += max(0.5, settle / 2)
             continue
         break
-    summary["nothing_new"] = not summary["runs"]
-    summary["message"] = (
-        "nothing new: no landed files to curate and no requested runs" if summary["nothing_new"]
-        else f"{summary['runs_succeeded']} run(s) succeeded, {summary['runs_failed']} failed"
-    )
+    summary["nothing_new"] = not summary["runs"] and not summary["waiting_on"]
+    if summary["nothing_new"]:
+        summary["message"] = "nothing new: no landed files to curate and no requested runs"
+    else:
+        summary["message"] = f"{summary['runs_succeeded']} run(s) succeeded, {summary['runs_failed']} failed" + (
+            f"; {len(summary['waiting_on'])} batch(es) already have a queued or running run elsewhere"
+            if summary["waiting_on"] else ""
+        )
     return summary
 
 
@@ -110,8 +114,13 @@ def _evaluate_and_execute(instance, defs, sensor, summary, log) -> int:
             instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
     executed = 0
     for request in tick.run_requests or []:
-        if request.run_key and _already_done(instance, sensor.name, request.run_key):
-            log(f"{sensor.name}: {request.run_key} already has a run; skipping")
+        existing = _existing_run(instance, sensor.name, request.run_key) if request.run_key else None
+        if existing is not None:
+            if existing.status != DagsterRunStatus.SUCCESS:  # e.g. queued by the daemon of `cosmos demo`
+                summary["waiting_on"].append(
+                    {"partition": request.partition_key, "run_id": existing.run_id, "status": existing.status.value}
+                )
+            log(f"{sensor.name}: {request.run_key} already has run {existing.run_id[:8]} ({existing.status.value})")
             continue
         job = defs.resolve_job_def(request.job_name or sensor.job_name)
         log(f"{sensor.name}: running {job.name} for {request.partition_key}")

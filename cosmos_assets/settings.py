@@ -57,7 +57,9 @@ class CosmosPaths:
 
     @property
     def dagster_home(self) -> Path:
-        return Path(os.environ["DAGSTER_HOME"]) if os.environ.get("DAGSTER_HOME") else self.home / "dagster"
+        if os.environ.get("DAGSTER_HOME"):  # Dagster insists on an absolute path
+            return Path(os.environ["DAGSTER_HOME"]).expanduser().absolute()
+        return self.home / "dagster"
 
     def raw_path(self, content_hash: str, container_suffix: str) -> Path:
         return self.raw_store / content_hash[:2] / f"{content_hash}{container_suffix}"

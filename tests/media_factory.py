@@ -96,14 +96,17 @@ def truncate(source: Path, destination: Path, keep_fraction: float) -> Path:
     return destination
 
 
-def png_bytes(width: int = 8, height: int = 8) -> bytes:
+def image_bytes(image_format: str = "PNG", width: int = 8, height: int = 8) -> bytes:
     from io import BytesIO
 
     from PIL import Image
 
     buffer = BytesIO()
-    Image.new("RGB", (width, height), (200, 30, 30)).save(buffer, format="PNG")
+    Image.new("RGB", (width, height), (200, 30, 30)).save(buffer, format=image_format)
     return buffer.getvalue()
+
+
+SUBTITLES = "1\n00:00:00,000 --> 00:00:02,000\nA subtitle track and nothing else\n\n"
 
 
 def concatenate_clips(path: Path, pieces: list[tuple[Path, int, int]], size=(320, 180), fps: int = 25) -> list[int]:
@@ -135,7 +138,9 @@ def build_bad_inputs(directory: Path, samples: Path) -> dict[str, str]:
     faststart = write_video(scratch / "faststart.mp4", frames, options={"movflags": "+faststart"})
     (directory / "empty.mp4").write_bytes(b"")
     (directory / "notes.mp4").write_text("meeting notes, not a video\n")
-    (directory / "photo.mkv").write_bytes(png_bytes())
+    (directory / "photo.mkv").write_bytes(image_bytes("PNG"))
+    (directory / "still.mp4").write_bytes(image_bytes("WEBP"))
+    (directory / "captions.mkv").write_text(SUBTITLES)  # a container FFmpeg opens, with no video
     truncate(complete, directory / "cut_before_index.mp4", 0.6)
     truncate(faststart, directory / "cut_mid_data.mp4", 0.5)
     write_audio_only(directory / "voice_memo.mp4")
@@ -147,6 +152,8 @@ def build_bad_inputs(directory: Path, samples: Path) -> dict[str, str]:
         "empty.mp4": "EmptyFile",
         "notes.mp4": "NotAVideo",
         "photo.mkv": "NotAVideo",
+        "still.mp4": "NotAVideo",
+        "captions.mkv": "NoVideoStream",
         "cut_before_index.mp4": "TruncatedVideo",
         "cut_mid_data.mp4": "TruncatedVideo",
         "voice_memo.mp4": "AudioOnly",

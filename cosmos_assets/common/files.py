@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import os
 import shutil
+import stat
 import tempfile
 import time
 import uuid
@@ -77,12 +78,12 @@ def open_regular_file_no_follow(path: str | os.PathLike):
 
     ``O_NOFOLLOW`` closes the race where a file is swapped for a symlink between the scan and the read.
     """
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    # O_NONBLOCK: opening a FIFO swapped in for a file must not hang waiting for a writer.
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     try:
-        import stat
-
         if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(f"not a regular file: {os.fsdecode(path)!r}")
+            raise OSError(f"not a regular file: {display_name(path)!r}")
+        os.set_blocking(fd, True)
         return os.fdopen(fd, "rb")
     except BaseException:
         os.close(fd)

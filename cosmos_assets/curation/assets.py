@@ -1,6 +1,8 @@
 """Curation assets: raw_videos → video_clips + clip_scores → filtered_clips, one partition per batch."""
 
 
+import os
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -9,10 +11,11 @@ import numpy as np
 import polars as pl
 from PIL import Image
 
-from cosmos_assets.common.files import remove_stale_temporaries
+from cosmos_assets.common.files import remove_stale_temporaries, sha256_of_file
 from cosmos_assets.common.pictures import contact_sheet, encode_jpeg, encode_png, histogram, markdown_image
+from cosmos_assets.curation import schemas
 from cosmos_assets.curation.clips import TranscodeConfig
-from cosmos_assets.curation.landing import LandingLedger
+from cosmos_assets.curation.landing import LandingLedger, assert_inside
 from cosmos_assets.curation.pipeline import ingest_member, split_video
 from cosmos_assets.curation.probe import ProbeLimits
 from cosmos_assets.curation.scores import FilterThresholds, reason_code, rejection_reasons
@@ -57,10 +60,17 @@ class FilterConfig(dg.Config):
     min_duration_s: float = FilterThresholds.min_duration_s
 
 
+def _md_cell(value) -> str:
+    """File names are user data: render them inert (no markdown, links, images or line breaks)."""
+    text = "" if value is None else str(value)
+    text = re.sub(r"[\x00-\x1f\x7f]", "?", text)
+    return re.sub(r"([\\`*_{}\[\]()#+\-.!|<>~])", r"\\\1", text)
+
+
 def _md_table(rows: list[dict], columns: list[str]) -> str:
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for row in rows:
-        lines.append("| " + " | ".join(str(row.get(c, "")).replace("|", "/") for c in columns) + " |")
+        lines.append("| " + " | ".join(_md_cell(row.get(c)) for c in columns) + " |")
     return "\n".join(lines)
 
 
@@ -100,9 +110,9 @@ def raw_videos(
             f"[{number}/{len(batch.members)}] {row['landing_name']!r}: {row['status']}"
             + (f" ({row['error_class']}: {row['error_message']})" if row["error_class"] else "")
         )
-        if config.remove_from_landing and member.content_hash is not None:
-            _remove_landed(paths.landing, member)
-    table = pl.DataFrame(rows, infer_schema_length=None)
+        if config.remove_from_landing and row["raw_path"]:
+            _remove_landed(paths.landing, member)  # its bytes are safe in the raw store
+    table = schemas.table(rows, schemas.RAW_VIDEOS)
     rejected = Counter(r["error_class"] for r in rows if r["status"] == "rejected")
     return dg.Output(
         table,
@@ -119,13 +129,12 @@ def raw_videos(
 
 
 def _remove_landed(landing: Path, member) -> None:
-    import os
-
     path = os.path.join(os.fsencode(landing), member.relative_path)
     try:
-        if os.lstat(path).st_size == member.size:
+        assert_inside(landing, path)
+        if os.lstat(path).st_size == member.size and sha256_of_file(path) == member.content_hash:
             os.unlink(path)
-    except FileNotFoundError:
+    except OSError:  # gone, replaced, or outside the zone: leave it alone
         pass
 
 
@@ -166,8 +175,8 @@ def video_clips_and_scores(
         context.log.info(f"[{number}/{len(videos)}] {video['landing_name']!r}: {len(rows)} clips")
 
     signal_rows = [{"clip_id": r["clip_id"], "duration_s": r["duration_s"], **(r.pop("signals") or {})} for r in clip_rows]
-    clips = pl.DataFrame(clip_rows, infer_schema_length=None) if clip_rows else _empty_clips()
-    scores = pl.DataFrame(signal_rows, infer_schema_length=None) if signal_rows else pl.DataFrame({"clip_id": [], "duration_s": []}, schema={"clip_id": pl.String, "duration_s": pl.Float64})
+    clips = schemas.table(clip_rows, schemas.VIDEO_CLIPS)
+    scores = schemas.table(signal_rows, schemas.CLIP_SCORES)
     yield dg.Output(
         clips,
         output_name="video_clips",
@@ -185,25 +194,15 @@ def video_clips_and_scores(
     yield dg.Output(scores, output_name="clip_scores", metadata=_score_metadata(scores))
 
 
-def _empty_clips() -> pl.DataFrame:
-    return pl.DataFrame(
-        schema={"clip_id": pl.String, "source_hash": pl.String, "source_name": pl.String, "batch": pl.String,
-                "start_frame": pl.Int64, "end_frame": pl.Int64, "start_s": pl.Float64, "end_s": pl.Float64,
-                "duration_s": pl.Float64, "width": pl.Int64, "height": pl.Int64, "fps": pl.Float64, "frames": pl.Int64,
-                "path": pl.String, "thumbnail_path": pl.String, "split_method": pl.String,
-                "shot_model": pl.String, "shot_model_version": pl.String}
-    )
-
-
 def _score_metadata(scores: pl.DataFrame, thresholds: FilterThresholds | None = None) -> dict:
     metadata: dict = {"clips": scores.height}
-    if scores.height == 0 or "motion_global" not in scores.columns:
+    if scores.filter(pl.col("motion_global").is_not_null()).height == 0:
         return metadata
     thresholds = thresholds or FilterThresholds()
     plots = [
-        histogram(scores["motion_global"].to_list(), "motion (global mean)", threshold=thresholds.min_motion_global),
-        histogram(scores["sharpness"].to_list(), "sharpness (Laplacian var)", threshold=thresholds.min_sharpness),
-        histogram(scores["brightness"].to_list(), "brightness", threshold=thresholds.min_brightness),
+        histogram(scores["motion_global"].drop_nulls().to_list(), "motion (global mean)", threshold=thresholds.min_motion_global),
+        histogram(scores["sharpness"].drop_nulls().to_list(), "sharpness (Laplacian var)", threshold=thresholds.min_sharpness),
+        histogram(scores["brightness"].drop_nulls().to_list(), "brightness", threshold=thresholds.min_brightness),
     ]
     width = sum(p.width for p in plots)
     strip = Image.new("RGB", (width, plots[0].height))
@@ -211,7 +210,7 @@ def _score_metadata(scores: pl.DataFrame, thresholds: FilterThresholds | None = 
         strip.paste(plot, (index * plot.width, 0))
     metadata["histograms"] = dg.MetadataValue.md(markdown_image(encode_png(strip), "score histograms", "image/png"))
     for column in ("motion_global", "sharpness", "brightness"):
-        metadata[f"median_{column}"] = float(np.median(scores[column].to_numpy()))
+        metadata[f"median_{column}"] = float(np.median(scores[column].drop_nulls().to_numpy()))
     return metadata
 
 

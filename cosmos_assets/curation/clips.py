@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
@@ -59,8 +59,9 @@ class _OpenClip:
     written: int = 0
     middle_frame: int = 0
     thumbnail: np.ndarray | None = None
+    last_frame: av.VideoFrame | None = None
+    thumbnail_width: int = 192
     next_sample_time: float = 0.0
-    extra: dict = field(default_factory=dict)
 
 
 def output_size(width: int, height: int, config: TranscodeConfig) -> tuple[int, int]:
@@ -73,7 +74,8 @@ def output_fps(source_fps: float, config: TranscodeConfig) -> tuple[float, int]:
     """The clip frame rate and the source-frame step that gives it (keep every n-th frame)."""
     if source_fps <= 0:
         return config.max_fps, 1
-    step = max(1, math.ceil(source_fps / config.max_fps - 1e-6))
+    # 2 % tolerance: a phone's 30.05 fps average should stay 30 fps, not become 15.
+    step = max(1, math.ceil(source_fps / (config.max_fps * 1.02)))
     return source_fps / step, step
 
 
@@ -120,7 +122,7 @@ def cut_clips(
                         current.container.mux(packet)
                     clip_time = current.written / fps
                     if clip_time >= current.next_sample_time:
-                        current.accumulator.add(scaled.to_ndarray()[:height])  # the Y plane of yuv420p
+                        current.accumulator.add(scaled.to_ndarray()[:height], clip_time)  # the Y plane of yuv420p
                         current.next_sample_time += 1.0 / config.score_sample_fps
                     if current.thumbnail is None and index >= current.middle_frame:
                         current.thumbnail = reformatter.reformat(
@@ -129,6 +131,7 @@ def cut_clips(
                             height=max(2, round(config.thumbnail_width * height / width)),
                             format="rgb24",
                         ).to_ndarray()
+                    current.last_frame = scaled  # a thumbnail source if the video ends before the middle
                     current.written += 1
                 if index == current.span.end_frame - 1:
                     results.append(_close_clip(current, width, height, fps))
@@ -160,6 +163,7 @@ def _open_clip(span, clip_path, thumb_path, width, height, rate, config) -> _Ope
         stream=video,
         accumulator=SignalAccumulator(),
         middle_frame=(span.start_frame + span.end_frame) // 2,
+        thumbnail_width=config.thumbnail_width,
     )
 
 
@@ -169,6 +173,12 @@ def _close_clip(clip: _OpenClip, width, height, fps, truncated_at: int | None = 
     clip.container.close()
     clip.tmp_context.__exit__(None, None, None)  # rename into place
     span = clip.span if truncated_at is None else Span(clip.span.start_frame, truncated_at)
+    if clip.thumbnail is None and clip.last_frame is not None:
+        clip.thumbnail = clip.last_frame.reformat(
+            width=clip.thumbnail_width,
+            height=max(2, round(clip.thumbnail_width * height / width)),
+            format="rgb24",
+        ).to_ndarray()
     if clip.thumbnail is not None:
         ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(clip.thumbnail, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 82])
         write_bytes_atomically(clip.thumbnail_path, jpeg.tobytes())

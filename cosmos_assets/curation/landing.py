@@ -122,12 +122,16 @@ def hash_landed_file(root: Path, relative_path: bytes) -> str:
         return sha256_of_stream(stream)[0]
 
 
+class OutsideLandingZone(PermissionError):
+    """A landed name whose real location is outside the landing zone (through a symlinked folder)."""
+
+
 def assert_inside(root: Path, path: bytes | str) -> None:
     """Refuse a path whose real location (after resolving parent symlinks) leaves ``root``."""
     real_root = os.path.realpath(os.fsencode(root))
     real_parent = os.path.realpath(os.path.dirname(os.fsencode(path)))
     if os.path.commonpath([real_root, real_parent]) != real_root:
-        raise PermissionError(f"{display_name(path)!r} resolves outside the landing zone")
+        raise OutsideLandingZone(f"{display_name(path)!r} resolves outside the landing zone")
 
 
 def open_landed_file(root: Path, relative_path: bytes):
@@ -212,9 +216,11 @@ class LandingLedger:
                     continue
                 try:
                     content_hash = hash_landed_file(root, entry.relative_path)
-                except (OSError, PermissionError) as error:
+                except OutsideLandingZone as error:  # refuse and record it
                     fresh.append((entry, None, f"{type(error).__name__}: {error}"))
                     continue
+                except OSError:
+                    continue  # maybe transient (permissions being fixed, file replaced): try next tick
                 hashed_bytes += entry.size
                 fresh.append((entry, content_hash, None))
 

@@ -53,7 +53,8 @@ def ingest_member(
         **{column: None for column in RAW_COLUMNS},
     }
     if member.content_hash is None:  # refused by the sensor before reading (symlink, unreadable)
-        row["error_class"] = "UnsafePath" if member.note and "symlink" in member.note else "UnreadableFile"
+        unsafe = member.note and ("symlink" in member.note or "OutsideLandingZone" in member.note)
+        row["error_class"] = "UnsafePath" if unsafe else "UnreadableFile"
         row["error_message"] = member.note
         row["content_hash"] = "name:" + stable_id("landing-name", member.relative_path.hex())
         return row

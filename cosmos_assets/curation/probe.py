@@ -112,6 +112,9 @@ def probe_video(path: str | os.PathLike, limits: ProbeLimits = ProbeLimits()) ->
         raise VideoRejected("NotAVideo", f"no known container format: {error.strerror}") from None
 
     with container:
+        if container.format.name == "image2" or container.format.name.endswith("_pipe"):
+            # FFmpeg's still-image demuxers (webp_pipe, tiff_pipe, ...): a picture, not a video
+            raise VideoRejected("NotAVideo", f"the file is a still image ({container.format.name})")
         video_streams = [
             s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic
         ]
@@ -142,8 +145,10 @@ def probe_video(path: str | os.PathLike, limits: ProbeLimits = ProbeLimits()) ->
         timestamps: list[int] = []
         try:
             for packet in container.demux(stream):
-                if packet.size and packet.pts is not None:
-                    timestamps.append(packet.pts)
+                # Raw elementary streams (.h264) carry no pts; their dts still orders the frames.
+                timestamp = packet.pts if packet.pts is not None else packet.dts
+                if packet.size:
+                    timestamps.append(timestamp if timestamp is not None else len(timestamps))
         except av.error.FFmpegError as error:
             raise VideoRejected(
                 "TruncatedVideo", f"demuxing stopped after {len(timestamps)} packets: {error.strerror}"

@@ -58,6 +58,7 @@ class SignalAccumulator:
 
     sample_interval_s: float = 0.5
     _previous_small: np.ndarray | None = None
+    _previous_time: float | None = None
     _global: list = field(default_factory=list)
     _patch_sums: np.ndarray | None = None
     _sharpness: list = field(default_factory=list)
@@ -67,7 +68,8 @@ class SignalAccumulator:
     _letterbox: list = field(default_factory=list)
     _pillarbox: list = field(default_factory=list)
 
-    def add(self, luma: np.ndarray) -> None:
+    def add(self, luma: np.ndarray, time_s: float | None = None) -> None:
+        """Measure one sampled luma frame taken ``time_s`` seconds into the clip."""
         luma = np.ascontiguousarray(luma)
         medium = _resize_width(luma, SHARPNESS_WIDTH)
         self._sharpness.append(float(cv2.Laplacian(medium, cv2.CV_64F).var()))
@@ -81,7 +83,12 @@ class SignalAccumulator:
         small = _resize_width(luma, MOTION_WIDTH)
         if self._previous_small is not None:
             flow = cv2.calcOpticalFlowFarneback(self._previous_small, small, None, 0.5, 3, 15, 3, 5, 1.2, 0)
-            magnitude = np.hypot(flow[..., 0], flow[..., 1]) / MOTION_WIDTH / self.sample_interval_s
+            interval = (
+                time_s - self._previous_time
+                if time_s is not None and self._previous_time is not None and time_s > self._previous_time
+                else self.sample_interval_s
+            )
+            magnitude = np.hypot(flow[..., 0], flow[..., 1]) / MOTION_WIDTH / interval
             self._global.append(float(magnitude.mean()))
             height, width = magnitude.shape
             patches = (
@@ -91,6 +98,7 @@ class SignalAccumulator:
             )
             self._patch_sums = patches if self._patch_sums is None else self._patch_sums + patches
         self._previous_small = small
+        self._previous_time = time_s
 
     def result(self) -> ClipSignals | None:
         if not self._sharpness:
