@@ -91,3 +91,19 @@ def test_dark_letterboxed_and_blurred_clips_are_rejected_with_their_reasons(tmp_
     sharp_row, blur_row = signals_of(tmp_path / "s", frames), signals_of(tmp_path / "b", blurred)
     assert blur_row["sharpness"] < sharp_row["sharpness"] / 5
     assert "blurry" in {r.split(":")[0] for r in rejection_reasons(blur_row, FilterThresholds())}
+
+
+def test_variable_frame_rate_sources_keep_their_real_timing(tmp_path, samples):
+    """4 s filmed at 10 fps, then 4 s at 30 fps: clips must last as long as what they show."""
+    from fractions import Fraction
+
+    frames = media_factory.read_rgb_frames(samples / "bottle_conveyor.mp4", limit=160, size=(320, 180))
+    pts = [i * 100 for i in range(40)] + [4000 + round(i * 1000 / 30) for i in range(120)]
+    source = media_factory.write_video(tmp_path / "vfr.mp4", frames, pts=pts, time_base=Fraction(1, 1000))
+    average_fps = 160 / 8.0
+    slow, fast = cut_clips(source, [Span(0, 40), Span(40, 160)], clip_destinations(tmp_path, 2), average_fps)
+    assert (slow.start_s, slow.end_s) == pytest.approx((0.0, 4.0), abs=0.06)
+    assert (fast.start_s, fast.end_s) == pytest.approx((4.0, 8.0), abs=0.06)
+    for clip in (slow, fast):  # output is constant-rate at the average rate, with the real duration
+        assert clip.fps == average_fps
+        assert clip.frames / clip.fps == pytest.approx(4.0, abs=0.1)

@@ -43,6 +43,8 @@ class ClipResult:
     height: int
     fps: float
     frames: int
+    start_s: float = 0.0  # presentation time of the span in the source
+    end_s: float = 0.0
     signals: ClipSignals | None = None
 
 
@@ -60,6 +62,8 @@ class _OpenClip:
     middle_frame: int = 0
     thumbnail: np.ndarray | None = None
     last_frame: av.VideoFrame | None = None
+    held: av.VideoFrame | None = None  # the latest source frame, not yet written
+    start_time: float = 0.0
     thumbnail_width: int = 192
     next_sample_time: float = 0.0
 
@@ -93,8 +97,9 @@ def cut_clips(
     """
     if not spans:
         return []
-    fps, step = output_fps(source_fps, config)
+    fps, _ = output_fps(source_fps, config)
     rate = Fraction(fps).limit_denominator(1001)
+    source_frame_s = 1.0 / source_fps if source_fps > 0 else 1.0 / fps
     results: list[ClipResult] = []
     pending = list(zip(spans, destinations))
     current: _OpenClip | None = None
@@ -103,10 +108,12 @@ def cut_clips(
         stream.thread_type = "AUTO"
         width, height = output_size(stream.codec_context.width, stream.codec_context.height, config)
         reformatter = av.video.reformatter.VideoReformatter()
-        index = -1
+        index, frame_time = -1, 0.0
         try:
             for frame in container.decode(stream):
                 index += 1
+                # Presentation time: real timing for variable-frame-rate sources (index as fallback).
+                frame_time = frame.time if frame.time is not None else index * source_frame_s
                 if current is None:
                     if not pending or index < pending[0][0].start_frame:
                         if not pending:
@@ -114,27 +121,19 @@ def cut_clips(
                         continue
                     span, (clip_path, thumb_path) = pending.pop(0)
                     current = _open_clip(span, clip_path, thumb_path, width, height, rate, config)
-                if (index - current.span.start_frame) % step == 0:
-                    scaled = reformatter.reformat(frame, width=width, height=height, format="yuv420p")
-                    scaled.pts = current.written
-                    scaled.time_base = 1 / rate
-                    for packet in current.stream.encode(scaled):
-                        current.container.mux(packet)
-                    clip_time = current.written / fps
-                    if clip_time >= current.next_sample_time:
-                        current.accumulator.add(scaled.to_ndarray()[:height], clip_time)  # the Y plane of yuv420p
-                        current.next_sample_time += 1.0 / config.score_sample_fps
-                    if current.thumbnail is None and index >= current.middle_frame:
-                        current.thumbnail = reformatter.reformat(
-                            frame,
-                            width=config.thumbnail_width,
-                            height=max(2, round(config.thumbnail_width * height / width)),
-                            format="rgb24",
-                        ).to_ndarray()
-                    current.last_frame = scaled  # a thumbnail source if the video ends before the middle
-                    current.written += 1
+                    current.start_time = frame_time
+                _emit_until(current, frame_time, reformatter, width, height, fps, rate, config)
+                current.held = frame
+                if current.thumbnail is None and index >= current.middle_frame:
+                    current.thumbnail = reformatter.reformat(
+                        frame,
+                        width=config.thumbnail_width,
+                        height=max(2, round(config.thumbnail_width * height / width)),
+                        format="rgb24",
+                    ).to_ndarray()
                 if index == current.span.end_frame - 1:
-                    results.append(_close_clip(current, width, height, fps))
+                    _emit_until(current, frame_time + source_frame_s, reformatter, width, height, fps, rate, config)
+                    results.append(_close_clip(current, width, height, fps, end_time=frame_time + source_frame_s))
                     current = None
         except BaseException:
             if current is not None:  # never leave a half-written clip behind
@@ -142,8 +141,34 @@ def cut_clips(
                 current.tmp_context.__exit__(*sys.exc_info())
             raise
         if current is not None:  # the video ended early: keep what was decoded of the last span
-            results.append(_close_clip(current, width, height, fps, truncated_at=index + 1))
+            _emit_until(current, frame_time + source_frame_s, reformatter, width, height, fps, rate, config)
+            results.append(
+                _close_clip(current, width, height, fps, end_time=frame_time + source_frame_s, truncated_at=index + 1)
+            )
     return results
+
+
+def _emit_until(clip, until_s, reformatter, width, height, fps, rate, config) -> None:
+    """Resample to a constant rate: each output slot shows the latest source frame at its time.
+
+    The held frame fills every slot that starts before ``until_s`` (the next frame's time), with a
+    quarter-slot tolerance so a constant-rate source at the output rate maps one to one and a
+    double-rate source keeps every second frame. Variable-rate sources keep their real timing.
+    """
+    if clip.held is None:
+        return
+    tolerance = 0.25 / fps
+    while clip.start_time + clip.written / fps + tolerance < until_s:
+        scaled = reformatter.reformat(clip.held, width=width, height=height, format="yuv420p")
+        scaled.pts, scaled.time_base = clip.written, 1 / rate
+        for packet in clip.stream.encode(scaled):
+            clip.container.mux(packet)
+        clip_time = clip.written / fps
+        if clip_time >= clip.next_sample_time:
+            clip.accumulator.add(scaled.to_ndarray()[:height], clip_time)  # the Y plane of yuv420p
+            clip.next_sample_time += 1.0 / config.score_sample_fps
+        clip.last_frame = scaled  # a thumbnail source if the video ends before the middle
+        clip.written += 1
 
 
 def _open_clip(span, clip_path, thumb_path, width, height, rate, config) -> _OpenClip:
@@ -167,7 +192,7 @@ def _open_clip(span, clip_path, thumb_path, width, height, rate, config) -> _Ope
     )
 
 
-def _close_clip(clip: _OpenClip, width, height, fps, truncated_at: int | None = None) -> ClipResult:
+def _close_clip(clip: _OpenClip, width, height, fps, end_time: float, truncated_at: int | None = None) -> ClipResult:
     for packet in clip.stream.encode(None):
         clip.container.mux(packet)
     clip.container.close()
@@ -190,5 +215,7 @@ def _close_clip(clip: _OpenClip, width, height, fps, truncated_at: int | None = 
         height=height,
         fps=fps,
         frames=clip.written,
+        start_s=clip.start_time,
+        end_s=end_time,
         signals=clip.accumulator.result(),
     )
