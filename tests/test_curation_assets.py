@@ -72,3 +72,13 @@ def test_landed_files_are_removed_only_once_recorded_when_asked(cosmos_env, samp
         # the rejected file's bytes are kept in the raw store, so nothing is lost
         rejected = raw.filter(pl.col("status") == "rejected").row(0, named=True)
         assert rejected["error_class"] == "NotAVideo" and open(rejected["raw_path"]).read() == "not a video"
+
+
+def test_file_names_show_verbatim_in_ui_tables_never_as_markdown():
+    from cosmos_assets.curation.assets import _md_table
+
+    hostile = "x](http://evil.example/a.png) ![y](http://evil.example/b.png)\n| injected | row |"
+    rendered = _md_table([{"landing_name": hostile, "width": 640}], ["landing_name", "width"])
+    row = rendered.splitlines()[2]
+    assert row.startswith("| `") and row.count("`") == 2 and "\n" not in row.strip()
+    assert "\\| injected \\| row \\|" in row and row.endswith("| 640 |")

