@@ -159,7 +159,11 @@ def _emit_until(clip, until_s, reformatter, width, height, fps, rate, config) ->
         return
     tolerance = 0.25 / fps
     while clip.start_time + clip.written / fps + tolerance < until_s:
-        scaled = reformatter.reformat(clip.held, width=width, height=height, format="yuv420p")
+        held = clip.held
+        if held.format.name == "yuv420p" and (held.width, held.height) == (width, height):
+            scaled = held  # already what the encoder wants; the encoder keeps its own reference
+        else:
+            scaled = reformatter.reformat(held, width=width, height=height, format="yuv420p")
         scaled.pts, scaled.time_base = clip.written, 1 / rate
         for packet in clip.stream.encode(scaled):
             clip.container.mux(packet)

@@ -50,12 +50,14 @@ def decode_small_rgb(path: str | os.PathLike, width=TRANSNET_WIDTH, height=TRANS
     """All frames of a video as uint8 RGB ``[T, height, width, 3]``, decoded with PyAV.
 
     One ``VideoReformatter`` is reused for every frame: PyAV otherwise builds a new scaler per frame.
+    The deblocking filter is skipped: a third faster, and invisible at 48x27 (mean change < 1/255).
     """
     reformatter = av.video.reformatter.VideoReformatter()
     frames = []
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
+        stream.codec_context.options = {"skip_loop_filter": "all"}
         for frame in container.decode(stream):
             frames.append(
                 reformatter.reformat(
