@@ -18,6 +18,7 @@ import av
 import cv2
 import numpy as np
 
+from cosmos_assets.curation.probe import primary_video_stream
 from cosmos_assets.common.files import atomic_path, write_bytes_atomically
 from cosmos_assets.curation.scores import ClipSignals, SignalAccumulator
 from cosmos_assets.curation.shots import Span
@@ -104,7 +105,7 @@ def cut_clips(
     pending = list(zip(spans, destinations))
     current: _OpenClip | None = None
     with av.open(str(source)) as container:
-        stream = container.streams.video[0]
+        stream = primary_video_stream(container)
         stream.thread_type = "AUTO"
         width, height = output_size(stream.codec_context.width, stream.codec_context.height, config)
         reformatter = av.video.reformatter.VideoReformatter()

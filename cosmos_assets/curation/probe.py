@@ -72,6 +72,14 @@ def _sniff(path: Path) -> str:
         return "binary"
 
 
+def primary_video_stream(container):
+    """The first real video stream: cover art (attached pictures) is not the video."""
+    for stream in container.streams.video:
+        if not stream.disposition & av.stream.Disposition.attached_pic:
+            return stream
+    return None
+
+
 def _fps(rate) -> float:
     return float(rate) if rate else 0.0
 
@@ -210,7 +218,7 @@ def _test_decode(path: Path, codec: str, frames_wanted: int = 2) -> None:
     """Decode the first frames: a stream we can demux but not decode is of no use."""
     try:
         with av.open(str(path)) as container:
-            stream = container.streams.video[0]
+            stream = primary_video_stream(container)
             decoded = 0
             for _ in container.decode(stream):
                 decoded += 1

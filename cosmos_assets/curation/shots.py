@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from torch.nn import functional
 
+from cosmos_assets.curation.probe import primary_video_stream
+
 TRANSNET_HEIGHT, TRANSNET_WIDTH = 27, 48
 CONTEXT_FRAMES = 25  # frames of context either side of the predicted part of a window
 
@@ -55,7 +57,7 @@ def decode_small_rgb(path: str | os.PathLike, width=TRANSNET_WIDTH, height=TRANS
     reformatter = av.video.reformatter.VideoReformatter()
     frames = []
     with av.open(str(path)) as container:
-        stream = container.streams.video[0]
+        stream = primary_video_stream(container)
         stream.thread_type = "AUTO"
         stream.codec_context.options = {"skip_loop_filter": "all"}
         for frame in container.decode(stream):
