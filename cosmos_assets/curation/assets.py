@@ -189,7 +189,7 @@ def video_clips_and_scores(
             "videos_split": len(videos) - len(errors),
             "videos_failed": len(errors),
             "videos_without_clips": len(videos) - len(errors) - (clips["source_hash"].n_unique() if clips.height else 0),
-            "clip_seconds": float(clips["duration_s"].sum()) if clips.height else 0.0,
+            "clip_seconds": round(float(clips["duration_s"].sum()), 2) if clips.height else 0.0,
             "split_method": split.method,
             "contact_sheet": dg.MetadataValue.md(_clip_contact_sheet(clips, "clip thumbnails")) if clips.height else dg.MetadataValue.md("no clips"),
             "failures": dg.MetadataValue.md(_md_table(errors, ["landing_name", "error_class", "error_message"])) if errors else dg.MetadataValue.md("none"),
