@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import sys
-import time
 from importlib import resources as package_files
 from pathlib import Path
 

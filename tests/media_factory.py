@@ -5,7 +5,6 @@ Everything is generated with PyAV at test time, so the repository ships only the
 
 from __future__ import annotations
 
-import struct
 from fractions import Fraction
 from pathlib import Path
 
@@ -125,7 +124,6 @@ def concatenate_clips(path: Path, pieces: list[tuple[Path, int, int]], size=(320
     return cuts[:-1]
 
 
-__all__ = [name for name in dir() if not name.startswith("_") and name != "struct"]
 
 
 def build_bad_inputs(directory: Path, samples: Path) -> dict[str, str]:

@@ -14,7 +14,6 @@ import polars as pl
 import pytest
 
 import media_factory
-from conftest import age_file
 
 COSMOS = str(Path(sys.executable).with_name("cosmos"))
 GOOD_SAMPLES = ["asl_walk.mkv", "asl_book.mkv", "dashcam_solid_white_right.mp4"]

@@ -5,7 +5,6 @@ import shutil
 import dagster as dg
 import polars as pl
 
-from conftest import age_file
 from cosmos_assets.curation.landing import LandingLedger, scan_landing_zone
 from cosmos_assets.definitions import build_definitions
 

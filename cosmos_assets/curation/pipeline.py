@@ -12,14 +12,13 @@ import os
 from dataclasses import asdict
 from pathlib import Path
 
-from cosmos_assets.common.files import copy_and_hash_atomically, display_name, stable_id, write_bytes_atomically
+from cosmos_assets.common.files import copy_and_hash_atomically, stable_id, write_bytes_atomically
 from cosmos_assets.curation.clips import TranscodeConfig, cut_clips
 from cosmos_assets.curation.landing import BatchMember, open_landed_file
 from cosmos_assets.curation.probe import ProbeLimits, VideoProbe, VideoRejected, probe_video
 from cosmos_assets.curation.shots import (
     SplitConfig,
     Span,
-    cut_frames,
     decode_small_rgb,
     plan_clips,
     plan_fixed_stride,
@@ -155,7 +154,3 @@ def split_video(
         )
     write_bytes_atomically(record, json.dumps(rows).encode())
     return rows, None
-
-
-def describe_source(video: dict) -> str:
-    return display_name(video.get("landing_name") or video["content_hash"])
