@@ -64,11 +64,13 @@ class CosmosPaths:
     def raw_path(self, content_hash: str, container_suffix: str) -> Path:
         return self.raw_store / content_hash[:2] / f"{content_hash}{container_suffix}"
 
-    def clip_path(self, clip_id: str) -> Path:
-        return self.clips / clip_id[:2] / f"{clip_id}.mp4"
+    # Clip files sit under their recipe (split + transcode settings): the same clip id encoded with
+    # other settings is another file, so a finished record of one recipe never points at another's.
+    def clip_path(self, clip_id: str, recipe: str) -> Path:
+        return self.clips / recipe[:8] / clip_id[:2] / f"{clip_id}.mp4"
 
-    def thumbnail_path(self, clip_id: str) -> Path:
-        return self.thumbnails / clip_id[:2] / f"{clip_id}.jpg"
+    def thumbnail_path(self, clip_id: str, recipe: str) -> Path:
+        return self.thumbnails / recipe[:8] / clip_id[:2] / f"{clip_id}.jpg"
 
 
 # The local instance: SQLite storage (the default when no storage is named), run monitoring so

@@ -1,5 +1,6 @@
 """Dagster-level: the curation assets on one batch partition, with run config, re-run safety and landing cleanup."""
 
+import os
 import shutil
 
 import dagster as dg
@@ -81,3 +82,16 @@ def test_file_names_show_verbatim_in_ui_tables_never_as_markdown():
     row = rendered.splitlines()[2]
     assert row.startswith("| `") and row.count("`") == 2 and "\n" not in row.strip()
     assert "\\| injected \\| row \\|" in row and row.endswith("| 640 |")
+
+
+def test_other_transcode_settings_make_other_files_and_keep_the_first(cosmos_env, samples):
+    shutil.copy(samples / "asl_walk.mkv", cosmos_env.landing / "walk.mkv")
+    with dg.instance_for_test() as instance:
+        batch = make_batch(cosmos_env, instance)
+        first = run_curation(instance, batch.key).output_for_node("video_clips_and_scores", "video_clips")
+        second = run_curation(instance, batch.key, split_config={**FIXED_STRIDE, "max_width": 320, "max_height": 240})
+        smaller = second.output_for_node("video_clips_and_scores", "video_clips")
+        assert first["clip_id"].to_list() == smaller["clip_id"].to_list()  # same clip, same id
+        assert first["path"].to_list() != smaller["path"].to_list()
+        assert smaller["width"].to_list() == [320] and first["width"].to_list() == [640]
+        assert all(os.path.exists(p) for p in first["path"].to_list() + smaller["path"].to_list())

@@ -117,7 +117,7 @@ def split_video(
         spans = plan_spans(video["raw_path"], video["frames"], fps, split, detector)
         ids = [clip_id_for(video["content_hash"], span) for span in spans]
         results = cut_clips(
-            video["raw_path"], spans, [(paths.clip_path(i), paths.thumbnail_path(i)) for i in ids], fps, transcode
+            video["raw_path"], spans, [(paths.clip_path(i, recipe), paths.thumbnail_path(i, recipe)) for i in ids], fps, transcode
         )
     except Exception as error:  # PyAV / decode errors on a file that probed fine: record, go on
         return [], {
