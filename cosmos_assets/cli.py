@@ -1,4 +1,4 @@
-"""The ``cosmos`` command: ``demo`` (the UI on sample videos), ``run`` (headless), ``paths``."""
+"""The ``cosmos`` command: ``demo`` (the UI on sample videos), ``run`` (headless), ``models``, ``paths``."""
 
 from __future__ import annotations
 
@@ -109,6 +109,16 @@ def show_paths(args: argparse.Namespace) -> int:
     return 0
 
 
+def build_tiny_models(args: argparse.Namespace) -> int:
+    from cosmos_assets.models.tiny import build_all_tiny
+
+    paths = CosmosPaths(cosmos_home())
+    built = build_all_tiny(paths.models, rebuild=args.rebuild, names=args.only or None)
+    for name, path in built.items():
+        print(f"{name}: {path}  (tiny random weights: outputs are meaningless)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cosmos", description="The Cosmos data flywheel on Dagster.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -120,6 +130,13 @@ def main(argv: list[str] | None = None) -> int:
     run_parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     run_parser.add_argument("--no-wait", action="store_true", help="do not wait for files that are still settling")
     run_parser.set_defaults(handler=run)
+    models_parser = commands.add_parser("models", help="model checkpoints")
+    model_commands = models_parser.add_subparsers(dest="models_command", required=True)
+    tiny_parser = model_commands.add_parser(
+        "build-tiny", help="build tiny random-weight checkpoints of every role's real architecture under $COSMOS_HOME/models")
+    tiny_parser.add_argument("--rebuild", action="store_true", help="rebuild even if present")
+    tiny_parser.add_argument("--only", action="append", metavar="NAME", help="vlm, siglip, predict2, predict2.5, transfer2.5")
+    tiny_parser.set_defaults(handler=build_tiny_models)
     paths_parser = commands.add_parser("paths", help="print where state lives")
     paths_parser.set_defaults(handler=show_paths)
     args = parser.parse_args(argv)

@@ -7,8 +7,37 @@ import dagster as dg
 
 from cosmos_assets.curation.assets import curation_job, filtered_clips, raw_videos, video_clips_and_scores
 from cosmos_assets.settings import cosmos_home, cosmos_profile
-from resources import CosmosStorage, ParquetTableIOManager, ShotDetectorResource
+from cosmos_assets.models.catalog import DEFAULT_MODELS
+from resources import CosmosStorage, EmbedderResource, ParquetTableIOManager, ShotDetectorResource, VisionLanguageResource
 from sensors import LandingZoneSettings, landing_zone_sensor
+
+
+def model_resources(profile: str, home: str) -> dict:
+    """Which model each role uses. ``local``: packaged real weights where they exist (EfficientNet-Lite0,
+    MiniLM) and tiny random-weight checkpoints where only a large model would do (the VLM). ``gpu`` and
+    ``k8s``: the real Cosmos models, from local directories or the Hugging Face cache; COSMOS_* variables
+    point them elsewhere without code changes."""
+    env = os.environ.get
+    device = env("COSMOS_DEVICE", "auto")
+    local = profile == "local"
+    endpoint = env("COSMOS_VLM_ENDPOINT")
+    vlm = VisionLanguageResource(
+        home=home,
+        device=device,
+        backend="endpoint" if endpoint else "transformers",
+        model=env("COSMOS_VLM_MODEL", "tiny:vlm" if local else DEFAULT_MODELS["vlm"]),
+        revision=env("COSMOS_VLM_REVISION"),
+        endpoint_url=endpoint,
+        # Secrets only through the environment: EnvVar keeps the value out of the UI and run config.
+        endpoint_api_key=dg.EnvVar("COSMOS_VLM_API_KEY") if env("COSMOS_VLM_API_KEY") else None,
+    )
+    embedders = EmbedderResource(
+        home=home,
+        device=device,
+        video_backend=env("COSMOS_VIDEO_EMBEDDER", "efficientnet" if local else "siglip"),
+        video_model=env("COSMOS_VIDEO_EMBEDDER_MODEL", DEFAULT_MODELS["video_embedder"]),
+    )
+    return {"vlm": vlm, "embedders": embedders}
 
 
 def build_definitions(profile: str | None = None) -> dg.Definitions:
@@ -26,6 +55,7 @@ def build_definitions(profile: str | None = None) -> dg.Definitions:
             "io_manager": ParquetTableIOManager(home=home),
             "storage": CosmosStorage(home=home),
             "shot_detector": ShotDetectorResource(device=os.environ.get("COSMOS_DEVICE", "auto")),
+            **model_resources(profile, home),
             "landing_zone": LandingZoneSettings(
                 settle_seconds=float(os.environ.get("COSMOS_SETTLE_SECONDS", "10")),
             ),

@@ -52,6 +52,10 @@ class CosmosPaths:
         return self.home / "tables"
 
     @property
+    def models(self) -> Path:
+        return self.home / "models"
+
+    @property
     def landing_ledger(self) -> Path:
         return self.tables / "landing_ledger.sqlite"
 

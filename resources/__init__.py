@@ -1,6 +1,12 @@
 """Dagster resources: where artefacts and tables live, and the models that build them."""
 
-from resources.models import ShotDetectorResource
+from resources.models import EmbedderResource, ShotDetectorResource, VisionLanguageResource
 from resources.storage import CosmosStorage, ParquetTableIOManager
 
-__all__ = ["CosmosStorage", "ParquetTableIOManager", "ShotDetectorResource"]
+__all__ = [
+    "CosmosStorage",
+    "EmbedderResource",
+    "ParquetTableIOManager",
+    "ShotDetectorResource",
+    "VisionLanguageResource",
+]

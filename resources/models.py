@@ -1,16 +1,47 @@
-"""Model resources. A model is loaded once per process and reused by every asset that needs it."""
+"""Model resources: which model each role uses, on which device. The plain modules in
+``cosmos_assets.models`` load and run them; a model is loaded once per process (``MODELS``) and
+released when the run ends."""
 
-
-import functools
+from pathlib import Path
+from typing import Literal, Optional
 
 import dagster as dg
+import torch
 
 from cosmos_assets.curation.shots import TransNetV2ShotDetector
+from cosmos_assets.models.catalog import resolve_model
+from cosmos_assets.models.embedders import load_efficientnet, load_minilm, load_siglip, CosmosEmbed1VideoEmbedder
+from cosmos_assets.models.runtime import MODELS, choose_device, choose_dtype
+from cosmos_assets.models.vlm import (
+    CAPTION_SETTINGS,
+    CRITIC_SETTINGS,
+    EndpointVLM,
+    GenerationSettings,
+    VideoSizing,
+    load_transformers_vlm,
+)
+from cosmos_assets.settings import CosmosPaths
 
 
-@functools.lru_cache(maxsize=4)
-def _shot_detector(device: str, bf16: bool) -> TransNetV2ShotDetector:
-    return TransNetV2ShotDetector(device=device, bf16=bf16)
+class _ModelResource(dg.ConfigurableResource):
+    """Shared by every model role: where built models live, device and dtype, release at run end."""
+
+    home: str
+    device: str = "auto"
+    dtype: str = "auto"  # auto: bfloat16 on CUDA, float32 on the CPU
+
+    @property
+    def models_root(self) -> Path:
+        return CosmosPaths(Path(self.home)).models
+
+    def torch_device(self) -> torch.device:
+        return choose_device(self.device)
+
+    def torch_dtype(self) -> torch.dtype:
+        return choose_dtype(self.torch_device(), self.dtype)
+
+    def teardown_after_execution(self, context) -> None:
+        MODELS.release()  # a long-lived process (cosmos run) gives GPU and host memory back per run
 
 
 class ShotDetectorResource(dg.ConfigurableResource):
@@ -20,4 +51,74 @@ class ShotDetectorResource(dg.ConfigurableResource):
     bf16: bool = True  # GPU only: on the CPU the detector stays fp32 (no native bf16 convolutions)
 
     def get(self) -> TransNetV2ShotDetector:
-        return _shot_detector(self.device, self.bf16)
+        return MODELS.get(("transnetv2", self.device, self.bf16), lambda: TransNetV2ShotDetector(device=self.device, bf16=self.bf16))
+
+
+class GenerationConfig(dg.Config):
+    """Sampling settings for one use of the vision-language model."""
+
+    temperature: float
+    top_p: float = 0.95
+    max_new_tokens: int = 256
+    repetition_penalty: float = 1.0
+    trials: int = 1
+    seed: int = 0
+
+    def settings(self) -> GenerationSettings:
+        return GenerationSettings(**self.model_dump())
+
+
+def _generation_config(settings: GenerationSettings) -> GenerationConfig:
+    return GenerationConfig(temperature=settings.temperature, top_p=settings.top_p, max_new_tokens=settings.max_new_tokens,
+                            repetition_penalty=settings.repetition_penalty, trials=settings.trials, seed=settings.seed)
+
+
+class VisionLanguageResource(_ModelResource):
+    """The captioner and critic: a Qwen2.5-VL checkpoint through transformers, or an endpoint."""
+
+    backend: Literal["transformers", "endpoint"] = "transformers"
+    model: str = "nvidia/Cosmos-Reason1-7B"  # a directory, a cached model id, or tiny:vlm
+    revision: Optional[str] = None
+    total_pixels: int = 8192 * 28 * 28  # visual budget over all frames of one video
+    endpoint_url: Optional[str] = None  # e.g. http://vllm:8000/v1
+    endpoint_api_key: Optional[str] = None  # pass dg.EnvVar("COSMOS_VLM_API_KEY"); never a literal
+    endpoint_timeout_s: float = 120.0
+    endpoint_max_retries: int = 4
+    caption: GenerationConfig = _generation_config(CAPTION_SETTINGS)
+    critique: GenerationConfig = _generation_config(CRITIC_SETTINGS)
+
+    def get(self):
+        sizing = VideoSizing(total_pixels=self.total_pixels)
+        if self.backend == "endpoint":
+            if not self.endpoint_url:
+                raise dg.Failure("VisionLanguageResource: backend 'endpoint' needs endpoint_url")
+            return MODELS.get(
+                ("vlm-endpoint", self.endpoint_url, self.model),
+                lambda: EndpointVLM(self.endpoint_url, self.model, self.endpoint_api_key, self.endpoint_timeout_s,
+                                    self.endpoint_max_retries, sizing=sizing),
+            )
+        checkpoint = resolve_model(self.model, role="vision-language", models_root=self.models_root, revision=self.revision)
+        return load_transformers_vlm(checkpoint, self.torch_device(), self.torch_dtype(), sizing)
+
+
+class EmbedderResource(_ModelResource):
+    """Video embeddings (EfficientNet-Lite0 from packaged weights, a SigLIP checkpoint, or Cosmos-Embed1)
+    and text embeddings (all-MiniLM-L6-v2 from packaged weights)."""
+
+    video_backend: Literal["efficientnet", "siglip", "cosmos-embed1"] = "efficientnet"
+    video_model: str = "google/siglip-so400m-patch14-384"  # for siglip / cosmos-embed1; tiny:siglip in tests
+    revision: Optional[str] = None
+    trust_remote_code: bool = False  # Cosmos-Embed1 only, and only with a pinned revision
+
+    def video(self):
+        device = self.torch_device()
+        if self.video_backend == "efficientnet":
+            return load_efficientnet(device)
+        checkpoint = resolve_model(self.video_model, role="video embedder", models_root=self.models_root, revision=self.revision)
+        if self.video_backend == "siglip":
+            return load_siglip(checkpoint, device, self.torch_dtype())
+        return MODELS.get(("cosmos-embed1", str(checkpoint.path), self.revision),
+                          lambda: CosmosEmbed1VideoEmbedder(checkpoint, device, self.torch_dtype(), self.revision, self.trust_remote_code))
+
+    def text(self):
+        return load_minilm(self.torch_device())

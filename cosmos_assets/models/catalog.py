@@ -1,0 +1,30 @@
+"""What a configured model name means: ``tiny:<name>`` is a tiny random-weight checkpoint built here on
+first use; anything else is a local directory or a Hugging Face model id already on this machine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cosmos_assets.models.checkpoints import Checkpoint, resolve_checkpoint
+
+TINY_PREFIX = "tiny:"
+
+# What the `gpu` profile loads by default (users point these at local directories or cached ids).
+DEFAULT_MODELS = {
+    "vlm": "nvidia/Cosmos-Reason1-7B",
+    "video_embedder": "google/siglip-so400m-patch14-384",
+    "predict2": "nvidia/Cosmos-Predict2-2B-Video2World",
+    "predict2.5": "nvidia/Cosmos-Predict2.5-2B",
+    "transfer2.5": "nvidia/Cosmos-Transfer2.5-2B",
+}
+
+
+def resolve_model(source: str, *, role: str, models_root: Path, revision: str | None = None) -> Checkpoint:
+    if source.startswith(TINY_PREFIX):
+        from cosmos_assets.models.tiny import ensure_tiny
+
+        return resolve_checkpoint(str(ensure_tiny(models_root, source[len(TINY_PREFIX):])), role=role)
+    return resolve_checkpoint(
+        source, role=role, revision=revision,
+        how_to_provide=f"For a CPU-only trial, `{TINY_PREFIX}<name>` uses a tiny random-weight checkpoint (`cosmos models build-tiny`).",
+    )

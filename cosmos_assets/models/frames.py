@@ -1,0 +1,76 @@
+"""Frames sampled from a video file at a fixed rate, for models that look at a few frames per second."""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+
+import av
+import numpy as np
+
+
+@dataclass(frozen=True)
+class SampledFrames:
+    frames: np.ndarray  # uint8, T×H×W×3 RGB
+    timestamps: np.ndarray  # seconds from the start of the file
+    fps: float  # the sampling rate actually achieved (the source rate caps it)
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+
+def sample_frames(
+    path: str | os.PathLike,
+    fps: float = 2.0,
+    max_frames: int = 256,
+    start_s: float = 0.0,
+    end_s: float | None = None,
+    max_side: int | None = None,
+) -> SampledFrames:
+    """Decode once and keep the first frame at or after each multiple of 1/fps inside [start, end).
+
+    ``max_frames`` bounds the window (cosmos-curate captions windows of up to 256 frames at 2 fps);
+    ``max_side`` downsizes during conversion so large sources never become full-size arrays.
+    """
+    frames, stamps = [], []
+    next_time = start_s
+    with av.open(os.fspath(path)) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        source_fps = float(stream.average_rate or stream.guessed_rate or 30)
+        fps = min(fps, source_fps)
+        width, height = stream.codec_context.width, stream.codec_context.height
+        if max_side and max(width, height) > max_side:
+            scale = max_side / max(width, height)
+            width, height = max(2, round(width * scale / 2) * 2), max(2, round(height * scale / 2) * 2)
+        reformatter = av.video.reformatter.VideoReformatter()
+        for frame in container.decode(stream):
+            if frame.time is None:
+                continue
+            if end_s is not None and frame.time >= end_s:
+                break
+            if frame.time + 1e-6 < next_time:
+                continue
+            rgb = reformatter.reformat(frame, width=width, height=height, format="rgb24")
+            frames.append(rgb.to_ndarray())
+            stamps.append(frame.time)
+            next_time = start_s + math.floor((frame.time - start_s) * fps + 1 + 1e-6) / fps
+            if len(frames) >= max_frames:
+                break
+    if not frames:
+        raise ValueError(f"no frames decoded from {os.fspath(path)!r} in [{start_s}, {end_s})")
+    return SampledFrames(np.stack(frames), np.asarray(stamps), fps)
+
+
+def fit_pixel_budget(height: int, width: int, frames: int, total_pixels: int, factor: int = 28,
+                     min_pixels: int = 4 * 28 * 28, max_pixels: int = 768 * 28 * 28) -> tuple[int, int]:
+    """Frame size for a Qwen2.5-VL video: sides multiples of ``factor``, all frames within ``total_pixels``.
+
+    This is how the Reason critic bounds its visual tokens (8192·28·28 pixels for the whole video).
+    """
+    per_frame = min(max_pixels, max(min_pixels, total_pixels // max(frames, 1)))
+    scale = math.sqrt(per_frame / (height * width))
+    new_h = max(factor, math.floor(height * scale / factor) * factor)
+    new_w = max(factor, math.floor(width * scale / factor) * factor)
+    return new_h, new_w

@@ -1,0 +1,277 @@
+"""The vision-language role (captioner and critic): Qwen2.5-VL / Cosmos-Reason1 through transformers,
+or the same role through an OpenAI-compatible chat-completions endpoint (vLLM, NIM).
+
+Both backends take the same ``VideoPrompt`` and ``GenerationSettings`` and return one text per trial;
+what the text means (a caption, a critic verdict) is decided by the caller with ``parse_reasoned_answer``.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import logging
+import random
+import re
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from PIL import Image
+
+from cosmos_assets.models.checkpoints import Checkpoint, ModelError
+from cosmos_assets.models.frames import fit_pixel_budget
+from cosmos_assets.models.runtime import MODELS
+
+log = logging.getLogger(__name__)
+
+DEFAULT_VLM = "nvidia/Cosmos-Reason1-7B"
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """Sampling settings for one use of the model; each use (caption, critique) has its own in config."""
+
+    temperature: float = 0.1
+    top_p: float = 0.95
+    max_new_tokens: int = 256
+    repetition_penalty: float = 1.05
+    trials: int = 1  # independent samples of the same prompt (the critic's K)
+    seed: int = 0
+
+    @property
+    def sampling(self) -> bool:
+        return self.temperature > 0
+
+
+# cosmos-curate captions at temperature 0.1 with repetition penalty 1.05; the Reason critic samples
+# K = 5 trials at temperature 0.6, top-p 0.95 (cosmos_reference.md).
+CAPTION_SETTINGS = GenerationSettings(temperature=0.1, repetition_penalty=1.05, max_new_tokens=256, trials=1)
+CRITIC_SETTINGS = GenerationSettings(temperature=0.6, top_p=0.95, repetition_penalty=1.0, max_new_tokens=512, trials=5)
+
+
+@dataclass(frozen=True)
+class VideoPrompt:
+    """One question about one video: frames already sampled (uint8 T×H×W×3) at ``fps``."""
+
+    frames: np.ndarray
+    fps: float
+    question: str
+    system: str | None = None
+
+
+@dataclass(frozen=True)
+class VideoSizing:
+    """How many visual tokens a video may cost: a pixel budget over all frames (the critic uses 8192·28·28)."""
+
+    total_pixels: int = 8192 * 28 * 28
+    min_pixels: int = 4 * 28 * 28
+    max_pixels: int = 768 * 28 * 28
+
+
+@dataclass(frozen=True)
+class ReasonedAnswer:
+    thinking: str
+    answer: str
+    parsed: bool  # False when the text had no <answer> tag: kept and counted, never silently dropped
+    raw: str = field(repr=False, default="")
+
+
+_THINK = re.compile(r"<think>(.*?)(?:</think>|$)", re.S | re.I)
+_ANSWER = re.compile(r"<answer>(.*?)</answer>", re.S | re.I)
+
+
+def parse_reasoned_answer(text: str) -> ReasonedAnswer:
+    """Split Reason-style output ``<think>…</think> <answer>…</answer>`` into its parts.
+
+    The last complete answer tag wins (models sometimes quote the format before answering).
+    """
+    thinking = _THINK.search(text)
+    answers = _ANSWER.findall(text)
+    return ReasonedAnswer(
+        thinking=thinking.group(1).strip() if thinking else "",
+        answer=answers[-1].strip() if answers else "",
+        parsed=bool(answers),
+        raw=text,
+    )
+
+
+def _messages(prompt: VideoPrompt, video_part: dict) -> list[dict]:
+    messages = [{"role": "system", "content": prompt.system}] if prompt.system else []
+    messages.append({"role": "user", "content": [video_part, {"type": "text", "text": prompt.question}]})
+    return messages
+
+
+def resize_frames(frames: np.ndarray, height: int, width: int) -> np.ndarray:
+    if frames.shape[1:3] == (height, width):
+        return frames
+    return np.stack([np.asarray(Image.fromarray(f).resize((width, height), Image.BICUBIC)) for f in frames])
+
+
+def _even_frames(frames: np.ndarray) -> np.ndarray:
+    # Qwen2.5-VL patches video two frames at a time; repeat the last frame rather than drop one.
+    return frames if len(frames) % 2 == 0 else np.concatenate([frames, frames[-1:]])
+
+
+class TransformersVLM:
+    """Qwen2.5-VL-architecture checkpoint (Cosmos-Reason1-7B by default) through transformers."""
+
+    backend = "transformers"
+
+    def __init__(self, checkpoint: Checkpoint, device: torch.device, dtype: torch.dtype, sizing: VideoSizing = VideoSizing()):
+        from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
+
+        self.checkpoint = checkpoint
+        self.device, self.dtype, self.sizing = device, dtype, sizing
+        try:
+            self.processor = AutoProcessor.from_pretrained(checkpoint.path, local_files_only=True, trust_remote_code=False)
+            self.model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
+                checkpoint.path, dtype=dtype, use_safetensors=True, local_files_only=True, trust_remote_code=False,
+            ).to(device).eval()
+        except (OSError, ValueError, KeyError) as error:
+            raise ModelError(f"{checkpoint.name}: could not load as a Qwen2.5-VL checkpoint: {error}") from error
+        self.processor.tokenizer.padding_side = "left"  # generation appends on the right
+        self.video_processor_limits = (
+            getattr(self.processor.video_processor, "size", {}) or {}
+        )
+
+    @property
+    def identity(self) -> dict:
+        return {"backend": self.backend, "model": self.checkpoint.name, "model_version": self.checkpoint.version,
+                "tiny_random": self.checkpoint.tiny_random}
+
+    def _fit(self, frames: np.ndarray) -> np.ndarray:
+        frames = _even_frames(frames)
+        limits = self.video_processor_limits
+        max_pixels = min(self.sizing.max_pixels, limits.get("longest_edge", self.sizing.max_pixels))
+        min_pixels = max(self.sizing.min_pixels, limits.get("shortest_edge", 0)) if limits.get("shortest_edge", 0) <= max_pixels else max_pixels
+        height, width = fit_pixel_budget(frames.shape[1], frames.shape[2], len(frames), self.sizing.total_pixels,
+                                         min_pixels=min_pixels, max_pixels=max_pixels)
+        return resize_frames(frames, height, width)
+
+    def generate(self, prompts: list[VideoPrompt], settings: GenerationSettings) -> list[list[str]]:
+        """``settings.trials`` texts for each prompt, the prompts batched into one ``generate`` call."""
+        from transformers.video_utils import VideoMetadata
+
+        if not prompts:
+            return []
+        texts = [self.processor.apply_chat_template(_messages(p, {"type": "video"}), tokenize=False, add_generation_prompt=True)
+                 for p in prompts]
+        videos = [self._fit(p.frames) for p in prompts]
+        inputs = self.processor(
+            text=texts, videos=videos, padding=True, return_tensors="pt",
+            # The sampling rate tells the model how much time each temporal patch spans (its M-RoPE).
+            videos_kwargs={"video_metadata": [VideoMetadata(total_num_frames=len(v), fps=p.fps) for v, p in zip(videos, prompts)],
+                           "do_resize": False, "cap_pixels_per_frame": True},
+        ).to(self.device)
+        generator_kwargs = {}
+        if settings.sampling:
+            generator_kwargs = {"do_sample": True, "temperature": settings.temperature, "top_p": settings.top_p}
+            torch.manual_seed(settings.seed)
+        else:
+            generator_kwargs = {"do_sample": False}
+        with torch.inference_mode():
+            output = self.model.generate(
+                **inputs,
+                max_new_tokens=settings.max_new_tokens,
+                repetition_penalty=settings.repetition_penalty,
+                num_return_sequences=settings.trials,
+                **generator_kwargs,
+            )
+        new_tokens = output[:, inputs["input_ids"].shape[1]:]
+        decoded = self.processor.batch_decode(new_tokens, skip_special_tokens=True)
+        return [decoded[i * settings.trials:(i + 1) * settings.trials] for i in range(len(prompts))]
+
+
+class EndpointError(ModelError):
+    pass
+
+
+def _jpeg_data_uri(frame: np.ndarray, quality: int = 90) -> str:
+    buffer = io.BytesIO()
+    Image.fromarray(frame).save(buffer, format="JPEG", quality=quality)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+class EndpointVLM:
+    """The same role through an OpenAI-compatible ``/chat/completions`` endpoint (vLLM, NIM).
+
+    The video goes as its sampled frames (JPEG data URIs, which every such server accepts); the K
+    trials of one prompt go in one request with ``n``; transient failures (connection errors,
+    timeouts, 429 and 5xx) are retried with exponential backoff and jitter, honouring Retry-After.
+    """
+
+    backend = "endpoint"
+
+    def __init__(self, base_url: str, model: str, api_key: str | None = None, timeout_s: float = 120.0,
+                 max_retries: int = 4, backoff_s: float = 1.0, sizing: VideoSizing = VideoSizing(), max_side: int = 448):
+        import httpx
+
+        self.url = base_url.rstrip("/") + "/chat/completions"
+        self.model, self.max_retries, self.backoff_s, self.sizing, self.max_side = model, max_retries, backoff_s, sizing, max_side
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.client = httpx.Client(timeout=timeout_s, headers=headers)
+
+    @property
+    def identity(self) -> dict:
+        return {"backend": self.backend, "model": self.model, "model_version": self.url, "tiny_random": False}
+
+    def _payload(self, prompt: VideoPrompt, settings: GenerationSettings, n: int) -> dict:
+        frames = _even_frames(prompt.frames)
+        height, width = fit_pixel_budget(frames.shape[1], frames.shape[2], len(frames), self.sizing.total_pixels,
+                                         min_pixels=self.sizing.min_pixels, max_pixels=self.sizing.max_pixels)
+        frames = resize_frames(frames, height, width)
+        parts = [{"type": "image_url", "image_url": {"url": _jpeg_data_uri(f)}} for f in frames]
+        messages = [{"role": "system", "content": prompt.system}] if prompt.system else []
+        messages.append({"role": "user", "content": [*parts, {"type": "text", "text": prompt.question}]})
+        payload = {"model": self.model, "messages": messages, "n": n, "max_tokens": settings.max_new_tokens,
+                   "temperature": settings.temperature, "top_p": settings.top_p, "seed": settings.seed}
+        if settings.repetition_penalty != 1.0:
+            payload["repetition_penalty"] = settings.repetition_penalty  # a vLLM extension
+        return payload
+
+    def _post(self, payload: dict) -> dict:
+        import httpx
+
+        for attempt in range(self.max_retries + 1):
+            retry_after = None
+            try:
+                response = self.client.post(self.url, json=payload)
+                if response.status_code < 400:
+                    return response.json()
+                if response.status_code != 429 and response.status_code < 500:
+                    raise EndpointError(f"{self.url} refused the request: HTTP {response.status_code}: {response.text[:300]}")
+                problem = f"HTTP {response.status_code}"
+                retry_after = response.headers.get("retry-after")
+            except httpx.TransportError as error:  # connection refused, timeouts, resets
+                problem = f"{error.__class__.__name__}: {error}"
+            if attempt == self.max_retries:
+                raise EndpointError(f"{self.url} failed after {attempt + 1} attempts: {problem}")
+            delay = float(retry_after) if retry_after and retry_after.replace(".", "", 1).isdigit() else self.backoff_s * 2**attempt
+            delay *= 1 + 0.25 * random.random()
+            log.warning("%s: %s; retrying in %.1f s", self.url, problem, delay)
+            time.sleep(delay)
+        raise AssertionError("unreachable")
+
+    def generate(self, prompts: list[VideoPrompt], settings: GenerationSettings) -> list[list[str]]:
+        results = []
+        for prompt in prompts:
+            texts: list[str] = []
+            # Some servers cap or ignore ``n``: ask again for what is missing.
+            while len(texts) < settings.trials:
+                body = self._post(self._payload(prompt, settings, settings.trials - len(texts)))
+                choices = body.get("choices") or []
+                if not choices:
+                    raise EndpointError(f"{self.url} answered without choices: {str(body)[:300]}")
+                texts.extend((choice.get("message") or {}).get("content") or "" for choice in choices)
+            results.append(texts[: settings.trials])
+        return results
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def load_transformers_vlm(checkpoint: Checkpoint, device: torch.device, dtype: torch.dtype,
+                          sizing: VideoSizing = VideoSizing()) -> TransformersVLM:
+    key = ("vlm", str(checkpoint.path), checkpoint.version, str(device), str(dtype), asdict(sizing).__repr__())
+    return MODELS.get(key, lambda: TransformersVLM(checkpoint, device, dtype, sizing))
