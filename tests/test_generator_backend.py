@@ -30,6 +30,16 @@ FRAMES, SIZE, STEPS = 9, 32, 2
 TINY_SETTINGS = dict(num_frames=FRAMES, height=SIZE, width=SIZE, steps=STEPS)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Tiny models gain nothing from intra-op threads, and on a busy shared machine the threads' spin-waiting
+    made these tests several times slower. Restored after this module."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tiny_checkpoints(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("tiny_generators")
@@ -168,6 +178,16 @@ def test_transfer_runs_the_controlnet_of_the_named_control(tiny_checkpoints, sou
     assert set(by_blur.settings["controlnet"]) == {"blur"} and "tiny random" in by_blur.settings["controlnet"]["blur"]
 
 
+def test_transfer_follows_the_control_length_chunk_by_chunk(tiny_checkpoints, source_frames):
+    checkpoint = resolve_checkpoint(str(tiny_checkpoints["transfer2.5"]), role="generator")
+    # 5-frame chunks: the 9-frame control takes two chunks, the second continuing from the first's last frame.
+    defaults = defaults_for("transfer2.5", height=SIZE, width=SIZE, steps=STEPS, num_frames_per_chunk=5)
+    generator = load_generator(checkpoint, "transfer2.5", device="cpu", defaults=defaults)
+    control = {"edge": (edge_control(source_frames), 1.0)}
+    assert generator.generate(GenerationRequest(prompt="p", controls=control)).frames.shape[0] == FRAMES
+    assert generator.generate(GenerationRequest(prompt="p", controls=control, num_frames=7)).frames.shape[0] == 7
+
+
 def test_transfer_refuses_controls_it_cannot_run(tiny_checkpoints, source_frames):
     generator = tiny_generator(tiny_checkpoints, "transfer2.5")
     control = edge_control(source_frames)
@@ -303,7 +323,8 @@ def test_real_size_configurations_have_the_published_parameter_counts():
 def test_random_generator_builds_the_architecture_in_memory_at_a_reduced_size(source_frames):
     pipe = tiny_generators.build_random_generator(
         "transfer2.5", device="cpu", dtype=torch.float32,
-        generator_size=tiny_generators.TINY, text_encoder_size=tiny_generators.TINY_QWEN)
+        generator_size=tiny_generators.TINY, text_encoder_size=tiny_generators.TINY_QWEN,
+        vae_config=tiny_generators.TINY_VAE)
     assert type(pipe).__name__ == "Cosmos2_5_TransferPipeline" and pipe.controlnet is not None
     output = pipe(controls=[Image.fromarray(frame) for frame in edge_control(source_frames)], prompt="p", height=SIZE, width=SIZE,
                   num_frames=FRAMES, num_frames_per_chunk=FRAMES, num_inference_steps=1, output_type="np",

@@ -76,6 +76,7 @@ class Predict25Defaults(GenerationDefaults):
 
 @dataclass(frozen=True)
 class Transfer25Defaults(GenerationDefaults):
+    num_frames: int | None = None  # None: as many frames as the control video has
     steps: int = 36
     guidance_scale: float = 3.0
     num_frames_per_chunk: int = 93  # longer videos are generated chunk by chunk
@@ -293,7 +294,9 @@ class VideoGenerator:
 
     def generate(self, request: GenerationRequest) -> GeneratedVideo:
         d = self.defaults
-        num_frames = request.num_frames or d.num_frames
+        control = self._control(request) if self.kind == TRANSFER25 else None
+        # Transfer without a set length follows its control video, as the pipeline itself does.
+        num_frames = request.num_frames or d.num_frames or len(control[1])
         height, width = request.height or d.height, request.width or d.width
         fps = request.fps or d.fps
         steps = request.steps or d.steps
@@ -310,7 +313,7 @@ class VideoGenerator:
             common["negative_prompt"] = negative_prompt
         settings: dict = {}
         if self.kind == TRANSFER25:
-            pipe, call, settings = self._transfer_call(request, num_frames)
+            pipe, call, settings = self._transfer_call(*control, num_frames)
         else:
             pipe, call, settings = self.pipeline, self._predict_call(request, fps), {}
         output = pipe(**common, **call)
@@ -333,7 +336,7 @@ class VideoGenerator:
     def _check_geometry(self, num_frames: int, height: int, width: int) -> None:
         # Caught here with a clear message; the pipelines would fail deeper or silently return other sizes.
         temporal = self.pipeline.vae_scale_factor_temporal
-        if num_frames < 1 or (num_frames - 1) % temporal:
+        if num_frames < 1 or (self.kind != TRANSFER25 and (num_frames - 1) % temporal):
             raise ValueError(f"num_frames must be 1 + {temporal}k (the VAE compresses time {temporal}x), got {num_frames}")
         if height % 16 or width % 16 or height <= 0 or width <= 0:
             raise ValueError(f"height and width must be positive multiples of 16, got {height}x{width}")
@@ -351,7 +354,7 @@ class VideoGenerator:
         needed = 1 + self.pipeline.vae_scale_factor_temporal * (latent_frames - 1)
         return {"video": _pil_frames(frames), "num_latent_conditional_frames": latent_frames if len(frames) >= needed else 1}
 
-    def _transfer_call(self, request: GenerationRequest, num_frames: int):
+    def _control(self, request: GenerationRequest) -> tuple[str, np.ndarray, float]:
         if len(request.controls) != 1:
             raise ValueError(
                 f"Transfer 2.5 through diffusers runs one control per generation (its pipeline drives one "
@@ -359,7 +362,9 @@ class VideoGenerator:
         (name, (video, weight)), = request.controls.items()
         if name not in self.controlnets:
             raise ModelError(f"{self.checkpoint.label} has no {name!r} control; available: {', '.join(self.controls)}")
-        video = _as_video(video)
+        return name, _as_video(video), float(weight)
+
+    def _transfer_call(self, name: str, video: np.ndarray, weight: float, num_frames: int):
         if len(video) < num_frames:
             raise ValueError(f"the {name} control video has {len(video)} frames; {num_frames} were requested")
         source = self.controlnets[name]
@@ -371,10 +376,13 @@ class VideoGenerator:
                controlnet_checkpoint.version)
         pipe = MODELS.get(key, lambda: self._with_controlnet(controlnet))
         d = self.defaults
-        call = {"controls": _pil_frames(video[:num_frames]), "controls_conditioning_scale": float(weight),
-                "num_frames_per_chunk": min(d.num_frames_per_chunk, num_frames),
-                "conditional_frame_timestep": d.conditional_frame_timestep}
-        settings = {"controls": {name: float(weight)}, "controlnet": {name: controlnet_checkpoint.label},
+        # A chunk no longer than the video (rounded up to what the VAE decodes, 1 + 4k frames; the pipeline trims
+        # the excess): a short video is not generated as a full 93-frame chunk and then cut.
+        temporal = self.pipeline.vae_scale_factor_temporal
+        chunk = min(d.num_frames_per_chunk, 1 + temporal * -(-(num_frames - 1) // temporal))
+        call = {"controls": _pil_frames(video[:num_frames]), "controls_conditioning_scale": weight,
+                "num_frames_per_chunk": max(chunk, temporal + 1), "conditional_frame_timestep": d.conditional_frame_timestep}
+        settings = {"controls": {name: weight}, "controlnet": {name: controlnet_checkpoint.label},
                     "controlnet_tiny_random": controlnet_checkpoint.tiny_random}
         return pipe, call, settings
 

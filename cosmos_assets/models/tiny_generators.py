@@ -195,12 +195,16 @@ def share_transformer_weights(controlnet, transformer) -> None:
         raise RuntimeError(f"ControlNet has no modules for transformer weights {result.unexpected_keys}")
 
 
+# The Wan 2.1 VAE's structure (8x spatial, 4x temporal compression, 16 latent channels) with 8 base channels;
+# ``AutoencoderKLWan()`` with no arguments is the real one.
+TINY_VAE = dict(base_dim=8, z_dim=LATENT_CHANNELS, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
+                temperal_downsample=[False, True, True])
+
+
 def tiny_vae():
     from diffusers import AutoencoderKLWan
 
-    # The Wan 2.1 VAE's structure (8x spatial, 4x temporal compression, 16 latent channels) with 8 base channels.
-    return AutoencoderKLWan(base_dim=8, z_dim=LATENT_CHANNELS, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
-                            temperal_downsample=[False, True, True])
+    return AutoencoderKLWan(**TINY_VAE)
 
 
 def qwen_text_encoder(size: TextEncoderSize, tokenizer, dtype: torch.dtype | None = None):
@@ -392,11 +396,11 @@ def _build_atomically(dest: Path, kind: str, seed: int, overwrite: bool, build) 
 
 def build_random_generator(kind: str, size: str = "2B", device: str | torch.device = "cuda",
                            dtype: torch.dtype = torch.bfloat16, *, generator_size: GeneratorSize | None = None,
-                           text_encoder_size: TextEncoderSize | None = None):
+                           text_encoder_size: TextEncoderSize | None = None, vae_config: dict | None = None):
     """The real-size architecture of ``kind`` with random weights, built on ``device`` and never saved.
 
-    ``size`` picks the published dimensions ("2B" or "14B"); ``generator_size`` / ``text_encoder_size``
-    override them (tests use a reduced size: a real-size model does not fit this CPU machine's time budget).
+    ``size`` picks the published dimensions ("2B" or "14B"); ``generator_size`` / ``text_encoder_size`` /
+    ``vae_config`` override them (tests use a reduced size: a real-size model does not fit this CPU machine's time budget).
     Transfer 2.5 gets a ControlNet of the real size. The VAE is ``AutoencoderKLWan()`` with its defaults,
     which are the Wan 2.1 VAE's real dimensions. The safety checker is the pass-through: weights are random.
     """
@@ -421,7 +425,7 @@ def build_random_generator(kind: str, size: str = "2B", device: str | torch.devi
             text_encoder = qwen_text_encoder(text_size, tokenizer, dtype=dtype)
         config = transformer_config(kind, dims, text_size.hidden_size, text_size.num_layers)
         transformer = CosmosTransformer3DModel(**config).to(dtype)
-        vae = AutoencoderKLWan().to(dtype)
+        vae = AutoencoderKLWan(**(vae_config or {})).to(dtype)
         common = dict(text_encoder=text_encoder, tokenizer=tokenizer, transformer=transformer, vae=vae,
                       safety_checker=TinyPassThroughSafetyChecker())
         if kind == PREDICT2:
