@@ -8,7 +8,9 @@ import dagster as dg
 from cosmos_assets.curation.assets import curation_job, filtered_clips, raw_videos, video_clips_and_scores
 from cosmos_assets.settings import cosmos_home, cosmos_profile
 from cosmos_assets.models.catalog import DEFAULT_MODELS
-from resources import CosmosStorage, EmbedderResource, ParquetTableIOManager, ShotDetectorResource, VisionLanguageResource
+from resources import CosmosStorage, EmbedderResource, ShotDetectorResource, VisionLanguageResource
+from resources.k8s import with_kubernetes_executor
+from resources.object_store import table_io_manager
 from sensors import LandingZoneSettings, landing_zone_sensor
 
 
@@ -44,15 +46,15 @@ def build_definitions(profile: str | None = None) -> dg.Definitions:
     profile = profile or cosmos_profile()
     home = str(cosmos_home())
     # Locally every step of a run shares one process, so a model is loaded once per run;
-    # the k8s profile gives each step its own pod instead.
-    executor = dg.in_process_executor if profile in ("local", "gpu") else dg.multiprocess_executor
-    return dg.Definitions(
+    # the k8s profile gives each step its own pod instead (added below, sized per asset).
+    executor = dg.in_process_executor if profile in ("local", "gpu") else None
+    defs = dg.Definitions(
         assets=[raw_videos, video_clips_and_scores, filtered_clips],
         jobs=[curation_job],
         sensors=[landing_zone_sensor],
         executor=executor,
         resources={
-            "io_manager": ParquetTableIOManager(home=home),
+            "io_manager": table_io_manager(profile, home),
             "storage": CosmosStorage(home=home),
             "shot_detector": ShotDetectorResource(device=os.environ.get("COSMOS_DEVICE", "auto")),
             **model_resources(profile, home),
@@ -61,6 +63,7 @@ def build_definitions(profile: str | None = None) -> dg.Definitions:
             ),
         },
     )
+    return with_kubernetes_executor(defs) if profile == "k8s" else defs
 
 
 defs = build_definitions()
