@@ -414,28 +414,27 @@ def build_random_generator(kind: str, size: str = "2B", device: str | torch.devi
         raise ValueError(f"kind {kind!r}; expected one of {', '.join(PIPELINE_CLASSES)}")
     dims = generator_size or REAL_SIZES[size]
     device = torch.device(device)
+    tokenizer = build_t5_tokenizer() if kind == PREDICT2 else build_qwen_tokenizer()
+    text_size = text_encoder_size or (REAL_T5 if kind == PREDICT2 else REAL_QWEN)
+    config = transformer_config(kind, dims, text_size.hidden_size, text_size.num_layers)
+    # Only the networks are created on the device (a 2B transformer and an 8B text encoder initialise in
+    # seconds there); schedulers and pipelines keep their CPU bookkeeping tensors (UniPC turns them into numpy).
     with torch.device(device):
         if kind == PREDICT2:
-            tokenizer = build_t5_tokenizer()
-            text_size = text_encoder_size or REAL_T5
             text_encoder = t5_text_encoder(text_size, len(tokenizer), dtype=dtype)
         else:
-            tokenizer = build_qwen_tokenizer()
-            text_size = text_encoder_size or REAL_QWEN
             text_encoder = qwen_text_encoder(text_size, tokenizer, dtype=dtype)
-        config = transformer_config(kind, dims, text_size.hidden_size, text_size.num_layers)
         transformer = CosmosTransformer3DModel(**config).to(dtype)
         vae = AutoencoderKLWan(**(vae_config or {})).to(dtype)
-        common = dict(text_encoder=text_encoder, tokenizer=tokenizer, transformer=transformer, vae=vae,
-                      safety_checker=TinyPassThroughSafetyChecker())
-        if kind == PREDICT2:
-            pipe = Cosmos2VideoToWorldPipeline(scheduler=FlowMatchEulerDiscreteScheduler(use_karras_sigmas=True),
-                                               **common)
-        elif kind == PREDICT25:
-            pipe = Cosmos2_5_PredictBasePipeline(scheduler=predict25_scheduler(UniPCMultistepScheduler), **common)
-        else:
-            controlnet = CosmosControlNetModel(**controlnet_config(config)).to(dtype)
-            pipe = Cosmos2_5_TransferPipeline(scheduler=predict25_scheduler(UniPCMultistepScheduler),
-                                              controlnet=controlnet, **common)
+        controlnet = CosmosControlNetModel(**controlnet_config(config)).to(dtype) if kind == TRANSFER25 else None
+    common = dict(text_encoder=text_encoder, tokenizer=tokenizer, transformer=transformer, vae=vae,
+                  safety_checker=TinyPassThroughSafetyChecker())
+    if kind == PREDICT2:
+        pipe = Cosmos2VideoToWorldPipeline(scheduler=FlowMatchEulerDiscreteScheduler(use_karras_sigmas=True), **common)
+    elif kind == PREDICT25:
+        pipe = Cosmos2_5_PredictBasePipeline(scheduler=predict25_scheduler(UniPCMultistepScheduler), **common)
+    else:
+        pipe = Cosmos2_5_TransferPipeline(scheduler=predict25_scheduler(UniPCMultistepScheduler),
+                                          controlnet=controlnet, **common)
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)
