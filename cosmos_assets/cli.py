@@ -109,6 +109,33 @@ def show_paths(args: argparse.Namespace) -> int:
     return 0
 
 
+def search(args: argparse.Namespace) -> int:
+    """Semantic search over curated clips through the caption embeddings in LanceDB."""
+    from cosmos_assets.curation.vector_store import ClipVectorStore, table_name
+    from cosmos_assets.definitions import build_definitions
+
+    paths = _prepare_environment()
+    embedders = build_definitions().resources["embedders"]
+    video, text = embedders.video(), embedders.text()
+    store, name = ClipVectorStore(paths.lancedb), table_name(video.name, video.dim)
+    if not store.exists(name):
+        print(f"cosmos search: no embedded clips yet for {video.name} (run `cosmos run` first)", file=sys.stderr)
+        return 1
+    found = store.search_text(name, text.embed_texts([args.text])[0], limit=args.limit, where="kept = true")
+    hits = [{"clip_id": r["clip_id"], "score": round(1.0 - r["_distance"], 4), "caption": r["caption"],
+             "path": r["path"], "source_name": r["source_name"], "start_s": r["start_s"], "end_s": r["end_s"],
+             "tiny_random": r["tiny_random"]} for r in found.to_dicts()]
+    if args.json:
+        print(json.dumps({"query": args.text, "text_model": text.name, "table": name, "hits": hits}, indent=2))
+        return 0
+    if not hits:
+        print("no curated clips match")
+    for hit in hits:
+        print(f"{hit['score']:.3f}  {hit['clip_id']}  {hit['source_name']} [{hit['start_s']:.1f}-{hit['end_s']:.1f} s]\n"
+              f"       {hit['caption']}\n       {hit['path']}")
+    return 0
+
+
 def build_tiny_models(args: argparse.Namespace) -> int:
     from cosmos_assets.models.tiny import build_all_tiny
 
@@ -130,6 +157,11 @@ def main(argv: list[str] | None = None) -> int:
     run_parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     run_parser.add_argument("--no-wait", action="store_true", help="do not wait for files that are still settling")
     run_parser.set_defaults(handler=run)
+    search_parser = commands.add_parser("search", help="semantic search over curated clips by text")
+    search_parser.add_argument("text")
+    search_parser.add_argument("--limit", type=int, default=10)
+    search_parser.add_argument("--json", action="store_true")
+    search_parser.set_defaults(handler=search)
     models_parser = commands.add_parser("models", help="model checkpoints")
     model_commands = models_parser.add_subparsers(dest="models_command", required=True)
     tiny_parser = model_commands.add_parser(

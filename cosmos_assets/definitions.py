@@ -6,12 +6,21 @@ import os
 import dagster as dg
 
 from cosmos_assets.curation.assets import curation_job, filtered_clips, raw_videos, video_clips_and_scores
+from cosmos_assets.curation.dataset_assets import (
+    clip_captions,
+    clip_embeddings,
+    clip_embeddings_unique_ids,
+    curated_dataset,
+    dataset_job,
+    deduplicated_clips,
+)
 from cosmos_assets.settings import cosmos_home, cosmos_profile
 from cosmos_assets.models.catalog import DEFAULT_MODELS
 from resources import CosmosStorage, EmbedderResource, ShotDetectorResource, VisionLanguageResource
+from resources.generator import VideoGeneratorResource
 from resources.k8s import with_kubernetes_executor
 from resources.object_store import table_io_manager
-from sensors import LandingZoneSettings, landing_zone_sensor
+from sensors import LandingZoneSettings, curated_dataset_sensor, landing_zone_sensor
 
 
 def model_resources(profile: str, home: str) -> dict:
@@ -39,7 +48,14 @@ def model_resources(profile: str, home: str) -> dict:
         video_backend=env("COSMOS_VIDEO_EMBEDDER", "efficientnet" if local else "siglip"),
         video_model=env("COSMOS_VIDEO_EMBEDDER_MODEL", DEFAULT_MODELS["video_embedder"]),
     )
-    return {"vlm": vlm, "embedders": embedders}
+    generator_kind = env("COSMOS_GENERATOR", "transfer2.5" if local else "predict2")
+    generator = VideoGeneratorResource(
+        kind=generator_kind,
+        model=env("COSMOS_GENERATOR_MODEL", f"tiny:{generator_kind}" if local else DEFAULT_MODELS[generator_kind]),
+        revision=env("COSMOS_GENERATOR_REVISION"),
+        device=device,
+    )
+    return {"vlm": vlm, "embedders": embedders, "generator": generator}
 
 
 def build_definitions(profile: str | None = None) -> dg.Definitions:
@@ -49,9 +65,11 @@ def build_definitions(profile: str | None = None) -> dg.Definitions:
     # the k8s profile gives each step its own pod instead (added below, sized per asset).
     executor = dg.in_process_executor if profile in ("local", "gpu") else None
     defs = dg.Definitions(
-        assets=[raw_videos, video_clips_and_scores, filtered_clips],
-        jobs=[curation_job],
-        sensors=[landing_zone_sensor],
+        assets=[raw_videos, video_clips_and_scores, filtered_clips, clip_captions, clip_embeddings, deduplicated_clips,
+                curated_dataset],
+        asset_checks=[clip_embeddings_unique_ids],
+        jobs=[curation_job, dataset_job],
+        sensors=[landing_zone_sensor, curated_dataset_sensor],
         executor=executor,
         resources={
             "io_manager": table_io_manager(profile, home),

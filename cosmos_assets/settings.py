@@ -52,6 +52,14 @@ class CosmosPaths:
         return self.home / "tables"
 
     @property
+    def lancedb(self) -> Path:
+        return self.home / "lancedb"
+
+    @property
+    def datasets(self) -> Path:
+        return self.artefacts / "datasets"
+
+    @property
     def models(self) -> Path:
         return self.home / "models"
 

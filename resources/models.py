@@ -120,5 +120,9 @@ class EmbedderResource(_ModelResource):
         return MODELS.get(("cosmos-embed1", str(checkpoint.path), self.revision),
                           lambda: CosmosEmbed1VideoEmbedder(checkpoint, device, self.torch_dtype(), self.revision, self.trust_remote_code))
 
+    def video_signals(self):
+        """The packaged ImageNet model, for tags and signal captions whatever the video embedder is."""
+        return load_efficientnet(self.torch_device())
+
     def text(self):
         return load_minilm(self.torch_device())

@@ -1,5 +1,6 @@
 """Sensors that start the next step of the flywheel when new data lands."""
 
+from sensors.curated_dataset import curated_dataset_sensor
 from sensors.landing_zone import LandingZoneSettings, landing_zone_sensor
 
-__all__ = ["LandingZoneSettings", "landing_zone_sensor"]
+__all__ = ["LandingZoneSettings", "curated_dataset_sensor", "landing_zone_sensor"]

@@ -26,6 +26,14 @@ def cosmos_run(paths, *extra, timeout=600):
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+def jobs_and_statuses(summary):
+    return [(run["job"], run["status"]) for run in summary["runs"]]
+
+
+# A landed batch runs curation_job; the new clip embeddings then start one dataset_job.
+CURATION_THEN_DATASET = [("curation_job", "SUCCESS"), ("dataset_job", "SUCCESS")]
+
+
 def table(paths, asset, partition):
     return pl.read_parquet(paths.tables / asset / f"{partition}.parquet")
 
@@ -50,7 +58,7 @@ def curated(tmp_path_factory, samples):
 
 def test_first_run_curates_the_batch_and_reports_counts(curated):
     paths, summary, expected = curated
-    assert [run["status"] for run in summary["runs"]] == ["SUCCESS"]
+    assert jobs_and_statuses(summary) == CURATION_THEN_DATASET
     raw = summary["assets"]["raw_videos"]
     assert raw["ok"] == 3 and raw["rejected"] == len(expected) + 1
     classes = {}
@@ -120,7 +128,7 @@ def test_new_files_start_one_new_run_for_just_them_and_survive_a_crash(curated, 
     process.wait()
 
     summary = cosmos_run(paths)  # picks the interrupted batch up again
-    assert [run["status"] for run in summary["runs"]] == ["SUCCESS"]
+    assert jobs_and_statuses(summary) == CURATION_THEN_DATASET
     assert summary["assets"]["raw_videos"] == {"ok": 1, "rejected": 0, "rejected_by_error_class": {}, "total_bytes": new.stat().st_size}
     partition = summary["runs"][0]["partition"]
     assert partition != first["runs"][0]["partition"]

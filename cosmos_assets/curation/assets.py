@@ -252,6 +252,7 @@ def filtered_clips(
 
 curation_job = dg.define_asset_job(
     "curation_job",
-    selection=[raw_videos, video_clips_and_scores, filtered_clips],
-    description="Ingest one landing-zone batch and curate it into filtered clips.",
+    # By key: captions and embeddings live in their own module, downstream of filtered_clips.
+    selection=dg.AssetSelection.assets("raw_videos", "video_clips", "clip_scores", "filtered_clips", "clip_captions", "clip_embeddings"),
+    description="Ingest one landing-zone batch and curate it into filtered, captioned, embedded clips.",
 )

@@ -3,6 +3,7 @@ first use; anything else is a local directory or a Hugging Face model id already
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from cosmos_assets.models.checkpoints import Checkpoint, resolve_checkpoint
@@ -19,11 +20,16 @@ DEFAULT_MODELS = {
 }
 
 
-def resolve_model(source: str, *, role: str, models_root: Path, revision: str | None = None) -> Checkpoint:
+def resolve_model(source: str, *, role: str, models_root: Path | None = None, revision: str | None = None) -> Checkpoint:
     if source.startswith(TINY_PREFIX):
+        if models_root is None:
+            from cosmos_assets.settings import CosmosPaths, cosmos_home
+
+            models_root = CosmosPaths(cosmos_home()).models
         from cosmos_assets.models.tiny import ensure_tiny
 
-        return resolve_checkpoint(str(ensure_tiny(models_root, source[len(TINY_PREFIX):])), role=role)
+        checkpoint = resolve_checkpoint(str(ensure_tiny(models_root, source[len(TINY_PREFIX):])), role=role)
+        return replace(checkpoint, name=source)  # named as configured: the same on every machine
     return resolve_checkpoint(
         source, role=role, revision=revision,
         how_to_provide=f"For a CPU-only trial, `{TINY_PREFIX}<name>` uses a tiny random-weight checkpoint (`cosmos models build-tiny`).",

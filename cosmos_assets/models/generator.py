@@ -410,9 +410,15 @@ def load_generator(checkpoint: Checkpoint, kind: str, device: str | torch.device
 
 def open_generator(kind: str, model: str, revision: str | None = None, device: str = "auto", dtype: str = "auto",
                    controlnets: Mapping[str, str] | None = None, **default_overrides) -> VideoGenerator:
-    """Resolve ``model`` (a directory or a Hub id already in the cache) and load it as a ``kind`` generator."""
+    """Resolve ``model`` (a directory, a Hub id already in the cache, or ``tiny:<kind>``) and load it as a
+    ``kind`` generator."""
+    from cosmos_assets.models.catalog import TINY_PREFIX, resolve_model
+
     check_kind(kind)
-    checkpoint = resolve_checkpoint(model, role=f"{ROLE} ({kind})", revision=revision, how_to_provide=HOW_TO_PROVIDE)
+    if model.startswith(TINY_PREFIX):
+        checkpoint = resolve_model(model, role=f"{ROLE} ({kind})")
+    else:
+        checkpoint = resolve_checkpoint(model, role=f"{ROLE} ({kind})", revision=revision, how_to_provide=HOW_TO_PROVIDE)
     return load_generator(checkpoint, kind, device, dtype, defaults_for(kind, **default_overrides), controlnets)
 
 

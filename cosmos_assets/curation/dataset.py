@@ -1,0 +1,102 @@
+"""The curated dataset: a content-derived version, a deterministic split, a dataset card, and exports
+in the layout Cosmos Predict2 training reads and as webdataset tar shards.
+
+A version id is a digest of the member clip ids and the curation config, so re-materializing with
+nothing changed names the same version — and finds it already written, writing nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from cosmos_assets.common.files import atomic_path
+
+
+def dataset_version(member_ids: list[str], config: dict) -> str:
+    digest = hashlib.sha256()
+    for clip_id in sorted(member_ids):
+        digest.update(clip_id.encode() + b"\n")
+    digest.update(json.dumps(config, sort_keys=True, default=str).encode())
+    return "ds-" + digest.hexdigest()[:16]
+
+
+def split_of(clip_id: str, validation_fraction: float, seed: str = "cosmos-split-v1") -> str:
+    """Train or validation from a hash of the clip id: stable as the dataset grows."""
+    bucket = int.from_bytes(hashlib.sha256(f"{seed}:{clip_id}".encode()).digest()[:8], "big") / 2**64
+    return "validation" if bucket < validation_fraction else "train"
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    root: Path
+    created: bool  # False when this version was already on disk
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    try:
+        os.link(source, target)  # the same bytes, no second copy on one filesystem
+    except OSError:
+        shutil.copy2(source, target)
+
+
+def export_dataset(root: Path, version: str, members: pl.DataFrame, card: dict, shard_max_clips: int = 1000) -> ExportResult:
+    """Write ``root/<version>/``: ``videos/*.mp4`` + ``metas/*.txt`` per split (the Predict2 layout),
+    ``shards/<split>-NNNNNN.tar`` (webdataset: ``<key>.mp4``, ``<key>.txt``, ``<key>.json``),
+    ``members.parquet`` and ``dataset_card.{json,md}``. Built in a temporary folder, renamed into place."""
+    final = root / version
+    if (final / "dataset_card.json").is_file():
+        return ExportResult(final, created=False)
+    root.mkdir(parents=True, exist_ok=True)
+    staging = root / f".tmp-{os.getpid()}-{version}"
+    shutil.rmtree(staging, ignore_errors=True)
+    for split, rows in members.sort("clip_id").group_by("split", maintain_order=True):
+        split_name = split[0]
+        videos, metas = staging / split_name / "videos", staging / split_name / "metas"
+        videos.mkdir(parents=True)
+        metas.mkdir(parents=True)
+        records = rows.to_dicts()
+        for record in records:
+            _link_or_copy(Path(record["path"]), videos / f"{record['clip_id']}.mp4")
+            (metas / f"{record['clip_id']}.txt").write_text(record["caption"] or "")
+        _write_shards(staging / "shards", split_name, records, shard_max_clips)
+    members.write_parquet(staging / "members.parquet")
+    (staging / "dataset_card.md").write_text(card_markdown(card))
+    (staging / "dataset_card.json").write_text(json.dumps(card, indent=2, sort_keys=True, default=str) + "\n")
+    if final.exists():  # a crashed earlier export without its card: replace it
+        shutil.rmtree(final)
+    os.replace(staging, final)
+    return ExportResult(final, created=True)
+
+
+def _write_shards(folder: Path, split: str, records: list[dict], shard_max_clips: int) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for number, start in enumerate(range(0, len(records), shard_max_clips)):
+        with atomic_path(folder / f"{split}-{number:06d}.tar") as temporary, tarfile.open(temporary, "w") as tar:
+            for record in records[start:start + shard_max_clips]:
+                key = record["clip_id"]
+                tar.add(record["path"], arcname=f"{key}.mp4")
+                meta = {k: v for k, v in record.items() if k not in ("path", "thumbnail_path")}
+                for suffix, payload in (("txt", (record["caption"] or "").encode()),
+                                        ("json", json.dumps(meta, sort_keys=True, default=str).encode())):
+                    info = tarfile.TarInfo(f"{key}.{suffix}")
+                    info.size = len(payload)
+                    info.mtime = 0  # identical members ⇒ identical shards
+                    tar.addfile(info, io.BytesIO(payload))
+
+
+def card_markdown(card: dict) -> str:
+    lines = [f"# Curated dataset {card['version']}", ""]
+    lines += [f"- **{key.replace('_', ' ')}**: {value}" for key, value in card.items() if not isinstance(value, dict)]
+    for key, value in card.items():
+        if isinstance(value, dict):
+            lines += ["", f"## {key.replace('_', ' ')}", ""] + [f"- {k}: {v}" for k, v in value.items()]
+    return "\n".join(lines) + "\n"

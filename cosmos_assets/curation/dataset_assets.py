@@ -1,0 +1,306 @@
+"""Curation, second half: clip_captions and clip_embeddings per ingest batch, then over the whole
+collection deduplicated_clips and the versioned curated_dataset."""
+
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import dagster as dg
+import numpy as np
+import polars as pl
+from PIL import Image
+
+from cosmos_assets.common.files import sha256_of_file
+from cosmos_assets.common.pictures import contact_sheet, encode_jpeg, markdown_image
+from cosmos_assets.curation import captions as captioning
+from cosmos_assets.curation.assets import GROUP, _md_table, filtered_clips, ingest_batches
+from cosmos_assets.curation.dataset import card_markdown, dataset_version, export_dataset, split_of
+from cosmos_assets.curation.dedup import DedupConfig, exact_duplicates, semantic_dedup
+from cosmos_assets.curation.vector_store import KEY, VIDEO_VECTOR, ClipVectorStore, table_name
+from cosmos_assets.models.frames import sample_frames
+from resources import CosmosStorage, EmbedderResource, VisionLanguageResource
+
+CLIP_CAPTIONS = {
+    "clip_id": pl.String, "batch": pl.String, "window_index": pl.Int64, "window_start_s": pl.Float64,
+    "window_end_s": pl.Float64, "frames": pl.Int64, "captioner": pl.String, "model": pl.String,
+    "model_version": pl.String, "prompt_version": pl.String, "prompt_id": pl.String, "caption": pl.String,
+    "status": pl.String, "tags": pl.String, "tiny_random": pl.Boolean,
+}
+
+EMBEDDING_FRAMES = 8  # frames per clip for the video embedding, spread over the clip
+
+
+def _table(rows: list[dict], schema: dict) -> pl.DataFrame:
+    return pl.DataFrame([{k: r.get(k) for k in schema} for r in rows], schema=schema)
+
+
+def _previous_output(storage: CosmosStorage, asset: str, partition: str | None) -> pl.DataFrame | None:
+    path = storage.paths.tables / asset / f"{partition or 'all'}.parquet"
+    return pl.read_parquet(path) if path.is_file() else None
+
+
+def _batch_sequence(batch: str) -> int:
+    return int(batch.split("-")[1])  # batch-NNNNNN-<digest>: ingest order
+
+
+class CaptionConfig(dg.Config):
+    captioner: str = "auto"  # auto: signals when the configured VLM is a tiny random one, else vlm
+    prompt_version: str = captioning.DEFAULT_PROMPT_VERSION
+    prompt: str = captioning.DEFAULT_PROMPT
+    window_frames: int = captioning.WINDOW_FRAMES
+    sample_fps: float = captioning.SAMPLE_FPS
+    batch_size: int = 4
+
+
+@dg.asset(partitions_def=ingest_batches, group_name=GROUP, pool="gpu", kinds={"pytorch", "parquet"}, owners=["team:curation"])
+def clip_captions(
+    context: dg.AssetExecutionContext, config: CaptionConfig, vlm: VisionLanguageResource, embedders: EmbedderResource,
+    filtered_clips: pl.DataFrame, clip_scores: pl.DataFrame, storage: CosmosStorage,
+) -> dg.Output[pl.DataFrame]:
+    """Captions of every kept clip over windows of up to 256 source frames sampled at 2 fps, keyed by
+    captioner and prompt version. A new prompt version adds captions beside the old ones; clips already
+    captioned with this captioner and prompt are not captioned again."""
+    use_vlm = config.captioner == "vlm" or (config.captioner == "auto" and not vlm.model.startswith("tiny:"))
+    prompt_id = captioning.prompt_id(config.prompt_version, config.prompt)
+    if use_vlm:
+        model = vlm.get()
+        identity = model.identity
+        captioner = f"vlm:{identity['model']}"
+    else:
+        model = embedders.video_signals()
+        identity = {"model": model.name, "model_version": model.version, "tiny_random": False}
+        captioner = f"signals:{model.name}+motion"
+    previous = _previous_output(storage, "clip_captions", context.partition_key)
+    done = set()
+    kept_rows = []
+    if previous is not None:
+        current = previous.filter((pl.col("captioner") == captioner) & (pl.col("prompt_id") == prompt_id)
+                                  & (pl.col("model_version") == identity["model_version"]))
+        done = set(current["clip_id"])
+        kept_rows = previous.to_dicts()  # older prompt versions and other captioners stay readable
+    scores = {r["clip_id"]: r for r in clip_scores.to_dicts()}
+    clips = [c for c in filtered_clips.filter(pl.col("kept")).to_dicts() if c["clip_id"] not in done]
+    new_rows = []
+    for number, clip in enumerate(clips, start=1):
+        windows = captioning.caption_windows(clip["duration_s"], clip["fps"], config.window_frames)
+        window_frames = [sample_frames(clip["path"], config.sample_fps, config.window_frames, w.start_s, w.end_s + 1e-3, max_side=448)
+                         for w in windows]
+        if use_vlm:
+            texts = captioning.vlm_captions(model, [(f.frames, f.fps) for f in window_frames], config.prompt,
+                                            vlm.caption.settings(), config.batch_size)
+            tags = [None] * len(windows)
+        else:
+            embedding = model.embed_videos([f.frames for f in window_frames])
+            tags = [json.dumps(t) for t in embedding.tags]
+            texts = [captioning.signal_caption(t, scores.get(clip["clip_id"], {}), w.end_s - w.start_s)
+                     for t, w in zip(embedding.tags, windows)]
+        for window, frames, text, tag in zip(windows, window_frames, texts, tags):
+            status, caption = captioning.caption_status(text)
+            new_rows.append({
+                "clip_id": clip["clip_id"], "batch": clip["batch"], "window_index": window.index,
+                "window_start_s": window.start_s, "window_end_s": window.end_s, "frames": len(frames),
+                "captioner": captioner, "model": identity["model"], "model_version": identity["model_version"],
+                "prompt_version": config.prompt_version if use_vlm else "signals", "prompt_id": prompt_id,
+                "caption": caption, "status": status, "tags": tag, "tiny_random": identity["tiny_random"],
+            })
+        context.log.info(f"[{number}/{len(clips)}] captioned {clip['clip_id']} ({len(windows)} window(s))")
+    table = _table(kept_rows + new_rows, CLIP_CAPTIONS)
+    statuses = pl.DataFrame(new_rows, schema=CLIP_CAPTIONS)["status"].value_counts() if new_rows else None
+    examples = [{"clip_id": r["clip_id"], "status": r["status"], "caption": r["caption"][:160]} for r in new_rows[:8]]
+    return dg.Output(table, metadata={
+        "captioned": len(clips),
+        "reused": len(done),
+        "captioner": captioner,
+        "prompt_id": prompt_id,
+        "tiny_random_weights": bool(identity["tiny_random"]),
+        "status_counts": dg.MetadataValue.json({r["status"]: r["count"] for r in statuses.to_dicts()} if statuses is not None else {}),
+        "examples": dg.MetadataValue.md(_md_table(examples, ["clip_id", "status", "caption"]) if examples else "none new"),
+    })
+
+
+def _current_captions(captions: pl.DataFrame) -> dict[str, dict]:
+    """Per clip: the newest captioner/prompt's windows joined in order (the latest rows written)."""
+    result: dict[str, dict] = {}
+    for row in captions.reverse().to_dicts():
+        entry = result.setdefault(row["clip_id"], {"key": (row["captioner"], row["prompt_id"]), "windows": {}, "row": row})
+        if entry["key"] == (row["captioner"], row["prompt_id"]):
+            entry["windows"][row["window_index"]] = row
+    return result
+
+
+class EmbeddingConfig(dg.Config):
+    frames_per_clip: int = EMBEDDING_FRAMES
+    clips_per_batch: int = 8
+    write_chunk_rows: int = 512
+
+
+@dg.asset(partitions_def=ingest_batches, group_name=GROUP, pool="gpu", kinds={"pytorch", "lancedb"}, owners=["team:curation"])
+def clip_embeddings(
+    context: dg.AssetExecutionContext, config: EmbeddingConfig, embedders: EmbedderResource, storage: CosmosStorage,
+    filtered_clips: pl.DataFrame, clip_captions: pl.DataFrame, clip_scores: pl.DataFrame,
+) -> dg.Output[pl.DataFrame]:
+    """Video and caption embeddings of every kept clip, upserted by clip id into the LanceDB table of the
+    video model, with the clip's scores, caption, source and path."""
+    video, text = embedders.video(), embedders.text()
+    captions = _current_captions(clip_captions)
+    scores = {r["clip_id"]: r for r in clip_scores.to_dicts()}
+    clips = filtered_clips.filter(pl.col("kept")).to_dicts()
+    rows = []
+    for start in range(0, len(clips), config.clips_per_batch):
+        chunk = clips[start:start + config.clips_per_batch]
+        frames = []
+        for clip in chunk:
+            rate = max(config.frames_per_clip / max(clip["duration_s"], 1e-3), 0.1)
+            frames.append(sample_frames(clip["path"], rate, config.frames_per_clip, max_side=448).frames)
+        video_vectors = video.embed_videos(frames).vectors
+        chunk_captions = [captions.get(c["clip_id"]) for c in chunk]
+        texts = [captioning.join_window_captions([w["caption"] for _, w in sorted(entry["windows"].items())]) if entry else ""
+                 for entry in chunk_captions]
+        text_vectors = text.embed_texts(texts)
+        for clip, video_vector, text_vector, caption_text, entry in zip(chunk, video_vectors, text_vectors, texts, chunk_captions):
+            score = scores.get(clip["clip_id"], {})
+            caption_row = entry["row"] if entry else {}
+            rows.append({
+                KEY: clip["clip_id"], "batch": clip["batch"], "batch_sequence": _batch_sequence(clip["batch"]),
+                "source_hash": clip["source_hash"], "source_name": clip["source_name"], "clip_sha256": sha256_of_file(clip["path"]),
+                "path": clip["path"], "thumbnail_path": clip["thumbnail_path"], "start_s": clip["start_s"], "end_s": clip["end_s"],
+                "duration_s": clip["duration_s"], "motion_global": score.get("motion_global"), "sharpness": score.get("sharpness"),
+                "brightness": score.get("brightness"), "caption": caption_text, "caption_status": caption_row.get("status"),
+                "captioner": caption_row.get("captioner"), "prompt_id": caption_row.get("prompt_id"), "tags": caption_row.get("tags"),
+                "video_model": video.name, "video_model_version": video.version, "text_model": text.name,
+                "text_model_version": text.version, "tiny_random": bool(video.tiny_random or caption_row.get("tiny_random")),
+                "kept": None, VIDEO_VECTOR: video_vector.tolist(), "text_embedding": text_vector.tolist(),
+            })
+        context.log.info(f"embedded {min(start + config.clips_per_batch, len(clips))}/{len(clips)} clips")
+    name = table_name(video.name, video.dim)
+    store = ClipVectorStore(storage.paths.lancedb)
+    total = store.upsert(name, rows, video.dim, text.dim, config.write_chunk_rows) if rows else (store.read(name, [KEY]).height)
+    manifest = pl.DataFrame({"clip_id": [r[KEY] for r in rows], "lancedb_table": [name] * len(rows),
+                             "video_model": [video.name] * len(rows), "text_model": [text.name] * len(rows)},
+                            schema={"clip_id": pl.String, "lancedb_table": pl.String, "video_model": pl.String, "text_model": pl.String})
+    return dg.Output(manifest, metadata={
+        "embedded": len(rows), "lancedb_table": name, "table_rows": total, "video_model": f"{video.name}@{video.version}",
+        "video_dim": video.dim, "text_model": f"{text.name}@{text.version}",
+    })
+
+
+@dg.asset_check(asset=clip_embeddings, blocking=True, description="No clip id appears twice in any embeddings table.")
+def clip_embeddings_unique_ids(storage: CosmosStorage) -> dg.AssetCheckResult:
+    store = ClipVectorStore(storage.paths.lancedb)
+    duplicates = {name: store.duplicate_ids(name) for name in store.table_names()}
+    duplicates = {name: ids for name, ids in duplicates.items() if ids}
+    return dg.AssetCheckResult(passed=not duplicates, metadata={"duplicated_ids": dg.MetadataValue.json(duplicates)})
+
+
+class DedupAssetConfig(dg.Config):
+    eps: float = 0.01  # a clip is a duplicate when its cosine similarity to a kept clip exceeds 1 - eps
+    n_clusters: Optional[int] = None
+    seed: int = 0
+
+
+def _pair_sheet(rows: list[dict], by_id: dict[str, dict], limit: int = 8) -> str:
+    images, labels = [], []
+    for row in rows[:limit]:
+        for clip_id in (row["clip_id"], row["duplicate_of"]):
+            thumbnail = by_id[clip_id]["thumbnail_path"]
+            images.append(Image.open(thumbnail).convert("RGB") if thumbnail and Path(thumbnail).is_file() else Image.new("RGB", (160, 90)))
+        labels += [f"dropped {row['clip_id'][:8]}", f"dup of {row['duplicate_of'][:8]} ({row['similarity']:.3f})"]
+    return markdown_image(encode_jpeg(contact_sheet(images, labels, columns=2)), "duplicate pairs")
+
+
+@dg.asset(group_name=GROUP, pool="collection", deps=[clip_embeddings], kinds={"python", "lancedb"}, owners=["team:curation"])
+def deduplicated_clips(
+    context: dg.AssetExecutionContext, config: DedupAssetConfig, embedders: EmbedderResource, storage: CosmosStorage,
+) -> dg.Output[pl.DataFrame]:
+    """Every embedded clip of the whole collection, kept or dropped as a duplicate of a named kept clip:
+    exact duplicates by clip content hash, then SemDeDup over the video embeddings. Older clips win, so
+    a clip landing today that duplicates last week's is the one dropped."""
+    video = embedders.video()
+    name = table_name(video.name, video.dim)
+    store = ClipVectorStore(storage.paths.lancedb)
+    table = store.read(name)
+    schema = {"clip_id": pl.String, "kept": pl.Boolean, "duplicate_of": pl.String, "similarity": pl.Float64, "reason": pl.String}
+    if table.is_empty():
+        return dg.Output(pl.DataFrame(schema=schema), metadata={"kept": 0, "dropped_as_duplicates": 0})
+    table = table.sort(["batch_sequence", "source_name", "start_s", KEY])
+    ids = table[KEY].to_list()
+    priority = np.arange(len(ids))
+    exact = exact_duplicates(table["clip_sha256"].to_list(), priority)
+    survivors = np.flatnonzero(exact < 0)
+    vectors = np.asarray(table[VIDEO_VECTOR].to_list(), dtype=np.float32)[survivors]
+    dedup_config = DedupConfig(eps=config.eps, n_clusters=config.n_clusters, seed=config.seed)
+    semantic = semantic_dedup(vectors, priority[survivors], dedup_config)
+    duplicate_of, similarity, reason = [None] * len(ids), [None] * len(ids), [None] * len(ids)
+    for index in np.flatnonzero(exact >= 0):
+        duplicate_of[index], similarity[index], reason[index] = ids[exact[index]], 1.0, "exact"
+    for local, index in enumerate(survivors):
+        if not semantic.kept[local]:
+            duplicate_of[index] = ids[survivors[semantic.duplicate_of[local]]]
+            similarity[index], reason[index] = float(semantic.similarity[local]), "semantic"
+    result = table.select(KEY, "batch", "source_name", "start_s", "end_s", "path", "thumbnail_path", "caption", "captioner",
+                          "prompt_id", "video_model", "video_model_version", "tiny_random").with_columns(
+        kept=pl.Series([d is None for d in duplicate_of], dtype=pl.Boolean),
+        duplicate_of=pl.Series(duplicate_of, dtype=pl.String),
+        similarity=pl.Series(similarity, dtype=pl.Float64),
+        reason=pl.Series(reason, dtype=pl.String),
+    )
+    kept_ids = set(result.filter(pl.col("kept"))[KEY])
+    store.mark_kept(name, kept_ids, set(ids) - kept_ids)
+    dropped = result.filter(~pl.col("kept")).to_dicts()
+    by_id = {r[KEY]: r for r in result.to_dicts()}
+    context.log.info(f"kept {len(kept_ids)} of {len(ids)} clips; {len(dropped)} duplicates")
+    return dg.Output(result, metadata={
+        "kept": len(kept_ids),
+        "dropped_as_duplicates": len(dropped),
+        "dropped_exact": sum(r["reason"] == "exact" for r in dropped),
+        "dropped_semantic": sum(r["reason"] == "semantic" for r in dropped),
+        "eps": config.eps,
+        "duplicate_pairs": dg.MetadataValue.md(_pair_sheet(dropped, by_id) if dropped else "no duplicates"),
+    })
+
+
+class CuratedDatasetConfig(dg.Config):
+    validation_fraction: float = 0.1
+    shard_max_clips: int = 1000
+
+
+@dg.asset(group_name=GROUP, pool="collection", kinds={"python", "parquet"}, owners=["team:curation"])
+def curated_dataset(
+    context: dg.AssetExecutionContext, config: CuratedDatasetConfig, storage: CosmosStorage, deduplicated_clips: pl.DataFrame,
+) -> dg.Output[pl.DataFrame]:
+    """The kept clips as a versioned dataset: version id from members and config, a deterministic
+    train/validation split, a dataset card, the Predict2 training layout and webdataset shards."""
+    members = deduplicated_clips.filter(pl.col("kept")).sort(KEY)
+    members = members.with_columns(split=pl.Series([split_of(i, config.validation_fraction) for i in members[KEY]], dtype=pl.String))
+    recipe = {"export": config.model_dump(), "clip_files": sorted(members["path"].to_list()),
+              "captioners": sorted(set(members["prompt_id"].drop_nulls())), "video_model": sorted(set(members["video_model"]))}
+    version = dataset_version(members[KEY].to_list(), recipe)
+    card = {
+        "version": version,
+        "clips": members.height,
+        "train_clips": int((members["split"] == "train").sum()),
+        "validation_clips": int((members["split"] == "validation").sum()),
+        "hours": round(float((members["end_s"] - members["start_s"]).sum()) / 3600, 4) if members.height else 0.0,
+        "dropped_as_duplicates": deduplicated_clips.height - members.height,
+        "source_videos": members["source_name"].n_unique(),
+        "contains_tiny_random_outputs": bool(members["tiny_random"].any()) if members.height else False,
+        "models": {"video_embedder": ", ".join(sorted(set(members["video_model"] + "@" + members["video_model_version"]))),
+                   "captioner": ", ".join(sorted(set(members["captioner"].drop_nulls())))},
+        "config": {"validation_fraction": config.validation_fraction, "shard_max_clips": config.shard_max_clips},
+        "text_embeddings": "not exported: no T5 text encoder configured (Predict2 computes them at training time)",
+    }
+    export = export_dataset(storage.paths.datasets, version, members, card, config.shard_max_clips)
+    context.log.info(f"dataset {version}: {members.height} clips at {export.root}" + ("" if export.created else " (already written)"))
+    return dg.Output(members.with_columns(dataset_version=pl.lit(version)), metadata={
+        "dataset_version": version, "clips": members.height, "train_clips": card["train_clips"],
+        "validation_clips": card["validation_clips"], "path": str(export.root), "newly_written": export.created,
+        "dataset_card": dg.MetadataValue.md(card_markdown(card)),
+    })
+
+
+dataset_job = dg.define_asset_job(
+    "dataset_job",
+    selection=[deduplicated_clips, curated_dataset],
+    description="De-duplicate the whole collection and write the curated dataset version.",
+)

@@ -1,0 +1,149 @@
+"""Clip embeddings in LanceDB: one table per video-embedding model, rows keyed by clip id.
+
+A table per model because vectors of two models have different sizes and meanings: they can never
+meet in one search. Model name and version are columns too, so a table's rows say what made them.
+Writes are upserts by clip id from one writer at a time (a file lock: concurrent ``merge_insert`` on
+one table can insert duplicate rows), so a re-run after a crash updates rows instead of adding them.
+"""
+
+from __future__ import annotations
+
+import fcntl
+from datetime import timedelta
+import re
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+KEY = "clip_id"
+TEXT_VECTOR = "text_embedding"
+VIDEO_VECTOR = "video_embedding"
+INDEX_MIN_ROWS = 50_000  # below this a brute-force scan is faster than building and probing an index
+
+# Everything except the two vectors; the vectors are fixed-size lists sized per model.
+COLUMNS = {
+    KEY: pa.string(),
+    "batch": pa.string(),
+    "batch_sequence": pa.int64(),
+    "source_hash": pa.string(),
+    "source_name": pa.string(),
+    "clip_sha256": pa.string(),
+    "path": pa.string(),
+    "thumbnail_path": pa.string(),
+    "start_s": pa.float64(),
+    "end_s": pa.float64(),
+    "duration_s": pa.float64(),
+    "motion_global": pa.float64(),
+    "sharpness": pa.float64(),
+    "brightness": pa.float64(),
+    "caption": pa.string(),
+    "caption_status": pa.string(),
+    "captioner": pa.string(),
+    "prompt_id": pa.string(),
+    "tags": pa.string(),
+    "video_model": pa.string(),
+    "video_model_version": pa.string(),
+    "text_model": pa.string(),
+    "text_model_version": pa.string(),
+    "tiny_random": pa.bool_(),
+    "kept": pa.bool_(),  # null until de-duplication has seen the clip; search only returns kept clips
+}
+
+
+def table_name(video_model: str, dim: int) -> str:
+    return "clips__" + re.sub(r"[^A-Za-z0-9]+", "_", video_model).strip("_").lower() + f"__{dim}d"
+
+
+def schema(video_dim: int, text_dim: int) -> pa.Schema:
+    return pa.schema([pa.field(name, kind) for name, kind in COLUMNS.items()] + [
+        pa.field(VIDEO_VECTOR, pa.list_(pa.float32(), video_dim)),
+        pa.field(TEXT_VECTOR, pa.list_(pa.float32(), text_dim)),
+    ])
+
+
+class ClipVectorStore:
+    def __init__(self, root: Path, index_min_rows: int = INDEX_MIN_ROWS):
+        import lancedb
+
+        self.root, self.index_min_rows = root, index_min_rows
+        root.mkdir(parents=True, exist_ok=True)
+        # read_consistency_interval 0: see other processes' commits on every read.
+        self.db = lancedb.connect(str(root), read_consistency_interval=timedelta(0))
+
+    def table_names(self) -> list[str]:
+        names, token = [], None
+        while True:
+            page = self.db.list_tables(page_token=token)
+            names.extend(page.tables)
+            token = page.page_token
+            if not token:
+                return names
+
+    def exists(self, name: str) -> bool:
+        return name in self.table_names()
+
+    @contextmanager
+    def _single_writer(self, name: str):
+        with open(self.root / f".{name}.lock", "a+") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def upsert(self, name: str, rows: list[dict], video_dim: int, text_dim: int, chunk_rows: int = 512) -> int:
+        """Insert or update rows by clip id, ``chunk_rows`` per commit; returns the table's row count."""
+        table_schema = schema(video_dim, text_dim)
+        with self._single_writer(name):
+            table = self.db.create_table(name, schema=table_schema, exist_ok=True)
+            for start in range(0, len(rows), chunk_rows):
+                data = pa.Table.from_pylist(rows[start:start + chunk_rows], schema=table_schema)
+                (table.merge_insert(KEY).when_matched_update_all().when_not_matched_insert_all().execute(data))
+            self._index_if_large(table)
+            return table.count_rows()
+
+    def _index_if_large(self, table) -> None:
+        from lancedb.index import IvfFlat
+
+        # IVF_FLAT: exact vectors, builds in seconds (IVF_PQ took minutes here); built once.
+        rows = table.count_rows()
+        if rows < self.index_min_rows:
+            return
+        existing = {index.columns[0] for index in table.list_indices()}
+        for column in (VIDEO_VECTOR, TEXT_VECTOR):
+            if column not in existing:
+                table.create_index(column, config=IvfFlat(distance_type="cosine", num_partitions=max(1, int(rows**0.5))))
+
+    def mark_kept(self, name: str, kept_ids: set[str], dropped_ids: set[str]) -> None:
+        """Record de-duplication decisions so search sees only kept clips (re-running repeats them)."""
+        with self._single_writer(name):
+            table = self.db.open_table(name)
+            for value, ids in ((True, kept_ids), (False, dropped_ids)):
+                ordered = sorted(ids)
+                for start in range(0, len(ordered), 1000):
+                    listed = ", ".join("'" + i.replace("'", "''") + "'" for i in ordered[start:start + 1000])
+                    table.update(where=f"{KEY} IN ({listed})", values={"kept": value})
+
+    def read(self, name: str, columns: list[str] | None = None) -> pl.DataFrame:
+        if not self.exists(name):
+            return pl.DataFrame()
+        return pl.from_arrow(self.db.open_table(name).to_arrow().select(columns) if columns else self.db.open_table(name).to_arrow())
+
+    def duplicate_ids(self, name: str) -> list[str]:
+        ids = self.read(name, [KEY])
+        if ids.is_empty():
+            return []
+        return ids.group_by(KEY).len().filter(pl.col("len") > 1)[KEY].to_list()
+
+    def version(self, name: str) -> int:
+        return self.db.open_table(name).version if self.exists(name) else 0
+
+    def search_text(self, name: str, query_vector: np.ndarray, limit: int = 10, where: str | None = None) -> pl.DataFrame:
+        query = self.db.open_table(name).search(query_vector, vector_column_name=TEXT_VECTOR).distance_type("cosine").limit(limit)
+        if where:
+            query = query.where(where, prefilter=True)
+        found = query.to_arrow()
+        return pl.from_arrow(found.drop_columns([VIDEO_VECTOR, TEXT_VECTOR]))
