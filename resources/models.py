@@ -80,6 +80,7 @@ class VisionLanguageResource(_ModelResource):
     model: str = "nvidia/Cosmos-Reason1-7B"  # a directory, a cached model id, or tiny:vlm
     revision: Optional[str] = None
     total_pixels: int = 8192 * 28 * 28  # visual budget over all frames of one video
+    share_prefill: bool = True  # K trials decode from one encode + prefill of the video (see TransformersVLM)
     endpoint_url: Optional[str] = None  # e.g. http://vllm:8000/v1
     endpoint_api_key: Optional[str] = None  # pass dg.EnvVar("COSMOS_VLM_API_KEY"); never a literal
     endpoint_timeout_s: float = 120.0
@@ -98,7 +99,7 @@ class VisionLanguageResource(_ModelResource):
                                     self.endpoint_max_retries, sizing=sizing),
             )
         checkpoint = resolve_model(self.model, role="vision-language", models_root=self.models_root, revision=self.revision)
-        return load_transformers_vlm(checkpoint, self.torch_device(), self.torch_dtype(), sizing)
+        return load_transformers_vlm(checkpoint, self.torch_device(), self.torch_dtype(), sizing, self.share_prefill)
 
 
 class EmbedderResource(_ModelResource):

@@ -20,7 +20,7 @@ from cosmos_assets.models.checkpoints import (
     require_pinned_revision,
     resolve_checkpoint,
 )
-from cosmos_assets.models.embedders import load_efficientnet, load_minilm, load_siglip
+from cosmos_assets.models.embedders import SiglipVideoEmbedder, load_efficientnet, load_minilm, load_siglip
 from cosmos_assets.models.frames import sample_frames
 from cosmos_assets.models.runtime import MODELS, ModelCache, choose_device, choose_dtype
 from cosmos_assets.models.tiny import build_tiny_siglip, build_tiny_vlm
@@ -160,6 +160,23 @@ def test_sampling_is_seeded_and_greedy_is_deterministic(tiny_vlm, clips):
     assert tiny_vlm.generate(prompt, greedy) == tiny_vlm.generate(prompt, greedy)
 
 
+def test_trials_share_one_prefill_and_decode_exactly_as_separate_prefills(tiny_vlm, clips):
+    dashcam, conveyor = clips
+    prompts = [VideoPrompt(dashcam.frames, dashcam.fps, "Describe the video.", "Be brief."),
+               VideoPrompt(conveyor.frames[:4], conveyor.fps, "Any anomalies?")]  # different lengths: left padding
+    greedy = tiny_vlm.generate(prompts, GenerationSettings(temperature=0.0, trials=1, max_new_tokens=10, repetition_penalty=1.0))
+    # Sampling at a vanishing temperature picks the top token: both paths must then equal greedy decoding.
+    near_greedy = GenerationSettings(temperature=1e-5, top_p=1.0, trials=3, max_new_tokens=10, repetition_penalty=1.0)
+    try:
+        tiny_vlm.share_prefill = True
+        shared = tiny_vlm.generate(prompts, near_greedy)
+        tiny_vlm.share_prefill = False
+        separate = tiny_vlm.generate(prompts, near_greedy)
+    finally:
+        tiny_vlm.share_prefill = True
+    assert shared == separate == [texts * 3 for texts in greedy]
+
+
 def test_the_video_pixel_budget_bounds_visual_tokens(tiny_models, clips):
     dashcam, _ = clips
     checkpoint = resolve_checkpoint(str(tiny_models / "vlm"), role="vlm")
@@ -239,6 +256,16 @@ def test_tiny_siglip_embeds_videos_through_transformers(tiny_models, clips):
     result = embedder.embed_videos([dashcam.frames, conveyor.frames, conveyor.frames[:1]])
     assert result.vectors.shape == (3, embedder.dim) and embedder.tiny_random
     np.testing.assert_allclose(np.linalg.norm(result.vectors, axis=1), 1.0, atol=1e-5)
+
+
+def test_siglip_preprocessing_on_the_device_matches_the_image_processor(tiny_models, clips):
+    dashcam, conveyor = clips
+    checkpoint = resolve_checkpoint(str(tiny_models / "siglip"), role="video embedder")
+    on_device = SiglipVideoEmbedder.load(checkpoint, CPU, torch.float32, preprocess="torch")
+    reference = SiglipVideoEmbedder.load(checkpoint, CPU, torch.float32, preprocess="processor")
+    videos = [dashcam.frames, conveyor.frames]
+    similarity = (on_device.embed_videos(videos).vectors * reference.embed_videos(videos).vectors).sum(axis=1)
+    assert similarity.min() > 0.99  # bicubic on tensors vs PIL bicubic: the same picture, not the same bits
 
 
 def test_minilm_text_embeddings_are_384_d_unit_vectors_that_mean_something():

@@ -34,22 +34,52 @@ class VideoEmbedding:
 
 
 class SiglipVideoEmbedder:
-    """A SigLIP vision tower over sampled frames, mean-pooled per video (the GPU profile's embedder)."""
+    """A SigLIP vision tower over sampled frames, mean-pooled per video (the GPU profile's embedder).
 
-    def __init__(self, checkpoint: Checkpoint, device: torch.device, dtype: torch.dtype, batch_frames: int = 64):
+    ``preprocess="torch"`` resizes and normalises frames on the model's device in one batched call;
+    ``"processor"`` uses the checkpoint's image processor (PIL, one frame at a time on the CPU), which
+    starves a GPU. Both follow the processor's size, mean and std; resampling differs slightly.
+    """
+
+    def __init__(self, model, processor, checkpoint: Checkpoint, batch_frames: int = 64, preprocess: str = "torch"):
+        self.model, self.processor, self.checkpoint = model, processor, checkpoint
+        self.device, self.dtype = model.device, model.dtype
+        self.batch_frames, self.preprocess = batch_frames, preprocess
+        self.name, self.version = checkpoint.name, checkpoint.version
+        self.dim = model.config.hidden_size
+        self.tiny_random = checkpoint.tiny_random
+        size = processor.size
+        self.image_size = (size["height"], size["width"]) if "height" in size else (size["shortest_edge"],) * 2
+        self._mean = torch.tensor(processor.image_mean, device=self.device).view(1, 3, 1, 1)
+        self._std = torch.tensor(processor.image_std, device=self.device).view(1, 3, 1, 1)
+
+    @classmethod
+    def load(cls, checkpoint: Checkpoint, device: torch.device, dtype: torch.dtype, **options) -> "SiglipVideoEmbedder":
         from transformers import AutoImageProcessor, SiglipVisionModel
 
-        self.checkpoint, self.device, self.dtype, self.batch_frames = checkpoint, device, dtype, batch_frames
         try:
-            self.processor = AutoImageProcessor.from_pretrained(checkpoint.path, local_files_only=True)
-            self.model = SiglipVisionModel.from_pretrained(
+            processor = AutoImageProcessor.from_pretrained(checkpoint.path, local_files_only=True)
+            model = SiglipVisionModel.from_pretrained(
                 checkpoint.path, dtype=dtype, use_safetensors=True, local_files_only=True,
             ).to(device).eval()
         except (OSError, ValueError, KeyError) as error:
             raise ModelError(f"{checkpoint.name}: could not load as a SigLIP vision checkpoint: {error}") from error
-        self.name, self.version = checkpoint.name, checkpoint.version
-        self.dim = self.model.config.hidden_size
-        self.tiny_random = checkpoint.tiny_random
+        return cls(model, processor, checkpoint, **options)
+
+    def _pixels(self, frames: list[np.ndarray]) -> torch.Tensor:
+        if self.preprocess == "processor":
+            return self.processor(images=frames, return_tensors="pt")["pixel_values"].to(self.device, self.dtype)
+        runs: list[list[np.ndarray]] = []  # consecutive frames of one size resize in one call
+        for frame in frames:
+            if runs and runs[-1][0].shape == frame.shape:
+                runs[-1].append(frame)
+            else:
+                runs.append([frame])
+        resized = [torch.nn.functional.interpolate(
+            torch.from_numpy(np.stack(run)).to(self.device, non_blocking=True).permute(0, 3, 1, 2).float(),
+            size=self.image_size, mode="bicubic", antialias=True, align_corners=False) for run in runs]
+        batch = torch.cat(resized).clamp_(0, 255) / 255.0
+        return ((batch - self._mean) / self._std).to(self.dtype)
 
     def embed_videos(self, videos: list[np.ndarray]) -> VideoEmbedding:
         """One vector per video (uint8 T×H×W×3 frames each); frames of all videos share batches."""
@@ -57,8 +87,7 @@ class SiglipVideoEmbedder:
         features = []
         with torch.inference_mode():
             for start in range(0, len(frames), self.batch_frames):
-                pixels = self.processor(images=frames[start:start + self.batch_frames], return_tensors="pt")["pixel_values"]
-                output = self.model(pixel_values=pixels.to(self.device, self.dtype))
+                output = self.model(pixel_values=self._pixels(frames[start:start + self.batch_frames]))
                 features.append(output.pooler_output)
         return VideoEmbedding(_pool_per_video(torch.cat(features), [len(v) for v in videos]))
 
@@ -175,7 +204,7 @@ class MiniLMTextEmbedder:
 
 def load_siglip(checkpoint: Checkpoint, device: torch.device, dtype: torch.dtype) -> SiglipVideoEmbedder:
     return MODELS.get(("siglip", str(checkpoint.path), checkpoint.version, str(device), str(dtype)),
-                      lambda: SiglipVideoEmbedder(checkpoint, device, dtype))
+                      lambda: SiglipVideoEmbedder.load(checkpoint, device, dtype))
 
 
 def load_efficientnet(device: torch.device) -> EfficientNetVideoEmbedder:

@@ -6,7 +6,6 @@ import math
 import os
 from dataclasses import dataclass
 
-import av
 import numpy as np
 
 
@@ -33,6 +32,8 @@ def sample_frames(
     ``max_frames`` bounds the window (cosmos-curate captions windows of up to 256 frames at 2 fps);
     ``max_side`` downsizes during conversion so large sources never become full-size arrays.
     """
+    import av  # here, not at the top: model code that never decodes files runs without PyAV
+
     frames, stamps = [], []
     next_time = start_s
     with av.open(os.fspath(path)) as container:

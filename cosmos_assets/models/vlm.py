@@ -38,6 +38,7 @@ class GenerationSettings:
     repetition_penalty: float = 1.05
     trials: int = 1  # independent samples of the same prompt (the critic's K)
     seed: int = 0
+    min_new_tokens: int = 0  # benchmarks force full-length answers from random weights
 
     @property
     def sampling(self) -> bool:
@@ -118,22 +119,28 @@ class TransformersVLM:
 
     backend = "transformers"
 
-    def __init__(self, checkpoint: Checkpoint, device: torch.device, dtype: torch.dtype, sizing: VideoSizing = VideoSizing()):
+    def __init__(self, model, processor, checkpoint: Checkpoint, sizing: VideoSizing = VideoSizing(), share_prefill: bool = True):
+        """Wrap a loaded model and processor; ``load`` is how checkpoints become one. The GPU benchmark
+        builds real-size random models in memory and wraps them here, so it times this same code."""
+        self.model, self.processor, self.checkpoint, self.sizing = model, processor, checkpoint, sizing
+        self.share_prefill = share_prefill
+        self.device, self.dtype = model.device, model.dtype
+        self.processor.tokenizer.padding_side = "left"  # generation appends on the right
+        self.video_processor_limits = getattr(self.processor.video_processor, "size", {}) or {}
+
+    @classmethod
+    def load(cls, checkpoint: Checkpoint, device: torch.device, dtype: torch.dtype, sizing: VideoSizing = VideoSizing(),
+             share_prefill: bool = True):
         from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
 
-        self.checkpoint = checkpoint
-        self.device, self.dtype, self.sizing = device, dtype, sizing
         try:
-            self.processor = AutoProcessor.from_pretrained(checkpoint.path, local_files_only=True, trust_remote_code=False)
-            self.model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
+            processor = AutoProcessor.from_pretrained(checkpoint.path, local_files_only=True, trust_remote_code=False)
+            model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
                 checkpoint.path, dtype=dtype, use_safetensors=True, local_files_only=True, trust_remote_code=False,
             ).to(device).eval()
         except (OSError, ValueError, KeyError) as error:
             raise ModelError(f"{checkpoint.name}: could not load as a Qwen2.5-VL checkpoint: {error}") from error
-        self.processor.tokenizer.padding_side = "left"  # generation appends on the right
-        self.video_processor_limits = (
-            getattr(self.processor.video_processor, "size", {}) or {}
-        )
+        return cls(model, processor, checkpoint, sizing, share_prefill)
 
     @property
     def identity(self) -> dict:
@@ -149,12 +156,31 @@ class TransformersVLM:
                                          min_pixels=min_pixels, max_pixels=max_pixels)
         return resize_frames(frames, height, width)
 
+    def _generate_from_shared_prefill(self, inputs, trials: int, generator_kwargs: dict) -> torch.Tensor:
+        """K trials of one prompt from one encode and one prefill.
+
+        ``num_return_sequences`` copies the inputs K times before the forward pass, so the video is
+        encoded and prefilled K times. Here the prompt minus its last token is prefilled once, the
+        cache is copied K times, and sampling continues from it (positions from the stored M-RoPE deltas).
+        """
+        sequence_keys = [k for k in ("input_ids", "attention_mask", "mm_token_type_ids") if k in inputs]
+        prefix = {**inputs, **{k: inputs[k][:, :-1] for k in sequence_keys}}
+        cache = self.model(**prefix, use_cache=True).cache
+        cache.batch_repeat_interleave(trials)
+        language_model = self.model.model
+        language_model.rope_deltas = language_model.rope_deltas.repeat_interleave(trials, dim=0)
+        expanded = {k: inputs[k].repeat_interleave(trials, dim=0) for k in sequence_keys}
+        return self.model.generate(**expanded, cache=cache, **generator_kwargs)
+
     def generate(self, prompts: list[VideoPrompt], settings: GenerationSettings) -> list[list[str]]:
         """``settings.trials`` texts for each prompt, the prompts batched into one ``generate`` call."""
         from transformers.video_utils import VideoMetadata
 
         if not prompts:
             return []
+        if settings.trials > 1 and not settings.sampling:  # greedy trials are identical: decode once
+            once = self.generate(prompts, GenerationSettings(**{**asdict(settings), "trials": 1}))
+            return [texts * settings.trials for texts in once]
         texts = [self.processor.apply_chat_template(_messages(p, {"type": "video"}), tokenize=False, add_generation_prompt=True)
                  for p in prompts]
         videos = [self._fit(p.frames) for p in prompts]
@@ -170,14 +196,13 @@ class TransformersVLM:
             torch.manual_seed(settings.seed)
         else:
             generator_kwargs = {"do_sample": False}
+        generator_kwargs.update(max_new_tokens=settings.max_new_tokens, min_new_tokens=settings.min_new_tokens,
+                                repetition_penalty=settings.repetition_penalty)
         with torch.inference_mode():
-            output = self.model.generate(
-                **inputs,
-                max_new_tokens=settings.max_new_tokens,
-                repetition_penalty=settings.repetition_penalty,
-                num_return_sequences=settings.trials,
-                **generator_kwargs,
-            )
+            if self.share_prefill and settings.trials > 1:
+                output = self._generate_from_shared_prefill(inputs, settings.trials, generator_kwargs)
+            else:
+                output = self.model.generate(**inputs, num_return_sequences=settings.trials, **generator_kwargs)
         new_tokens = output[:, inputs["input_ids"].shape[1]:]
         decoded = self.processor.batch_decode(new_tokens, skip_special_tokens=True)
         return [decoded[i * settings.trials:(i + 1) * settings.trials] for i in range(len(prompts))]
@@ -272,6 +297,8 @@ class EndpointVLM:
 
 
 def load_transformers_vlm(checkpoint: Checkpoint, device: torch.device, dtype: torch.dtype,
-                          sizing: VideoSizing = VideoSizing()) -> TransformersVLM:
-    key = ("vlm", str(checkpoint.path), checkpoint.version, str(device), str(dtype), asdict(sizing).__repr__())
-    return MODELS.get(key, lambda: TransformersVLM(checkpoint, device, dtype, sizing))
+                          sizing: VideoSizing = VideoSizing(), share_prefill: bool = True) -> TransformersVLM:
+    key = ("vlm", str(checkpoint.path), checkpoint.version, str(device), str(dtype), repr(asdict(sizing)))
+    vlm = MODELS.get(key, lambda: TransformersVLM.load(checkpoint, device, dtype, sizing, share_prefill))
+    vlm.share_prefill = share_prefill
+    return vlm
