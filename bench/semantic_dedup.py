@@ -40,23 +40,25 @@ BLOCK_ROWS = 16384
 def planted_collection(n: int, dim: int, dup_fraction: float, min_cosine: float, seed: int):
     """Unit rows with noisy copies planted; returns (rows, copy positions, their originals, cosines)."""
     rng = np.random.default_rng(seed)
+    generator = torch.Generator().manual_seed(seed)  # torch's sampler is multi-threaded, numpy's is not
     rows = np.empty((n, dim), dtype=np.float32)
+    rows_t = torch.from_numpy(rows)
     for start in range(0, n, BLOCK_ROWS):
-        block = rng.standard_normal((min(BLOCK_ROWS, n - start), dim), dtype=np.float32)
-        rows[start : start + len(block)] = block / np.linalg.norm(block, axis=1, keepdims=True)
+        stop = min(start + BLOCK_ROWS, n)
+        rows_t[start:stop] = torch.nn.functional.normalize(torch.randn((stop - start, dim), generator=generator), dim=1)
     n_copies = int(n * dup_fraction)
     chosen = rng.permutation(n)[: 2 * n_copies]
     copies, originals = chosen[:n_copies], chosen[n_copies:]
     cosines = rng.uniform(min_cosine, 1.0, n_copies).astype(np.float32)
     for start in range(0, n_copies, BLOCK_ROWS):
         part = slice(start, start + BLOCK_ROWS)
-        source = rows[originals[part]]
-        noise = rng.standard_normal(source.shape, dtype=np.float32)
-        noise -= np.sum(noise * source, axis=1, keepdims=True) * source
-        noise /= np.linalg.norm(noise, axis=1, keepdims=True)
-        cosine = cosines[part, None]
-        copy = cosine * source + np.sqrt(1 - cosine**2) * noise
-        rows[copies[part]] = copy / np.linalg.norm(copy, axis=1, keepdims=True)
+        source = torch.from_numpy(rows[originals[part]])
+        noise = torch.randn(source.shape, generator=generator)
+        noise -= (noise * source).sum(dim=1, keepdim=True) * source  # orthogonal to the original
+        noise = torch.nn.functional.normalize(noise, dim=1)
+        cosine = torch.from_numpy(cosines[part])[:, None]
+        copy = cosine * source + torch.sqrt(1 - cosine**2) * noise
+        rows[copies[part]] = torch.nn.functional.normalize(copy, dim=1).numpy()
     return rows, copies, originals, cosines
 
 

@@ -1,14 +1,32 @@
 """Specifications of exact and semantic de-duplication (cosmos_assets.curation.dedup)."""
 
+import dataclasses
+
 import numpy as np
 import pytest
+import torch
 
 from cosmos_assets.curation.dedup import (
     CANDIDATES_PER_CLIP,
     DedupConfig,
+    SearchSpace,
     exact_duplicates,
     semantic_dedup,
 )
+
+# The search either runs on the embeddings themselves or on a random projection (the default for
+# d > 128); the data here is small, so the projected runs ask for 16 or 32 dimensions explicitly.
+FULL, PROJECTED = DedupConfig(search_dim=None), DedupConfig(search_dim=16)
+BOTH_SPACES = pytest.mark.parametrize("config", [FULL, PROJECTED], ids=["full", "projected"])
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny products: a second thread only adds synchronisation, which a busy machine makes slow."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def unit(rows: np.ndarray) -> np.ndarray:
@@ -67,11 +85,12 @@ def assert_consistent(result, rows: np.ndarray, priority: np.ndarray, eps: float
     np.testing.assert_allclose(result.similarity[dropped], cosine, atol=1e-5)
 
 
-def test_planted_near_duplicates_are_dropped_and_name_their_original():
+@BOTH_SPACES
+def test_planted_near_duplicates_are_dropped_and_name_their_original(config):
     rng = np.random.default_rng(1)
     rows, original_of = with_planted_copies(rng, n_distinct=3000, n_copies=300, dim=64)
     priority = np.arange(len(rows))
-    result = semantic_dedup(rows, priority)
+    result = semantic_dedup(rows, priority, config)
 
     pairs = np.flatnonzero(original_of >= 0)
     partner = original_of[pairs]
@@ -106,7 +125,8 @@ def test_the_higher_priority_member_of_a_pair_is_kept_whatever_its_position():
     np.testing.assert_array_equal(result.duplicate_of[:500], np.arange(500, 1000))
 
 
-def test_matches_the_brute_force_greedy_rule_on_chains_and_groups():
+@BOTH_SPACES
+def test_matches_the_brute_force_greedy_rule_on_chains_and_groups(config):
     rng = np.random.default_rng(4)
     base = random_unit(rng, 400, 32)
     first = noisy_copy(rng, base[:150], 0.993)
@@ -115,32 +135,34 @@ def test_matches_the_brute_force_greedy_rule_on_chains_and_groups():
     groups = np.repeat(base[150:170], 6, axis=0)
     rows = np.concatenate([base, first, second, noisy_copy(rng, groups, 0.997)])
     priority = rng.permutation(len(rows))
-    result = semantic_dedup(rows, priority)
+    result = semantic_dedup(rows, priority, config)
     np.testing.assert_array_equal(result.kept, greedy_reference(rows, priority, eps=0.01))
     assert_consistent(result, rows, priority, eps=0.01)
 
 
-def test_round_size_does_not_change_the_decisions():
+@BOTH_SPACES
+def test_round_size_does_not_change_the_decisions(config):
     rng = np.random.default_rng(5)
     rows, _ = with_planted_copies(rng, n_distinct=1500, n_copies=200, dim=32)
-    whole = semantic_dedup(rows)
-    in_rounds_of_50 = semantic_dedup(rows, config=DedupConfig(round_rows=50))
+    whole = semantic_dedup(rows, config=config)
+    in_rounds_of_50 = semantic_dedup(rows, config=dataclasses.replace(config, round_rows=50))
     np.testing.assert_array_equal(whole.kept, in_rounds_of_50.kept)
     np.testing.assert_array_equal(whole.duplicate_of, in_rounds_of_50.duplicate_of)
 
 
+@BOTH_SPACES
 @pytest.mark.parametrize("same_clusters", [False, True], ids=["fresh k-means", "earlier centroids"])
-def test_later_clips_duplicating_old_ones_are_dropped_and_old_decisions_stand(same_clusters):
+def test_later_clips_duplicating_old_ones_are_dropped_and_old_decisions_stand(same_clusters, config):
     rng = np.random.default_rng(6)
     last_week, _ = with_planted_copies(rng, n_distinct=2000, n_copies=150, dim=48)
-    before = semantic_dedup(last_week)
+    before = semantic_dedup(last_week, config=config)
 
     old_kept = np.flatnonzero(before.kept)
     echoes = noisy_copy(rng, last_week[old_kept[:200]], 0.996)
     today = np.concatenate([echoes, random_unit(rng, 500, 48)])
     collection = np.concatenate([last_week, today])
     centroids = before.centroids if same_clusters else None
-    after = semantic_dedup(collection, np.arange(len(collection)), centroids=centroids)
+    after = semantic_dedup(collection, np.arange(len(collection)), config, centroids=centroids)
 
     n_old = len(last_week)
     np.testing.assert_array_equal(after.kept[:n_old], before.kept)
@@ -179,9 +201,10 @@ def pair_at_cosine(cosine: float, dim: int = 16) -> np.ndarray:
     return np.stack([first, second])
 
 
-def test_eps_sets_the_threshold():
+@pytest.mark.parametrize("dim", [16, 256], ids=["full", "projected to 128"])
+def test_eps_sets_the_threshold(dim):
     rng = np.random.default_rng(8)
-    rows = np.concatenate([pair_at_cosine(0.985), random_unit(rng, 200, 16)])
+    rows = np.concatenate([pair_at_cosine(0.985, dim), random_unit(rng, 200, dim)])
     loose = semantic_dedup(rows, config=DedupConfig(eps=0.02))
     strict = semantic_dedup(rows, config=DedupConfig(eps=0.01))
     assert not loose.kept[1] and loose.duplicate_of[1] == 0
@@ -206,8 +229,9 @@ def test_all_identical_rows_keep_the_first():
     assert (result.duplicate_of[1:] == 0).all()
 
 
-def test_a_clip_whose_earliest_candidates_were_all_dropped_is_still_checked_against_later_kept_ones():
-    dim = 16
+@pytest.mark.parametrize("search_dim", [None, 32], ids=["full", "projected"])
+def test_a_clip_whose_earliest_candidates_were_all_dropped_is_still_checked_against_later_kept_ones(search_dim):
+    dim = 64
     e1, e2, e3 = np.eye(dim, dtype=np.float32)[:3]
     angle = np.arccos(0.9935)
     anchor = e1
@@ -219,17 +243,18 @@ def test_a_clip_whose_earliest_candidates_were_all_dropped_is_still_checked_agai
     kept_neighbour = unit(further + 0.1 * e3)  # close to `further` only; kept
     rows = np.concatenate([anchor[None], crowd, kept_neighbour[None], further[None]])
     # One cluster, so that the whole crowd is in one block and the candidate cap applies.
-    result = semantic_dedup(rows, config=DedupConfig(n_clusters=1))
+    result = semantic_dedup(rows, config=DedupConfig(n_clusters=1, search_dim=search_dim))
     assert result.kept[0] and not result.kept[1 : 1 + len(crowd)].any()
     assert result.kept[-2]
     assert not result.kept[-1] and result.duplicate_of[-1] == len(rows) - 2
     np.testing.assert_array_equal(result.kept, greedy_reference(rows, np.arange(len(rows)), eps=0.01))
 
 
-def test_the_same_input_gives_the_same_result():
+@BOTH_SPACES
+def test_the_same_input_gives_the_same_result(config):
     rng = np.random.default_rng(12)
     rows, _ = with_planted_copies(rng, n_distinct=3000, n_copies=300, dim=32, cosine=0.99)
-    first, second = semantic_dedup(rows), semantic_dedup(rows.copy())
+    first, second = semantic_dedup(rows, config=config), semantic_dedup(rows.copy(), config=config)
     for field in ("kept", "duplicate_of", "similarity", "cluster", "centroids"):
         np.testing.assert_array_equal(getattr(first, field), getattr(second, field))
 
@@ -241,11 +266,23 @@ def test_empty_and_single_inputs():
     assert single.kept.tolist() == [True] and single.duplicate_of.tolist() == [-1]
 
 
-def test_float64_and_unnormalised_input_gives_the_float32_unit_result():
+@BOTH_SPACES
+def test_float64_and_unnormalised_input_gives_the_float32_unit_result(config):
     rng = np.random.default_rng(13)
     rows, _ = with_planted_copies(rng, n_distinct=800, n_copies=80, dim=24)
     scales = rng.uniform(0.1, 10.0, (len(rows), 1))
-    np.testing.assert_array_equal(semantic_dedup(rows).kept, semantic_dedup(rows * scales).kept)
+    np.testing.assert_array_equal(
+        semantic_dedup(rows, config=config).kept, semantic_dedup(rows * scales, config=config).kept
+    )
+
+
+def test_the_projection_loosens_the_search_threshold_and_gives_way_to_the_full_space_for_large_eps():
+    projected = SearchSpace.for_config(DedupConfig(eps=0.01), 768)
+    assert projected.projected and projected.dim == 128
+    # Loose enough that a pair at 0.99 is a candidate even when the projection shrinks its cosine.
+    assert 0.96 < projected.candidate_threshold < 0.98
+    assert not SearchSpace.for_config(DedupConfig(eps=0.2), 768).projected
+    assert not SearchSpace.for_config(DedupConfig(eps=0.01), 64).projected
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,7 @@
 """De-duplication of curated clips: exact (same content hash) and semantic (SemDeDup-style).
 
 Semantic de-duplication follows SemDeDup (k-means over clip embeddings; a clip is dropped when its
-cosine similarity to an already kept clip exceeds 1 − eps), with two deliberate differences:
+cosine similarity to an already kept clip exceeds 1 − eps), with deliberate differences:
 
 - Visiting order. SemDeDup visits each cluster's members by distance to the centroid. Here clips are
   visited in a caller-given priority order (e.g. ingest order, older first) and the earlier clip of a
@@ -15,6 +15,12 @@ cosine similarity to an already kept clip exceeds 1 − eps), with two deliberat
   centroid is almost as similar to it as its nearest one (within a margin, see ``DedupConfig``). The
   result is the greedy rule applied across cluster boundaries, so which clips are kept hardly depends
   on the clustering (which is recomputed as the collection grows).
+- The search runs on a random projection to ``search_dim`` (128) dimensions, with a looser threshold
+  there, and every pair it finds is confirmed with the exact cosine of the full embeddings. Random
+  projection preserves the distance of any fixed pair up to a factor whose spread is known (see
+  ``SearchSpace``), so the looser threshold loses a true pair with probability ~1e-7; k-means,
+  assignment and the within-cluster products then cost 768/128 = 6× less, and the search's copies of
+  the rows are 6× smaller than the input.
 
 No Dagster here; the assets call these functions.
 """
@@ -35,12 +41,19 @@ COSINE_ROUNDING = 1e-5
 # members of such a group are the ones the greedy rule keeps, so the cap rarely loses information, and
 # where it might the clip is re-checked exactly (``_RoundResolver.fallback``).
 CANDIDATES_PER_CLIP = 16
-# Rounds start small and double up to ``DedupConfig.round_rows``: comparisons with clips of the same
-# round cost (round size)² when they are all one dense group, while later rounds only meet the few
-# kept members of such a group.
-FIRST_ROUND_ROWS = 4096
-ASSIGN_BLOCK_ROWS = 16384
+# Rounds start small and double up to the round size: comparisons with clips of the same round cost
+# (round size)² when they are all one dense group, while later rounds only meet the few kept members
+# of such a group.
+FIRST_ROUND_ROWS = 16384
+ROUND_BYTES = 256 * 2**20
+BLOCK_ROWS = 16384
 KMEANS_SAMPLE_PER_CLUSTER = 24
+# For a pair at cosine c, 1 − c measured after a Gaussian projection to m dimensions is (1 − c)·F with
+# log F roughly normal with standard deviation 2/sqrt(m); allowing 5.2 of those loses ~1e-7 of pairs.
+PROJECTION_TAIL_SIGMAS = 5.2
+# Beyond this loosened eps the small-difference approximation above no longer holds, and the looser
+# threshold would admit a large share of all pairs: search in the full dimension instead.
+MAX_PROJECTED_EPS = 0.25
 
 
 @dataclass(frozen=True)
@@ -54,21 +67,24 @@ class DedupConfig:
         every clip to the centroids (∝ n·k) against comparing clips within clusters (∝ n²/k).
     kmeans_iterations, kmeans_sample: Lloyd iterations on a random sample of this many clips (None:
         24 per cluster); the clustering only needs to group near-duplicates, not to converge.
+    search_dim: dimension of the random projection the search runs in; None (or ≥ d) searches the
+        embeddings themselves.
     probe_margin: a clip is compared with the kept clips of every cluster whose centroid similarity is
-        within this margin of its best one. None derives it from eps and the dimension d as
-        4·sqrt(eps/d): a near-duplicate at cosine 1 − eps differs from its original by a vector of
-        length sqrt(2·eps), which shifts its similarity to two centroids by a difference with standard
-        deviation 2·sqrt(eps/d) when the difference points in no particular direction; the margin is
-        two of those. Measured on 768-d isotropic data it misses under 0.05 % of pairs at cosine 0.995
-        with about 3 clusters searched per clip, where searching only the two nearest clusters misses
-        3.7 % (only the nearest: 15 %). Real embeddings, with clearer cluster structure, probe fewer
-        clusters for the same margin; a larger margin buys recall for near-duplicate differences that
-        are aligned with cluster boundaries.
+        within this margin of its best one. None derives it from eps and the search dimension m as
+        5·sqrt(eps/m): a near-duplicate at cosine 1 − eps differs from its original by a vector of
+        length sqrt(2·eps), which shifts its similarities to two centroids by a difference with
+        standard deviation 2·sqrt(eps/m) when the difference points in no particular direction; the
+        margin is 2.5 of those. Measured on isotropic 768-d data projected to 128 (the hardest case:
+        no cluster structure) with about 3.6 clusters searched per clip, it misses 0.02 % of pairs at
+        cosine 0.995 and 0.25 % at 0.99, where searching only the nearest cluster misses 15 % and the
+        two nearest 3.7 %. Real embeddings, with clearer cluster structure, search fewer clusters for
+        the same margin; a larger margin buys recall for near-duplicate differences that are aligned
+        with cluster boundaries.
     max_probes: at most this many clusters searched per clip (bounds the cost of clips lying amid
         many centroids).
-    round_rows: (clip, searched cluster) pairs per round; each is a row of d float32 in the round's
-        buffer, so this bounds that buffer (default: 192k rows, 576 MiB at d = 768).
-    seed: k-means sample and initialisation.
+    round_rows: (clip, searched cluster) pairs per round, each a row of the search dimension; None
+        fills 256 MiB.
+    seed: k-means sample, initialisation and the projection.
     device: torch device for the matrix products ("cpu", "cuda", "cuda:1", ...).
     """
 
@@ -76,36 +92,59 @@ class DedupConfig:
     n_clusters: int | None = None
     kmeans_iterations: int = 8
     kmeans_sample: int | None = None
+    search_dim: int | None = 128
     probe_margin: float | None = None
     max_probes: int = 16
-    round_rows: int = 196608
+    round_rows: int | None = None
     seed: int = 0
     device: str = "cpu"
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.eps < 1.0:
             raise ValueError(f"eps must be in [0, 1), got {self.eps}")
-        if self.n_clusters is not None and self.n_clusters < 1:
-            raise ValueError(f"n_clusters must be at least 1, got {self.n_clusters}")
+        for name in ("n_clusters", "kmeans_sample", "search_dim", "round_rows"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be at least 1, got {value}")
         if self.kmeans_iterations < 0:
             raise ValueError(f"kmeans_iterations must be ≥ 0, got {self.kmeans_iterations}")
-        if self.kmeans_sample is not None and self.kmeans_sample < 1:
-            raise ValueError(f"kmeans_sample must be at least 1, got {self.kmeans_sample}")
         if self.probe_margin is not None and not self.probe_margin >= 0.0:
             raise ValueError(f"probe_margin must be ≥ 0, got {self.probe_margin}")
         if self.max_probes < 1:
             raise ValueError(f"max_probes must be at least 1, got {self.max_probes}")
-        if self.round_rows < 1:
-            raise ValueError(f"round_rows must be at least 1, got {self.round_rows}")
 
     @property
     def threshold(self) -> float:
         return 1.0 - self.eps - COSINE_ROUNDING
 
-    def margin_for(self, dim: int) -> float:
-        if self.probe_margin is not None:
-            return self.probe_margin
-        return 4.0 * math.sqrt(self.eps / max(dim, 1))
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """Where the search runs: the embeddings' own d dimensions, or a random projection to fewer.
+
+    candidate_threshold: cosine, measured in this space, above which a pair is a candidate (to be
+        confirmed with the exact cosine when projected).
+    """
+
+    dim: int
+    projected: bool
+    candidate_threshold: float
+    probe_margin: float
+
+    @classmethod
+    def for_config(cls, config: DedupConfig, dim: int) -> SearchSpace:
+        target = config.search_dim
+        if target is not None and target < dim:
+            loosened_eps = config.eps * math.exp(PROJECTION_TAIL_SIGMAS * 2 / math.sqrt(target))
+            if loosened_eps <= MAX_PROJECTED_EPS:
+                return cls(target, True, 1 - loosened_eps - COSINE_ROUNDING, cls._margin(config, target))
+        return cls(dim, False, config.threshold, cls._margin(config, dim))
+
+    @staticmethod
+    def _margin(config: DedupConfig, dim: int) -> float:
+        if config.probe_margin is not None:
+            return config.probe_margin
+        return 5.0 * math.sqrt(config.eps / max(dim, 1))
 
 
 @dataclass(frozen=True)
@@ -115,11 +154,12 @@ class DedupResult:
     kept: bool[n].
     duplicate_of: int64[n], -1 for kept clips; otherwise the index of a kept clip of higher priority
         whose cosine similarity to this one is ≥ 1 − eps.
-    similarity: float32[n], that cosine similarity; NaN for kept clips.
+    similarity: float32[n], that cosine similarity (of the full embeddings); NaN for kept clips.
     cluster: int32[n], the nearest k-means cluster.
-    centroids: float32[k, d], unit-norm; pass them back as ``semantic_dedup(..., centroids=...)`` to
-        search a grown collection with the same clusters, which leaves every earlier decision exactly
-        as it was (with fresh clusters they stay unchanged up to the search's recall).
+    centroids: float32[k, m], unit-norm, in the search space (m = search dimension). Pass them back
+        as ``semantic_dedup(..., centroids=...)`` with the same config to search a grown collection
+        with the same clusters, which leaves every earlier decision exactly as it was (with fresh
+        clusters they stay unchanged up to the search's recall).
     mean_probes: clusters searched per clip, on average.
     """
 
@@ -142,10 +182,10 @@ def visit_order(priority: np.ndarray | None, n: int) -> np.ndarray:
     priority = np.asarray(priority)
     if priority.shape != (n,):
         raise ValueError(f"priority must have shape ({n},), got {priority.shape}")
-    if priority.dtype.kind == "f" and np.isnan(priority).any():
-        raise ValueError(f"priority has NaN at index {int(np.flatnonzero(np.isnan(priority))[0])}")
     if priority.dtype.kind not in "biufmM":
         raise ValueError(f"priority must be numeric or datetime, got dtype {priority.dtype}")
+    if priority.dtype.kind == "f" and np.isnan(priority).any():
+        raise ValueError(f"priority has NaN at index {int(np.flatnonzero(np.isnan(priority))[0])}")
     return np.argsort(priority, kind="stable").astype(np.int64)
 
 
@@ -174,8 +214,12 @@ def exact_duplicates(content_hashes, priority: np.ndarray | None = None) -> np.n
     return duplicate_of
 
 
-class _EmbeddingRows:
-    """Unit-normalised float32 rows of the caller's array, gathered on demand without copying it whole."""
+def _normalise(matrix: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.normalize(matrix, dim=1)
+
+
+class _Embeddings:
+    """The caller's n × d array, read in blocks or gathered by row; never copied whole."""
 
     def __init__(self, embeddings, device: torch.device):
         if isinstance(embeddings, torch.Tensor):
@@ -190,30 +234,41 @@ class _EmbeddingRows:
         self.array = array
         self.n, self.dim = array.shape
         self.device = device
-        # A C-contiguous float32 array is gathered by torch without an intermediate copy; anything else
-        # (float64, memmaps with strides) goes through numpy fancy indexing per block.
+        # A C-contiguous float32 array is read by torch in place; anything else (float64, strided
+        # memmaps) goes through a numpy copy of each block.
         self.torch_view = (
             torch.from_numpy(array)
             if array.dtype == np.float32 and array.flags.c_contiguous and array.flags.writeable
             else None
         )
-        self.inverse_norm = torch.empty(0)
+        self.inverse_norm = torch.ones(self.n)
 
     def _raw_block(self, start: int, stop: int) -> torch.Tensor:
         if self.torch_view is not None:
             return self.torch_view[start:stop]
         return torch.from_numpy(np.ascontiguousarray(self.array[start:stop], dtype=np.float32))
 
-    def _raw_rows(self, indices: np.ndarray) -> torch.Tensor:
+    def unit_rows(self, indices: np.ndarray) -> torch.Tensor:
         if self.torch_view is not None:
-            return self.torch_view.index_select(0, torch.from_numpy(indices))
-        return torch.from_numpy(np.ascontiguousarray(self.array[indices], dtype=np.float32))
+            raw = self.torch_view.index_select(0, torch.from_numpy(indices))
+        else:
+            raw = torch.from_numpy(np.ascontiguousarray(self.array[indices], dtype=np.float32))
+        raw.mul_(self.inverse_norm.index_select(0, torch.from_numpy(indices))[:, None])
+        return raw.to(self.device)
 
-    def validate_and_measure(self) -> None:
-        """Row norms, rejecting rows that cannot be normalised (zero, NaN, infinite)."""
+    def exact_cosines(self, first: np.ndarray, second: np.ndarray) -> np.ndarray:
+        cosines = np.empty(len(first), dtype=np.float32)
+        for start in range(0, len(first), BLOCK_ROWS):
+            part = slice(start, start + BLOCK_ROWS)
+            products = self.unit_rows(first[part]) * self.unit_rows(second[part])
+            cosines[part] = products.sum(dim=1).cpu().numpy()
+        return cosines
+
+    def measure(self) -> None:
+        """Row norms, rejecting rows without a direction (zero, NaN, infinite)."""
         inverse = torch.empty(self.n, dtype=torch.float32)
-        for start in range(0, self.n, ASSIGN_BLOCK_ROWS):
-            stop = min(start + ASSIGN_BLOCK_ROWS, self.n)
+        for start in range(0, self.n, BLOCK_ROWS):
+            stop = min(start + BLOCK_ROWS, self.n)
             norms = torch.linalg.vector_norm(self._raw_block(start, stop), dim=1)
             unusable = ~torch.isfinite(norms) | (norms == 0)
             if bool(unusable.any()):
@@ -225,27 +280,34 @@ class _EmbeddingRows:
             inverse[start:stop] = 1.0 / norms
         self.inverse_norm = inverse
 
-    def block(self, start: int, stop: int) -> torch.Tensor:
-        rows = self._raw_block(start, stop) * self.inverse_norm[start:stop, None]
-        return rows.to(self.device)
+    def search_rows(self, space: SearchSpace, seed: int) -> torch.Tensor:
+        """Unit rows in the search space (n × m): projected, or the embeddings themselves."""
+        if not space.projected and self.torch_view is not None and self.device.type == "cpu":
+            if bool(((self.inverse_norm - 1).abs() <= 1e-6).all()):
+                return self.torch_view  # already unit rows: search them in place rather than copy
+        projection = None
+        if space.projected:
+            generator = torch.Generator().manual_seed(seed)
+            projection = torch.randn((self.dim, space.dim), generator=generator).to(self.device)
+        rows = torch.empty((self.n, space.dim), dtype=torch.float32, device=self.device)
+        for start in range(0, self.n, BLOCK_ROWS):
+            stop = min(start + BLOCK_ROWS, self.n)
+            block = self._raw_block(start, stop).to(self.device)
+            if projection is not None:
+                rows[start:stop] = _normalise(block @ projection)
+            else:
+                rows[start:stop] = block * self.inverse_norm[start:stop, None].to(self.device)
+        return rows
 
-    def rows(self, indices: np.ndarray) -> torch.Tensor:
-        selected = torch.from_numpy(indices)
-        rows = self._raw_rows(indices).mul_(self.inverse_norm.index_select(0, selected)[:, None])
-        return rows.to(self.device)
 
-
-def _normalise(matrix: torch.Tensor) -> torch.Tensor:
-    return torch.nn.functional.normalize(matrix, dim=1)
-
-
-def _fit_centroids(source: _EmbeddingRows, n_clusters: int, config: DedupConfig) -> torch.Tensor:
-    """Spherical k-means (cosine) on a random sample of the rows."""
+def _fit_centroids(rows: torch.Tensor, n_clusters: int, config: DedupConfig) -> torch.Tensor:
+    """Spherical k-means (cosine) on a random sample of the (unit) rows."""
     rng = np.random.default_rng(config.seed)
     sample_size = config.kmeans_sample or KMEANS_SAMPLE_PER_CLUSTER * n_clusters
-    sample_size = min(source.n, max(sample_size, n_clusters))
-    sample = source.rows(np.sort(rng.choice(source.n, sample_size, replace=False)))
-    centroids = sample[torch.from_numpy(rng.choice(sample_size, n_clusters, replace=False))].clone()
+    sample_size = min(len(rows), max(sample_size, n_clusters))
+    chosen = np.sort(rng.choice(len(rows), sample_size, replace=False))
+    sample = rows.index_select(0, torch.from_numpy(chosen).to(rows.device))
+    centroids = sample[torch.from_numpy(rng.choice(sample_size, n_clusters, replace=False)).to(rows.device)]
     for _ in range(config.kmeans_iterations):
         best_similarity, assignment = _nearest(sample, centroids)
         sums = _cluster_sums(sample, assignment, n_clusters)
@@ -265,8 +327,7 @@ def _distinct(centroids: torch.Tensor) -> torch.Tensor:
     Tied centroids would make clips split their searches arbitrarily among copies of one cluster, and
     ``max_probes`` could then cut off the copy holding a clip's duplicate.
     """
-    usable = torch.linalg.vector_norm(centroids, dim=1) > 0.5
-    centroids = centroids[usable]
+    centroids = centroids[torch.linalg.vector_norm(centroids, dim=1) > 0.5]
     repeats = torch.triu(centroids @ centroids.T >= 1 - COSINE_ROUNDING, diagonal=1).any(dim=0)
     return centroids[~repeats]
 
@@ -287,8 +348,8 @@ def _cluster_sums(rows: torch.Tensor, assignment: torch.Tensor, n_clusters: int)
 def _nearest(rows: torch.Tensor, centroids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     similarity = torch.empty(len(rows), dtype=rows.dtype, device=rows.device)
     assignment = torch.empty(len(rows), dtype=torch.int64, device=rows.device)
-    for start in range(0, len(rows), ASSIGN_BLOCK_ROWS):
-        stop = start + ASSIGN_BLOCK_ROWS
+    for start in range(0, len(rows), BLOCK_ROWS):
+        stop = start + BLOCK_ROWS
         similarity[start:stop], assignment[start:stop] = (rows[start:stop] @ centroids.T).max(dim=1)
     return similarity, assignment
 
@@ -301,6 +362,24 @@ class _Probes:
     ptr: np.ndarray
     clusters: np.ndarray
 
+    @classmethod
+    def assign(cls, rows: torch.Tensor, centroids: torch.Tensor, margin: float, max_probes: int) -> _Probes:
+        width = min(max_probes, len(centroids))
+        nearest = np.empty(len(rows), dtype=np.int32)
+        counts = np.empty(len(rows), dtype=np.int64)
+        chosen = []
+        for start in range(0, len(rows), BLOCK_ROWS):
+            stop = min(start + BLOCK_ROWS, len(rows))
+            top = torch.topk(rows[start:stop] @ centroids.T, width, dim=1, sorted=True)
+            within = (top.values >= top.values[:, :1] - margin).cpu()
+            clusters = top.indices.cpu()
+            nearest[start:stop] = clusters[:, 0].numpy()
+            counts[start:stop] = within.sum(dim=1).numpy()
+            chosen.append(clusters[within].numpy().astype(np.int32))
+        ptr = np.zeros(len(rows) + 1, dtype=np.int64)
+        np.cumsum(counts, out=ptr[1:])
+        return cls(nearest, ptr, np.concatenate(chosen))
+
     def pairs(self, clips: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(position in ``clips``, cluster) for every cluster each clip searches, grouped by clip."""
         counts = self.ptr[clips + 1] - self.ptr[clips]
@@ -309,32 +388,12 @@ class _Probes:
         return position, self.clusters[first + np.arange(len(position))]
 
 
-def _assign(source: _EmbeddingRows, centroids: torch.Tensor, margin: float, max_probes: int) -> _Probes:
-    n_clusters = len(centroids)
-    width = min(max_probes, n_clusters)
-    nearest = np.empty(source.n, dtype=np.int32)
-    counts = np.empty(source.n, dtype=np.int64)
-    chosen = []
-    for start in range(0, source.n, ASSIGN_BLOCK_ROWS):
-        stop = min(start + ASSIGN_BLOCK_ROWS, source.n)
-        top = torch.topk(source.block(start, stop) @ centroids.T, width, dim=1, sorted=True)
-        within = (top.values >= top.values[:, :1] - margin).cpu()
-        clusters = top.indices.cpu()
-        nearest[start:stop] = clusters[:, 0].numpy()
-        counts[start:stop] = within.sum(dim=1).numpy()
-        chosen.append(clusters[within].numpy().astype(np.int32))
-    ptr = np.zeros(source.n + 1, dtype=np.int64)
-    np.cumsum(counts, out=ptr[1:])
-    return _Probes(nearest, ptr, np.concatenate(chosen))
-
-
 class _KeptIndex:
-    """Unit rows of the kept clips, stored contiguously per nearest cluster.
+    """Search-space rows of the kept clips, stored contiguously per nearest cluster.
 
-    Holding them costs at most one copy of the input, but each round then multiplies against
-    contiguous slices instead of re-gathering every kept row of the collection (rounds × n rows).
-    Each cluster owns a region as large as its membership; only kept rows are ever written, so pages
-    of dropped clips are never touched.
+    Each round multiplies against contiguous slices instead of re-gathering every kept row of the
+    collection (rounds × n rows). Each cluster owns a region as large as its membership; only kept
+    rows are written, so pages of dropped clips are never touched.
     """
 
     def __init__(self, nearest: np.ndarray, n_clusters: int, dim: int, device: torch.device):
@@ -361,7 +420,7 @@ class _KeptIndex:
 
 @dataclass
 class _Round:
-    """Clips of one round (positions 0..R-1 in visiting order) with a unit row per searched cluster.
+    """Clips of one round (positions 0..R-1 in visiting order) with a search row per searched cluster.
 
     Each (clip, cluster it searches) pair has its own row in ``rows``, sorted by cluster; within a
     cluster, the clips whose nearest cluster it is (its members) come first, by position. A cluster's
@@ -381,14 +440,13 @@ class _Round:
     member_row: np.ndarray
 
     @classmethod
-    def gather(cls, clips: np.ndarray, probes: _Probes, source: _EmbeddingRows) -> _Round:
+    def gather(cls, clips: np.ndarray, probes: _Probes, search_rows: torch.Tensor) -> _Round:
         position, cluster = probes.pairs(clips)
         nearest = probes.nearest[clips]
         is_member = nearest[position] == cluster
         by_cluster = np.lexsort((position, ~is_member, cluster))
         position, cluster, is_member = position[by_cluster], cluster[by_cluster], is_member[by_cluster]
         starts = np.flatnonzero(np.r_[True, cluster[1:] != cluster[:-1]])
-        stops = np.r_[starts[1:], len(cluster)]
         member_row = np.empty(len(clips), dtype=np.int64)
         member_row[position[is_member]] = np.flatnonzero(is_member)
         return cls(
@@ -396,61 +454,74 @@ class _Round:
             nearest=nearest,
             pair_position=position,
             pair_cluster=cluster,
-            rows=source.rows(clips[position]),
+            rows=search_rows.index_select(0, torch.from_numpy(clips[position]).to(search_rows.device)),
             cluster=cluster[starts],
             query_start=starts,
             member_stop=starts + np.add.reduceat(is_member.astype(np.int64), starts),
-            query_stop=stops,
+            query_stop=np.r_[starts[1:], len(cluster)],
             member_row=member_row,
         )
 
     def rows_of(self, positions: np.ndarray) -> torch.Tensor:
         return self.rows.index_select(0, torch.from_numpy(self.member_row[positions]).to(self.rows.device))
 
+    def clusters(self):
+        """(cluster, first query row, end of its member rows, end of its query rows) per cluster."""
+        return zip(self.cluster.tolist(), self.query_start.tolist(), self.member_stop.tolist(), self.query_stop.tolist())
+
 
 class _RoundResolver:
     """The greedy rule for one round.
 
     Clips of earlier rounds are final and in ``_KeptIndex``; a clip of this round is first compared with
-    those, then the rest with each other, recording per clip its earlier same-round candidates above
-    the threshold; walking the round in order then keeps a clip unless one of its candidates was kept.
+    those, then the rest with each other, recording per clip its earlier same-round candidates;
+    walking the round in order then keeps a clip unless one of its confirmed candidates was kept.
     """
 
-    def __init__(self, round_: _Round, threshold: float, kept_index: _KeptIndex):
+    def __init__(self, round_: _Round, space: SearchSpace, threshold: float, embeddings: _Embeddings, kept_index):
         self.round = round_
+        self.space = space
         self.threshold = threshold
+        self.embeddings = embeddings
         self.kept_index = kept_index
         size = len(round_.clips)
         self.kept = np.ones(size, dtype=bool)
         self.duplicate_of = np.full(size, -1, dtype=np.int64)
         self.similarity = np.full(size, np.nan, dtype=np.float32)
 
-    def _clusters(self):
-        r = self.round
-        return zip(r.cluster.tolist(), r.query_start.tolist(), r.member_stop.tolist(), r.query_stop.tolist())
+    def _confirmed(self, positions: np.ndarray, others: np.ndarray, searched: np.ndarray) -> np.ndarray:
+        """Cosines of candidate pairs (clips given by round position / global index) in full dimension."""
+        if not self.space.projected:
+            return searched
+        return self.embeddings.exact_cosines(self.round.clips[positions], others)
 
     def against_earlier_rounds(self) -> None:
         if not self.kept_index.count.any():
             return
         r = self.round
-        pair_similarity = np.full(len(r.pair_position), -np.inf, dtype=np.float32)
-        pair_slot = np.full(len(r.pair_position), -1, dtype=np.int64)
-        for cluster, start, _, stop in self._clusters():
+        found_position, found_clip, found_similarity = [], [], []
+        for cluster, start, _, stop in r.clusters():
             kept_rows = self.kept_index.of_cluster(cluster)
             if len(kept_rows) == 0:
                 continue
-            best, best_at = (r.rows[start:stop] @ kept_rows.T).max(dim=1)
-            pair_similarity[start:stop] = best.cpu().numpy()
-            pair_slot[start:stop] = best_at.cpu().numpy() + self.kept_index.offset[cluster]
-        # Sorting by (position, -similarity) puts each clip's best pair first in its group.
-        best_first = np.lexsort((-pair_similarity, r.pair_position))
-        by_position = r.pair_position[best_first]
-        first_of_clip = best_first[np.r_[0, np.flatnonzero(by_position[1:] != by_position[:-1]) + 1]]
-        best_similarity = pair_similarity[first_of_clip]
-        duplicate = best_similarity >= self.threshold
-        self.kept[duplicate] = False
-        self.duplicate_of[duplicate] = self.kept_index.clip[pair_slot[first_of_clip][duplicate]]
-        self.similarity[duplicate] = best_similarity[duplicate]
+            similarity = r.rows[start:stop] @ kept_rows.T
+            query, kept_at = torch.nonzero(similarity >= self.space.candidate_threshold, as_tuple=True)
+            if len(query) == 0:
+                continue
+            found_similarity.append(similarity[query, kept_at].cpu().numpy())
+            found_position.append(r.pair_position[start + query.cpu().numpy()])
+            found_clip.append(self.kept_index.clip[self.kept_index.offset[cluster] + kept_at.cpu().numpy()])
+        if not found_position:
+            return
+        position, clip = np.concatenate(found_position), np.concatenate(found_clip)
+        cosine = self._confirmed(position, clip, np.concatenate(found_similarity))
+        # Sorted by (position, -cosine), each clip's first pair is its most similar kept clip.
+        best_first = np.lexsort((-cosine, position))
+        position, clip, cosine = position[best_first], clip[best_first], cosine[best_first]
+        drop = np.r_[True, position[1:] != position[:-1]] & (cosine >= self.threshold)
+        self.kept[position[drop]] = False
+        self.duplicate_of[position[drop]] = clip[drop]
+        self.similarity[position[drop]] = cosine[drop]
 
     def within_round(self) -> None:
         r = self.round
@@ -459,7 +530,7 @@ class _RoundResolver:
         undecided_pair = self.kept[r.pair_position]
         device = r.rows.device
         found_query, found_member, found_similarity, truncated = [], [], [], []
-        for _, start, member_stop, stop in self._clusters():
+        for _, start, member_stop, stop in r.clusters():
             if member_stop == start:
                 continue
             query_ok = undecided_pair[start:stop]
@@ -482,11 +553,11 @@ class _RoundResolver:
             similarity = query_rows @ member_rows.T
             # Members lead the query rows in the same order, so the diagonal is each member against itself.
             similarity.diagonal().fill_(-2.0)
-            if float(similarity.max()) < self.threshold:
+            if float(similarity.max()) < self.space.candidate_threshold:
                 continue
             member_t = torch.from_numpy(member_at).to(device)
             query_t = torch.from_numpy(query_at).to(device)
-            candidate = (similarity >= self.threshold) & (member_t[None, :] < query_t[:, None])
+            candidate = (similarity >= self.space.candidate_threshold) & (member_t[None, :] < query_t[:, None])
             if not gathered:
                 candidate &= torch.from_numpy(query_ok).to(device)[:, None]
                 candidate &= torch.from_numpy(query_ok[: len(member_at)]).to(device)[None, :]
@@ -499,26 +570,25 @@ class _RoundResolver:
             found_similarity.append(similarity[q, m].cpu().numpy())
         if not found_query:
             return
-        self._walk(
-            np.concatenate(found_query),
-            np.concatenate(found_member),
-            np.concatenate(found_similarity),
-            set(np.concatenate(truncated).tolist()),
-        )
+        query, member = np.concatenate(found_query), np.concatenate(found_member)
+        cosine = self._confirmed(query, r.clips[member], np.concatenate(found_similarity))
+        confirmed = cosine >= self.threshold
+        self._walk(query[confirmed], member[confirmed], cosine[confirmed], set(np.concatenate(truncated).tolist()))
 
-    def _walk(self, query, member, similarity, truncated: set[int]) -> None:
+    def _walk(self, query, member, cosine, truncated: set[int]) -> None:
         # Positions are the visiting order and candidates come earlier, so each candidate is final
         # by the time its query is reached.
-        order = np.lexsort((-similarity, query))
-        query, member, similarity = query[order], member[order], similarity[order]
-        starts = np.r_[0, np.flatnonzero(np.diff(query)) + 1]
-        stops = np.r_[starts[1:], len(query)]
-        for start, stop in zip(starts.tolist(), stops.tolist()):
-            position = int(query[start])
+        order = np.lexsort((-cosine, query))
+        query, member, cosine = query[order], member[order], cosine[order]
+        starts = np.flatnonzero(np.r_[True, query[1:] != query[:-1]]) if len(query) else []
+        candidates_of = dict(zip(query[starts].tolist(), zip(starts, np.r_[starts[1:], len(query)].tolist())))
+        # Truncated clips take part even when none of their recorded candidates was confirmed.
+        for position in sorted(candidates_of.keys() | truncated):
+            start, stop = candidates_of.get(position, (0, 0))
             alive = np.flatnonzero(self.kept[member[start:stop]])
             if len(alive):
                 best = start + int(alive[0])
-                self._drop(position, int(member[best]), float(similarity[best]))
+                self._drop(position, int(member[best]), float(cosine[best]))
             elif position in truncated:
                 self.fallback(position)
 
@@ -529,10 +599,10 @@ class _RoundResolver:
         earlier_kept = np.flatnonzero(self.kept[:position] & np.isin(r.nearest[:position], searched))
         if len(earlier_kept) == 0:
             return
-        similarity = r.rows_of(earlier_kept) @ r.rows[r.member_row[position]]
-        best_similarity, best = similarity.max(dim=0)
-        if float(best_similarity) >= self.threshold:
-            self._drop(position, int(earlier_kept[int(best)]), float(best_similarity))
+        cosines = self.embeddings.exact_cosines(r.clips[earlier_kept], np.full(len(earlier_kept), r.clips[position]))
+        best = int(np.argmax(cosines))
+        if cosines[best] >= self.threshold:
+            self._drop(position, int(earlier_kept[best]), float(cosines[best]))
 
     def _drop(self, position: int, kept_position: int, similarity: float) -> None:
         self.kept[position] = False
@@ -571,28 +641,31 @@ def semantic_dedup(
     clip found. Clips are visited in rounds of consecutive priority: each clip is compared with the
     kept clips of earlier rounds in the clusters it searches, then with earlier clips of its own round.
 
-    Memory beyond the input: the kept rows (at most one float32 copy of it), one round of rows, and
-    O(n) bookkeeping; no n × n matrix. The input is read in blocks and never normalised as a whole.
-    The result is the same for the same input, config and torch thread count.
+    Memory beyond the input: the rows in the search space (n × 128 float32 by default) and the kept
+    ones among them, one round of search rows, O(n) bookkeeping; no n × n matrix, and the input is
+    read in blocks and gathered by row, never copied whole. The result is the same for the same
+    input, config and torch thread count. On a shared CPU, set OMP_WAIT_POLICY=PASSIVE before torch
+    loads: the many mid-size products otherwise spin on descheduled threads.
     """
     device = torch.device(config.device)
-    source = _EmbeddingRows(embeddings, device)
-    n, dim = source.n, source.dim
+    embeddings_ = _Embeddings(embeddings, device)
+    n, dim = embeddings_.n, embeddings_.dim
     order = visit_order(priority, n)
-    source.validate_and_measure()
+    space = SearchSpace.for_config(config, dim)
+    embeddings_.measure()
+    search_rows = embeddings_.search_rows(space, config.seed)
     if centroids is not None:
         fitted = np.asarray(centroids, dtype=np.float32)
-        if fitted.ndim != 2 or fitted.shape[1] != dim or len(fitted) == 0:
-            raise ValueError(f"centroids must have shape (k ≥ 1, {dim}), got {fitted.shape}")
+        if fitted.ndim != 2 or fitted.shape[1] != space.dim or len(fitted) == 0:
+            raise ValueError(f"centroids must have shape (k ≥ 1, {space.dim}), got {fitted.shape}")
         if not np.isfinite(fitted).all() or (np.linalg.norm(fitted, axis=1) == 0).any():
             raise ValueError("centroids must be finite and non-zero")
         centroid_rows = _normalise(torch.from_numpy(fitted).to(device))
     elif n == 0:
-        centroid_rows = torch.zeros((0, dim), device=device)
+        centroid_rows = torch.zeros((0, space.dim), device=device)
     else:
         n_clusters = min(n, config.n_clusters) if config.n_clusters else default_cluster_count(n)
-        centroid_rows = _fit_centroids(source, n_clusters, config)
-    n_clusters = len(centroid_rows)
+        centroid_rows = _fit_centroids(search_rows, n_clusters, config)
 
     kept = np.ones(n, dtype=bool)
     duplicate_of = np.full(n, -1, dtype=np.int64)
@@ -600,12 +673,13 @@ def semantic_dedup(
     if n == 0:
         return DedupResult(kept, duplicate_of, similarity, np.zeros(0, np.int32), centroid_rows.cpu().numpy(), 0.0)
 
-    probes = _assign(source, centroid_rows, config.margin_for(dim), config.max_probes)
-    kept_index = _KeptIndex(probes.nearest, n_clusters, dim, device)
+    probes = _Probes.assign(search_rows, centroid_rows, space.probe_margin, config.max_probes)
+    kept_index = _KeptIndex(probes.nearest, len(centroid_rows), space.dim, device)
+    round_rows = config.round_rows or max(1, ROUND_BYTES // (4 * space.dim))
     pairs_per_clip = probes.ptr[order + 1] - probes.ptr[order]
-    for start, stop in _round_bounds(pairs_per_clip, config.round_rows):
-        round_ = _Round.gather(order[start:stop], probes, source)
-        resolver = _RoundResolver(round_, config.threshold, kept_index)
+    for start, stop in _round_bounds(pairs_per_clip, round_rows):
+        round_ = _Round.gather(order[start:stop], probes, search_rows)
+        resolver = _RoundResolver(round_, space, config.threshold, embeddings_, kept_index)
         resolver.against_earlier_rounds()
         resolver.within_round()
         clips = round_.clips
