@@ -255,11 +255,14 @@ def pod_settings_markdown() -> str:
         "| asset | pod class | runs | CPU request / limit | memory | GPUs | min GPU memory | scratch |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for asset, name in ASSET_POD_CLASSES.items():
+    unassigned = [name for name in POD_CLASSES if name not in ASSET_POD_CLASSES.values()]
+    rows = [(f"`{asset}`", name) for asset, name in ASSET_POD_CLASSES.items()]
+    rows += [("any, through `COSMOS_K8S_ASSET_CLASSES`", name) for name in unassigned]
+    for asset, name in rows:
         c = POD_CLASSES[name]
         gpu_memory = f"{c.min_gpu_memory_gib} GiB" if c.gpus else "–"
         lines.append(
-            f"| `{asset}` | `{c.name}` | {c.runs} | {c.cpu} / {c.cpu_limit} | {c.memory} | {c.gpus} | {gpu_memory} | {c.scratch} |"
+            f"| {asset} | `{c.name}` | {c.runs} | {c.cpu} / {c.cpu_limit} | {c.memory} | {c.gpus} | {gpu_memory} | {c.scratch} |"
         )
     return "\n".join(lines)
 
