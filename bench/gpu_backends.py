@@ -209,7 +209,7 @@ def main() -> None:
     parser.add_argument("--vlm-total-pixels", type=int, default=2 * 8192 * 28 * 28, help="about 8k visual tokens")
     parser.add_argument("--embed-clips", type=int, default=32)
     args = parser.parse_args()
-    report("device", name=torch.cuda.get_device_name(0), torch=torch.__version__,
+    report("device", card=torch.cuda.get_device_name(0), torch=torch.__version__,
            transformers=__import__("transformers").__version__, diffusers=__import__("diffusers").__version__)
     parts = {"vlm": bench_vlm, "embedder": bench_embedder,
              "predict2": lambda a: bench_generator("predict2", a), "transfer2.5": lambda a: bench_generator("transfer2.5", a)}
