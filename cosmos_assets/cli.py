@@ -136,6 +136,40 @@ def search(args: argparse.Namespace) -> int:
     return 0
 
 
+def show_lineage(args: argparse.Namespace) -> int:
+    from cosmos_assets.training.lineage import LineageNotFound, lineage
+
+    paths = _prepare_environment()
+    try:
+        found = lineage(paths, args.id)
+    except LineageNotFound as error:
+        print(f"cosmos lineage: {error}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(found, indent=2, default=str))
+        return 0
+    if found["direction"] == "backward":
+        print(f"checkpoint {found['checkpoint']}" + ("  [promoted]" if found["promoted"] else "")
+              + ("  [tiny random weights]" if found.get("tiny_random") else ""))
+        print(f"  base model: {found['base_model']} ({found['kind']}), {found['steps']} steps")
+        print(f"  learned from dataset {found['dataset_version']}: {found['real_samples']} real + {found['synthetic_samples']} synthetic samples")
+        for sample in found["samples"]:
+            extra = (f"  request {sample.get('request_id', '')[:8]} seed {sample.get('seed')} by {sample.get('generator')}, "
+                     f"critic {sample.get('critic')} score {sample.get('score')}") if sample["kind"] == "synthetic" else ""
+            print(f"    {sample['kind']:9} {sample['sample_id']}  ← clip {sample.get('source_clip_id')}{extra}")
+        print("  source videos:")
+        for video in found["source_videos"]:
+            print(f"    {video['content_hash'][:16]}  {video['original_name']!r}  batch {video['ingest_batch']}")
+    else:
+        print(f"{found['kind']} {found['id']}" + (f" ({found['original_name']!r}, batch {found['ingest_batch']})" if found["original_name"] else ""))
+        print(f"  clips: {', '.join(found['clips']) or 'none'}")
+        for dataset in found["datasets"]:
+            print(f"  dataset {dataset['dataset_version']}: {len(dataset['samples'])} sample(s) ({', '.join(dataset['kinds'])})")
+        print(f"  checkpoints: {', '.join(found['checkpoints']) or 'none'}"
+              + ("  (the promoted checkpoint uses it)" if found["promoted_checkpoint_uses_it"] else ""))
+    return 0
+
+
 def build_tiny_models(args: argparse.Namespace) -> int:
     from cosmos_assets.models.tiny import build_all_tiny
 
@@ -162,6 +196,11 @@ def main(argv: list[str] | None = None) -> int:
     search_parser.add_argument("--limit", type=int, default=10)
     search_parser.add_argument("--json", action="store_true")
     search_parser.set_defaults(handler=search)
+    lineage_parser = commands.add_parser("lineage", help="where a checkpoint, clip or video came from / went")
+    lineage_parser.add_argument("id", nargs="?", help="checkpoint, raw video content hash, clip id or sample id "
+                                                      "(default: the promoted checkpoint, else the newest)")
+    lineage_parser.add_argument("--json", action="store_true")
+    lineage_parser.set_defaults(handler=show_lineage)
     models_parser = commands.add_parser("models", help="model checkpoints")
     model_commands = models_parser.add_subparsers(dest="models_command", required=True)
     tiny_parser = model_commands.add_parser(

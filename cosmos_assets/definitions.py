@@ -15,12 +15,35 @@ from cosmos_assets.curation.dataset_assets import (
     deduplicated_clips,
 )
 from cosmos_assets.settings import cosmos_home, cosmos_profile
+from cosmos_assets.synthetic.assets import (
+    accepted_videos,
+    accepted_videos_rates_in_bounds,
+    critique_job,
+    critique_scores,
+    generation_job,
+    generation_prompts,
+    inbox_job,
+    synthetic_videos,
+)
+from resources.synthetic import SyntheticSettings
+from sensors import generation_round_sensor, synthetic_batch_sensor
 from cosmos_assets.models.catalog import DEFAULT_MODELS
 from resources import CosmosStorage, EmbedderResource, ShotDetectorResource, VisionLanguageResource
 from resources.generator import VideoGeneratorResource
+from resources.training import TrainerResource
 from resources.k8s import with_kubernetes_executor
 from resources.object_store import table_io_manager
+from cosmos_assets.training.assets import (
+    checkpoint_evaluation,
+    evaluation_job,
+    generator_checkpoint,
+    no_worse_than_base,
+    promoted_checkpoint,
+    training_dataset,
+    training_job,
+)
 from sensors import LandingZoneSettings, curated_dataset_sensor, landing_zone_sensor
+from sensors.training import RetrainingSettings, checkpoint_sensor, retraining_sensor
 
 
 def model_resources(profile: str, home: str) -> dict:
@@ -55,7 +78,31 @@ def model_resources(profile: str, home: str) -> dict:
         revision=env("COSMOS_GENERATOR_REVISION"),
         device=device,
     )
-    return {"vlm": vlm, "embedders": embedders, "generator": generator}
+    trainer = TrainerResource(
+        kind="predict2.5",
+        base_model=env("COSMOS_TRAINER_BASE_MODEL", "tiny:predict2.5" if local else DEFAULT_MODELS["predict2.5"]),
+        device=device,
+        # A laptop trains the tiny model for a few steps on small clips; the GPU profiles use cookbook sizes.
+        **({"steps": 4, "warmup_steps": 2, "save_interval": 2, "frames": 9, "height": 32, "width": 48,
+            "evaluation_steps": 2, "evaluation_clips": 2} if local else {}),
+    )
+    retraining = RetrainingSettings(min_new_samples=int(env("COSMOS_RETRAIN_MIN_NEW_SAMPLES", "2" if local else "500")))
+    return {"vlm": vlm, "embedders": embedders, "generator": generator, "trainer": trainer, "retraining": retraining}
+
+
+def synthetic_settings(profile: str) -> SyntheticSettings:
+    """The synthetic loop per profile: ``local`` renders weather over real clips on the CPU and scores with the
+    metric critic at demo size; ``gpu`` / ``k8s`` generate with the `generator` resource (Cosmos Transfer 2.5 /
+    Predict2) at 720p-class size and critique with the Reason VLM. COSMOS_SYNTHETIC_BACKEND / COSMOS_CRITIC
+    choose otherwise; run config on the assets overrides per run."""
+    env = os.environ.get
+    local = profile == "local"
+    return SyntheticSettings(
+        generator_backend=env("COSMOS_SYNTHETIC_BACKEND", "classical" if local else "generator"),
+        critic=env("COSMOS_CRITIC", "metric" if local else "reason"),
+        **({} if local else {"max_width": 1280, "seconds": 5.8}),  # 1280 x 720 (704), 93 frames at 16 fps
+        inbox_settle_seconds=float(env("COSMOS_SETTLE_SECONDS", "10")),
+    )
 
 
 def build_definitions(profile: str | None = None) -> dg.Definitions:
@@ -66,14 +113,16 @@ def build_definitions(profile: str | None = None) -> dg.Definitions:
     executor = dg.in_process_executor if profile in ("local", "gpu") else None
     defs = dg.Definitions(
         assets=[raw_videos, video_clips_and_scores, filtered_clips, clip_captions, clip_embeddings, deduplicated_clips,
-                curated_dataset],
-        asset_checks=[clip_embeddings_unique_ids],
-        jobs=[curation_job, dataset_job],
-        sensors=[landing_zone_sensor, curated_dataset_sensor],
+                generation_prompts, synthetic_videos, critique_scores, accepted_videos,
+                curated_dataset, training_dataset, generator_checkpoint, checkpoint_evaluation, promoted_checkpoint],
+        asset_checks=[clip_embeddings_unique_ids, accepted_videos_rates_in_bounds, no_worse_than_base],
+        jobs=[curation_job, dataset_job, generation_job, critique_job, inbox_job, training_job, evaluation_job],
+        sensors=[landing_zone_sensor, curated_dataset_sensor, generation_round_sensor, synthetic_batch_sensor, retraining_sensor, checkpoint_sensor],
         executor=executor,
         resources={
             "io_manager": table_io_manager(profile, home),
             "storage": CosmosStorage(home=home),
+            "synthetic": synthetic_settings(profile),
             "shot_detector": ShotDetectorResource(device=os.environ.get("COSMOS_DEVICE", "auto")),
             **model_resources(profile, home),
             "landing_zone": LandingZoneSettings(

@@ -66,6 +66,22 @@ def _merge_counts(total: dict, metadata: dict) -> None:
             total[name] = dict(merged)
 
 
+# The synthetic loop's counts, one per asset, in the order the data flows.
+SYNTHETIC_COUNTS = (("generation_prompts", "requests"), ("synthetic_videos", "candidates"),
+                    ("critique_scores", "critiqued"), ("accepted_videos", "accepted"))
+
+
+def _synthetic_counts(assets: dict) -> dict | None:
+    """requests → candidates → critiqued → accepted, and the acceptance rate. Rates cannot be summed over
+    runs, so it is computed from the summed counts (accepted over judged candidates)."""
+    if not any(asset in assets for asset, _ in SYNTHETIC_COUNTS):
+        return None
+    counts = {name: assets.get(asset, {}).get(name, 0) for asset, name in SYNTHETIC_COUNTS}
+    judged = assets.get("accepted_videos", {}).get("judged", 0)
+    counts["acceptance_rate"] = round(counts["accepted"] / judged, 4) if judged else None
+    return counts
+
+
 def _settling_files(defs: dg.Definitions) -> int:
     storage, settings = defs.resources["storage"], defs.resources["landing_zone"]
     return len(scan_landing_zone(storage.paths.landing, settings.settle_seconds).unsettled)
@@ -90,6 +106,8 @@ def run_until_idle(wait_for_settling: bool = True, log=print, max_rounds: int = 
             waited_s += max(0.5, settle / 2)
             continue
         break
+    if synthetic := _synthetic_counts(summary["assets"]):
+        summary["synthetic"] = synthetic
     summary["nothing_new"] = not summary["runs"] and not summary["waiting_on"]
     if summary["nothing_new"]:
         summary["message"] = "nothing new: no landed files to curate and no requested runs"
@@ -108,7 +126,13 @@ def _evaluate_and_execute(instance, defs, sensor, summary, log) -> int:
         with dg.build_sensor_context(
             instance=instance, cursor=cursor, definitions=defs, resources=defs.resources
         ) as context:
-            tick = sensor.evaluate_tick(context)
+            try:
+                tick = sensor.evaluate_tick(context)
+            except Exception as error:  # one broken sensor must not stop the others; it is reported
+                message = f"{error.__class__.__name__}: {error}"
+                log(f"{sensor.name}: evaluation failed: {message}")
+                summary.setdefault("sensor_errors", {})[sensor.name] = message[:2000]
+                return 0
     for request in tick.dynamic_partitions_requests or []:
         if isinstance(request, dg.AddDynamicPartitionsRequest):
             instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))

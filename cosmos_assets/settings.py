@@ -52,6 +52,22 @@ class CosmosPaths:
         return self.home / "tables"
 
     @property
+    def checkpoints(self) -> Path:
+        return self.artefacts / "checkpoints"
+
+    @property
+    def training_datasets(self) -> Path:
+        return self.artefacts / "training_datasets"
+
+    @property
+    def training_runs(self) -> Path:
+        return self.artefacts / "training_runs"  # resumable state per run, and the latent cache beside it
+
+    @property
+    def checkpoint_inbox(self) -> Path:
+        return self.home / "checkpoint_inbox"
+
+    @property
     def lancedb(self) -> Path:
         return self.home / "lancedb"
 
@@ -66,6 +82,20 @@ class CosmosPaths:
     @property
     def landing_ledger(self) -> Path:
         return self.tables / "landing_ledger.sqlite"
+
+    @property
+    def synthetic(self) -> Path:
+        """Synthetic candidates (``candidates/``, ``external/``) and the source windows they came from (``sources/``)."""
+        return self.artefacts / "synthetic"
+
+    @property
+    def synthetic_inbox(self) -> Path:
+        """Where external generators drop candidate videos with a manifest."""
+        return self.home / "synthetic_inbox"
+
+    @property
+    def synthetic_inbox_ledger(self) -> Path:
+        return self.tables / "synthetic_inbox_ledger.sqlite"
 
     @property
     def dagster_home(self) -> Path:

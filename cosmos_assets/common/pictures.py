@@ -105,3 +105,23 @@ def histogram(
     label = f"{high:.4g}"
     draw.text((right - 7 * len(label), bottom + 2), label, fill=FOREGROUND)
     return image
+
+
+def line_plot(values: Sequence[float], title: str, size: tuple[int, int] = (360, 160)) -> Image.Image:
+    """A line of ``values`` against their index (a loss curve), with the range in the corner."""
+    width, height = size
+    image = Image.new("RGB", size, BACKGROUND)
+    draw = ImageDraw.Draw(image)
+    points = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=float)
+    draw.text((6, 4), f"{title} ({len(points)} points)", fill=FOREGROUND)
+    if points.size < 2:
+        draw.text((6, height // 2), "not enough points", fill=FOREGROUND)
+        return image
+    low, high = float(points.min()), float(points.max())
+    span = max(high - low, 1e-12)
+    left, right, top, bottom = 6, width - 6, 20, height - 16
+    xs = left + np.arange(points.size) * (right - left) / (points.size - 1)
+    ys = bottom - (points - low) / span * (bottom - top)
+    draw.line(list(zip(xs.tolist(), ys.tolist())), fill=BAR, width=2)
+    draw.text((6, height - 14), f"min {low:.4g}  max {high:.4g}  last {points[-1]:.4g}", fill=FOREGROUND)
+    return image

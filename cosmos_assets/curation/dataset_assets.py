@@ -238,7 +238,7 @@ def deduplicated_clips(
         if not semantic.kept[local]:
             duplicate_of[index] = ids[survivors[semantic.duplicate_of[local]]]
             similarity[index], reason[index] = float(semantic.similarity[local]), "semantic"
-    result = table.select(KEY, "batch", "source_name", "start_s", "end_s", "path", "thumbnail_path", "caption", "captioner",
+    result = table.select(KEY, "batch", "source_hash", "source_name", "start_s", "end_s", "path", "thumbnail_path", "caption", "captioner",
                           "prompt_id", "video_model", "video_model_version", "tiny_random").with_columns(
         kept=pl.Series([d is None for d in duplicate_of], dtype=pl.Boolean),
         duplicate_of=pl.Series(duplicate_of, dtype=pl.String),

@@ -127,15 +127,24 @@ class EfficientNetVideoEmbedder:
                                                 antialias=True, align_corners=False)
         return (batch - self._mean) / self._std
 
-    def embed_videos(self, videos: list[np.ndarray], top_tags: int = 5) -> VideoEmbedding:
+    def _pooled(self, videos: list[np.ndarray]) -> torch.Tensor:
         # Videos differ in size: resize each to the model's input, then batch frames across videos.
         frames = torch.cat([self._preprocess(video) for video in videos])
-        features, probabilities = [], []
+        features = []
         with torch.inference_mode():
             for start in range(0, len(frames), self.batch_frames):
-                pooled = self.model.forward_head(self.model.forward_features(frames[start:start + self.batch_frames]), pre_logits=True)
-                features.append(pooled)
-                probabilities.append(self.model.get_classifier()(pooled).softmax(-1))
+                features.append(self.model.forward_head(self.model.forward_features(frames[start:start + self.batch_frames]), pre_logits=True))
+        return torch.cat(features)
+
+    def frame_features(self, videos: list[np.ndarray]) -> np.ndarray:
+        """Pooled 1280-d features of every frame (for Fréchet distances between sets of frames)."""
+        return self._pooled(videos).float().cpu().numpy()
+
+    def embed_videos(self, videos: list[np.ndarray], top_tags: int = 5) -> VideoEmbedding:
+        pooled = self._pooled(videos)
+        with torch.inference_mode():
+            probabilities = [self.model.get_classifier()(pooled).softmax(-1)]
+        features = [pooled]
         counts = [len(v) for v in videos]
         tags = []
         for chunk in torch.cat(probabilities).split(counts):

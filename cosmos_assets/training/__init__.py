@@ -1,0 +1,1 @@
+"""Post-training, evaluation, promotion and lineage (plain modules; the assets module is the Dagster layer)."""

@@ -1,0 +1,235 @@
+"""Post-training, evaluation and promotion: training_dataset → generator_checkpoint →
+checkpoint_evaluation → promoted_checkpoint, one partition per training run (its dataset version,
+or ``inbox-<digest>`` for a checkpoint an external trainer dropped in)."""
+
+
+import copy
+import json
+from dataclasses import asdict
+from typing import Optional
+
+import dagster as dg
+import numpy as np
+import polars as pl
+from PIL import Image
+
+from cosmos_assets.common.pictures import contact_sheet, encode_jpeg, encode_png, line_plot, markdown_image
+from cosmos_assets.curation.assets import _md_table
+from cosmos_assets.models.checkpoints import TINY_LABEL, ModelError
+from cosmos_assets.models.frames import sample_frames
+from cosmos_assets.models.generator import GenerationRequest, VideoGenerator, defaults_for
+from cosmos_assets.models.lora import load_lora
+from cosmos_assets.synthetic.critics import MetricCritic, align_source
+from cosmos_assets.training import registry
+from cosmos_assets.training.evaluation import ModelScores, frechet_distance, promotion_decision
+from cosmos_assets.training.trainer import TrainingConfig, cache_samples, train_lora
+from resources import CosmosStorage, EmbedderResource
+from resources.training import TrainerResource
+
+training_runs = dg.DynamicPartitionsDefinition(name="training_runs")
+GROUP = "training"
+
+
+def _frames(path: str, config) -> np.ndarray:
+    """``config.frames`` frames at the generator's rate, resized to the training size."""
+    sampled = sample_frames(path, fps=16.0, max_frames=config.frames)
+    frames = sampled.frames
+    if len(frames) < config.frames:  # a short clip: hold the last frame
+        frames = np.concatenate([frames, np.repeat(frames[-1:], config.frames - len(frames), axis=0)])
+    return np.stack([np.asarray(Image.fromarray(f).resize((config.width, config.height), Image.BICUBIC)) for f in frames])
+
+
+@dg.asset(partitions_def=training_runs, group_name=GROUP, kinds={"python", "parquet"}, owners=["team:training"])
+def training_dataset(context: dg.AssetExecutionContext, storage: CosmosStorage) -> dg.Output[pl.DataFrame]:
+    """The samples of this training run: curated real clips and accepted synthetic videos as planned by
+    the retraining sensor, one row each with its lineage (source clip, source video, batch; for
+    synthetic: request, seed, generator, critic, score)."""
+    folder = storage.paths.training_datasets / context.partition_key
+    if not (folder / "samples.parquet").is_file():
+        raise dg.Failure(f"no dataset snapshot for {context.partition_key} in {folder}")
+    samples = pl.read_parquet(folder / "samples.parquet")
+    counts = samples["kind"].value_counts()
+    return dg.Output(samples.with_columns(dataset_version=pl.lit(context.partition_key)), metadata={
+        "dataset_version": context.partition_key,
+        "samples": samples.height,
+        "real": int((samples["kind"] == "real").sum()),
+        "synthetic": int((samples["kind"] == "synthetic").sum()),
+        "by_kind": dg.MetadataValue.json({r["kind"]: r["count"] for r in counts.to_dicts()}),
+        "contains_tiny_random_outputs": bool(samples["tiny_random"].fill_null(False).any()),
+    })
+
+
+class PostTrainingConfig(dg.Config):
+    """Cookbook LoRA settings; sizes left unset come from the trainer resource (per profile)."""
+
+    rank: int = 16
+    alpha: float = 16.0
+    learning_rate: float = 2**-14.5
+    batch_size: int = 1
+    gradient_accumulation: int = 1
+    seed: int = 0
+    steps: Optional[int] = None
+    warmup_steps: Optional[int] = None
+    save_interval: Optional[int] = None
+    frames: Optional[int] = None
+    height: Optional[int] = None
+    width: Optional[int] = None
+
+    def training(self, trainer: TrainerResource) -> TrainingConfig:
+        sizes = ("steps", "warmup_steps", "save_interval", "frames", "height", "width")
+        values = self.model_dump()
+        return TrainingConfig(**{k: v for k, v in values.items() if k not in sizes},
+                              **{k: values[k] if values[k] is not None else getattr(trainer, k) for k in sizes})
+
+
+@dg.asset(partitions_def=training_runs, group_name=GROUP, pool="gpu", kinds={"pytorch", "safetensors"}, owners=["team:training"])
+def generator_checkpoint(
+    context: dg.AssetExecutionContext, config: PostTrainingConfig, trainer: TrainerResource, storage: CosmosStorage,
+    training_dataset: pl.DataFrame,
+) -> dg.Output[pl.DataFrame]:
+    """A LoRA adapter (safetensors) post-trained on this run's dataset; resumes from its last save."""
+    training = config.training(trainer)
+    checkpoint, pipeline = trainer.pipeline()
+    key = context.partition_key
+    run_dir = storage.paths.training_runs / key
+    samples = [(r["sample_id"], _frames(r["path"], training), r["caption"] or "") for r in training_dataset.to_dicts()]
+    cache = cache_samples(pipeline, checkpoint.version, samples, storage.paths.training_runs / "latent_cache", training,
+                          log=context.log.info)
+    result = train_lora(pipeline.transformer, cache, training, run_dir, log=context.log.info)
+    folder = registry.checkpoint_dir(storage.paths.checkpoints, key)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / registry.ADAPTER).write_bytes(result.adapter_path.read_bytes())
+    manifest = {"checkpoint": key, "kind": trainer.kind, "base_model": checkpoint.name, "base_model_version": checkpoint.version,
+                "dataset_version": key, "steps": result.steps, "resumed_from": result.resumed_from, "losses": result.losses,
+                "lora": {"rank": training.rank, "alpha": training.alpha, "target_modules": list(training.target_modules)},
+                "config": asdict(training) | {"target_modules": list(training.target_modules)},
+                "tiny_random": checkpoint.tiny_random, "source": "generator_checkpoint"}
+    registry.write_manifest(folder, manifest)
+    row = pl.DataFrame([{"checkpoint": key, "path": str(folder / registry.ADAPTER), "dataset_version": key,
+                         "base_model": checkpoint.name, "steps": result.steps, "final_loss": result.losses[-1],
+                         "tiny_random": checkpoint.tiny_random}])
+    return dg.Output(row, metadata={
+        "checkpoint": key, "path": str(folder / registry.ADAPTER), "dataset_version": key, "steps": result.steps,
+        "resumed_from_step": result.resumed_from, "final_loss": float(result.losses[-1]),
+        "base_model": checkpoint.label,
+        "loss_curve": dg.MetadataValue.md(markdown_image(encode_png(line_plot(result.losses, "training loss")), "loss curve", "image/png")),
+        **({"label": TINY_LABEL} if checkpoint.tiny_random else {}),
+    })
+
+
+class EvaluationConfig(dg.Config):
+    clips: Optional[int] = None  # held-out validation clips (training clips stand in when there are none)
+    seeds: list[int] = [0, 1]
+    steps: Optional[int] = None
+    accept_threshold: float = 0.5  # metric critic score at which a generated clip counts as accepted
+
+
+def _generate_all(generator: VideoGenerator, clips: list[dict], seeds: list[int], geometry: TrainingConfig,
+                  steps: int) -> list[tuple[dict, int, np.ndarray]]:
+    outputs = []
+    for clip in clips:
+        for seed in seeds:
+            request = GenerationRequest(prompt=clip["caption"] or "a video", seed=seed, conditioning_frames=clip["frames"][:1],
+                                        num_frames=geometry.frames, height=geometry.height, width=geometry.width, steps=steps)
+            outputs.append((clip, seed, generator.generate(request).frames))
+    return outputs
+
+
+def _scores(outputs, critic: MetricCritic, embedder, real_features: np.ndarray, threshold: float) -> tuple[ModelScores, list[float]]:
+    scores = [critic.score(frames, align_source(clip["frames"], 16.0, len(frames), 16.0)).score for clip, _, frames in outputs]
+    features = embedder.frame_features([frames for _, _, frames in outputs])
+    return ModelScores(acceptance_rate=float(np.mean([s >= threshold for s in scores])), mean_score=float(np.mean(scores)),
+                       frechet_distance=frechet_distance(features, real_features)), scores
+
+
+@dg.asset(partitions_def=training_runs, group_name=GROUP, pool="gpu", deps=[generator_checkpoint], kinds={"pytorch"},
+          owners=["team:training"])
+def checkpoint_evaluation(
+    context: dg.AssetExecutionContext, config: EvaluationConfig, trainer: TrainerResource, embedders: EmbedderResource,
+    storage: CosmosStorage,
+) -> dg.Output[pl.DataFrame]:
+    """The checkpoint against its base on a fixed evaluation set (held-out clips, their captions as prompts,
+    fixed seeds): metric-critic acceptance and mean score, and the Fréchet distance of generated frames to the
+    real held-out frames in the packaged EfficientNet-Lite0 feature space (1280-d)."""
+    folder = registry.checkpoint_dir(storage.paths.checkpoints, context.partition_key)
+    try:
+        manifest = registry.verified_checkpoint(folder)
+    except ModelError as error:
+        raise dg.Failure(f"{error.__class__.__name__}: {error}") from None
+    base_checkpoint, pipeline = trainer.pipeline()
+    curated_path = storage.paths.tables / "curated_dataset" / "all.parquet"
+    curated = pl.read_parquet(curated_path) if curated_path.is_file() else pl.DataFrame()
+    if curated.is_empty():
+        raise dg.Failure("no curated dataset to evaluate against")
+    held_out = curated.filter(pl.col("split") == "validation")
+    evaluation_set = "validation clips" if held_out.height else "training clips (the dataset has no validation clips yet)"
+    chosen = (held_out if held_out.height else curated).sort("clip_id").head(config.clips or trainer.evaluation_clips).to_dicts()
+    geometry = TrainingConfig(frames=trainer.frames, height=trainer.height, width=trainer.width)
+    steps = config.steps or trainer.evaluation_steps
+    clips = [{**c, "frames": _frames(c["path"], geometry)} for c in chosen]
+    defaults = defaults_for(trainer.kind, num_frames=geometry.frames, height=geometry.height, width=geometry.width, steps=steps)
+    base = VideoGenerator(trainer.kind, base_checkpoint, pipeline, pipeline.device, pipeline.dtype, defaults)
+    tuned_transformer = copy.deepcopy(pipeline.transformer)
+    load_lora(tuned_transformer, folder / registry.ADAPTER)
+    tuned_pipeline = type(pipeline)(**{**pipeline.components, "transformer": tuned_transformer})
+    tuned_pipeline.set_progress_bar_config(disable=True)
+    tuned = VideoGenerator(trainer.kind, base_checkpoint, tuned_pipeline, pipeline.device, pipeline.dtype, defaults)
+    embedder = embedders.video_signals()
+    real_features = embedder.frame_features([c["frames"] for c in clips])
+    critic = MetricCritic()
+    context.log.info(f"generating {len(clips) * len(config.seeds)} videos with the base model and with {context.partition_key}")
+    base_outputs = _generate_all(base, clips, config.seeds, geometry, steps)
+    tuned_outputs = _generate_all(tuned, clips, config.seeds, geometry, steps)
+    base_scores, base_each = _scores(base_outputs, critic, embedder, real_features, config.accept_threshold)
+    tuned_scores, tuned_each = _scores(tuned_outputs, critic, embedder, real_features, config.accept_threshold)
+    rows = [{"model": name, **asdict(scores)} for name, scores in (("base", base_scores), ("fine-tuned", tuned_scores))]
+    table = pl.DataFrame(rows).with_columns(checkpoint=pl.lit(context.partition_key), evaluation_set=pl.lit(evaluation_set),
+                                            feature_space=pl.lit(f"{embedder.name} (1280-d pooled, per frame)"),
+                                            critic=pl.lit(critic.identity["critic_version"]),
+                                            tiny_random=pl.lit(bool(manifest.get("tiny_random"))))
+    sheet = contact_sheet([f[len(f) // 2] for _, _, f in base_outputs] + [f[len(f) // 2] for _, _, f in tuned_outputs],
+                          [f"base seed {s}" for _, s, _ in base_outputs] + [f"tuned seed {s}" for _, s, _ in tuned_outputs],
+                          columns=len(base_outputs))
+    return dg.Output(table, metadata={
+        "checkpoint": context.partition_key, "evaluation_set": evaluation_set,
+        "base": dg.MetadataValue.json(asdict(base_scores)), "fine_tuned": dg.MetadataValue.json(asdict(tuned_scores)),
+        "final_training_loss": float(manifest["losses"][-1]) if manifest.get("losses") else float("nan"),
+        "feature_space": "EfficientNet-Lite0 ImageNet features (1280-d), per frame",
+        "scores": dg.MetadataValue.md(_md_table(rows, ["model", "acceptance_rate", "mean_score", "frechet_distance"])),
+        "base_vs_fine_tuned": dg.MetadataValue.md(markdown_image(encode_jpeg(sheet), "base (top) vs fine-tuned (bottom)")),
+        **({"label": TINY_LABEL} if manifest.get("tiny_random") else {}),
+    })
+
+
+class PromotionConfig(dg.Config):
+    margin: float = 0.0  # how much worse than its base a checkpoint may be and still be promoted
+
+
+@dg.asset_check(asset=checkpoint_evaluation, blocking=True, description="The fine-tuned checkpoint is no worse than its base by more than the margin.")
+def no_worse_than_base(context: dg.AssetCheckExecutionContext, config: PromotionConfig, checkpoint_evaluation: pl.DataFrame) -> dg.AssetCheckResult:
+    by_model = {r["model"]: r for r in checkpoint_evaluation.to_dicts()}
+    fields = ("acceptance_rate", "mean_score", "frechet_distance")
+    decision = promotion_decision(ModelScores(**{k: by_model["base"][k] for k in fields}),
+                                  ModelScores(**{k: by_model["fine-tuned"][k] for k in fields}), config.margin)
+    return dg.AssetCheckResult(passed=decision.promote, metadata={"reasons": dg.MetadataValue.json(decision.reasons),
+                                                                   "margin": config.margin})
+
+
+@dg.asset(partitions_def=training_runs, group_name=GROUP, kinds={"python"}, owners=["team:training"])
+def promoted_checkpoint(context: dg.AssetExecutionContext, storage: CosmosStorage, checkpoint_evaluation: pl.DataFrame) -> dg.Output[pl.DataFrame]:
+    """Points PROMOTED.json at this checkpoint (only reached when the blocking evaluation check passed) and
+    appends to the promotion history with the evidence."""
+    evidence = {r["model"]: {k: r[k] for k in ("acceptance_rate", "mean_score", "frechet_distance")} for r in checkpoint_evaluation.to_dicts()}
+    entry = registry.promote(storage.paths.checkpoints, context.partition_key, evidence)
+    history = [{"checkpoint": h["checkpoint"], "promoted_at": h["promoted_at"], "evidence": json.dumps(h["evidence"])}
+               for h in registry.history(storage.paths.checkpoints)]
+    return dg.Output(pl.DataFrame(history), metadata={
+        "promoted": entry["checkpoint"], "promoted_at": entry["promoted_at"],
+        "history": dg.MetadataValue.md(_md_table(history, ["checkpoint", "promoted_at"])),
+    })
+
+
+training_job = dg.define_asset_job("training_job", selection=[training_dataset, generator_checkpoint],
+                                   description="Post-train the generator on one planned dataset version.")
+evaluation_job = dg.define_asset_job("evaluation_job", selection=[checkpoint_evaluation, promoted_checkpoint],
+                                     description="Evaluate one checkpoint against its base and promote it if it passes.")

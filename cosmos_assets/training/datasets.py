@@ -1,0 +1,109 @@
+"""The training mix: curated real clips plus accepted synthetic videos, with a content-derived version.
+
+Planned by the retraining sensor (its run key is the version) and written once as a snapshot, so the
+training run learns from exactly the samples that triggered it, whatever lands in between.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import polars as pl
+
+SAMPLES = {
+    "sample_id": pl.String, "kind": pl.String, "path": pl.String, "caption": pl.String, "source_clip_id": pl.String,
+    "source_video_hash": pl.String, "source_video_name": pl.String, "batch": pl.String, "curated_version": pl.String,
+    "request_id": pl.String, "seed": pl.Int64, "condition": pl.String, "generator": pl.String, "generator_model": pl.String,
+    "critic": pl.String, "critic_version": pl.String, "score": pl.Float64, "generation_round": pl.String, "tiny_random": pl.Boolean,
+}
+
+
+@dataclass(frozen=True)
+class MixConfig:
+    synthetic_share: float = 0.5  # at most this share of the samples is synthetic
+    min_new_samples: int = 2  # retrain once this many samples are new since the last checkpoint's dataset
+
+
+def _rank(sample_id: str) -> str:
+    return hashlib.sha256(sample_id.encode()).hexdigest()
+
+
+def plan_training_dataset(real: pl.DataFrame, synthetic: pl.DataFrame, config: MixConfig) -> tuple[str, pl.DataFrame]:
+    """(version, samples): every real training clip, and accepted synthetic videos up to the share,
+    chosen by a hash of their id (a stable choice as more arrive)."""
+    real_rows = [r for r in real.to_dicts() if r.get("split", "train") == "train"]
+    limit = int(len(real_rows) * config.synthetic_share / max(1e-9, 1 - config.synthetic_share)) if config.synthetic_share < 1 else None
+    synthetic_rows = sorted(synthetic.to_dicts(), key=lambda r: _rank(r["sample_id"]))[:limit]
+    rows = [{**{k: None for k in SAMPLES}, **{k: v for k, v in r.items() if k in SAMPLES}} for r in real_rows + synthetic_rows]
+    samples = pl.DataFrame(rows, schema=SAMPLES).sort("sample_id")
+    digest = hashlib.sha256(json.dumps({"samples": samples["sample_id"].to_list(), "mix": asdict(config)}).encode())
+    return "tds-" + digest.hexdigest()[:16], samples
+
+
+def real_samples(curated: pl.DataFrame) -> pl.DataFrame:
+    """Curated dataset members as samples (clip → source video → ingest batch)."""
+    if curated.is_empty():
+        return pl.DataFrame(schema={**SAMPLES, "split": pl.String})
+    return curated.select(
+        pl.col("clip_id").alias("sample_id"), pl.lit("real").alias("kind"), "path", "caption",
+        pl.col("clip_id").alias("source_clip_id"), pl.col("source_hash").alias("source_video_hash"),
+        pl.col("source_name").alias("source_video_name"), "batch", pl.col("dataset_version").alias("curated_version"),
+        "tiny_random", "split",
+    )
+
+
+def write_snapshot(root: Path, version: str, samples: pl.DataFrame, config: MixConfig) -> Path:
+    """``root/<version>/samples.parquet`` + ``plan.json``, written once (the version names the content)."""
+    folder = root / version
+    if (folder / "plan.json").is_file():
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    partial = folder / ".samples.parquet.partial"
+    samples.write_parquet(partial)
+    partial.replace(folder / "samples.parquet")
+    (folder / "plan.json").write_text(json.dumps({"version": version, "mix": asdict(config), "samples": samples.height}, indent=2))
+    return folder
+
+
+def _first_present(table: pl.DataFrame, names: tuple[str, ...]) -> pl.Expr:
+    for name in names:
+        if name in table.columns:
+            return pl.col(name)
+    return pl.lit(None)
+
+
+def synthetic_samples(accepted: pl.DataFrame, real: pl.DataFrame) -> pl.DataFrame:
+    """Accepted synthetic candidates as samples, their source video and batch taken from the source clip."""
+    if accepted.is_empty():
+        return pl.DataFrame(schema=SAMPLES)
+    if "accepted" in accepted.columns:
+        accepted = accepted.filter(pl.col("accepted"))
+    rows = accepted.select(
+        _first_present(accepted, ("candidate_id",)).alias("sample_id"), pl.lit("synthetic").alias("kind"),
+        _first_present(accepted, ("path", "candidate_path")).alias("path"),
+        _first_present(accepted, ("prompt", "caption")).alias("caption"),
+        _first_present(accepted, ("source_clip_id",)).alias("source_clip_id"),
+        _first_present(accepted, ("request_id",)).alias("request_id"),
+        _first_present(accepted, ("seed",)).cast(pl.Int64).alias("seed"),
+        _first_present(accepted, ("condition",)).alias("condition"),
+        _first_present(accepted, ("generator", "backend")).alias("generator"),
+        _first_present(accepted, ("generator_model", "model", "checkpoint")).alias("generator_model"),
+        _first_present(accepted, ("critic",)).alias("critic"),
+        _first_present(accepted, ("critic_version",)).alias("critic_version"),
+        _first_present(accepted, ("score",)).cast(pl.Float64).alias("score"),
+        _first_present(accepted, ("generation_round", "round", "batch")).cast(pl.String).alias("generation_round"),
+        _first_present(accepted, ("tiny_random",)).cast(pl.Boolean).alias("tiny_random"),
+    )
+    sources = real.select(pl.col("sample_id").alias("source_clip_id"), "source_video_hash", "source_video_name", "batch",
+                          "curated_version") if not real.is_empty() else None
+    if sources is not None:
+        rows = rows.join(sources, on="source_clip_id", how="left")
+    return pl.DataFrame([{**{k: None for k in SAMPLES}, **r} for r in rows.to_dicts()], schema=SAMPLES)
+
+
+def read_partitions(folder: Path) -> pl.DataFrame:
+    files = sorted(folder.glob("*.parquet")) if folder.is_dir() else []
+    return pl.concat([pl.read_parquet(f) for f in files], how="diagonal_relaxed") if files else pl.DataFrame()

@@ -1,0 +1,114 @@
+"""Where a checkpoint's data came from, and where a video's data went.
+
+Backward: checkpoint → dataset version → samples → (synthetic: request, seed, generator, critic, score)
+→ source clips → source videos (content hash and original file name) → ingest batches.
+Forward: a raw video (content hash), clip or synthetic candidate → every training dataset and checkpoint
+that used it. Everything is read from the tables and manifests the assets wrote.
+"""
+
+from __future__ import annotations
+
+import json
+
+import polars as pl
+
+from cosmos_assets.settings import CosmosPaths
+from cosmos_assets.training import registry
+from cosmos_assets.training.datasets import read_partitions
+
+
+class LineageNotFound(LookupError):
+    pass
+
+
+def _checkpoints(paths: CosmosPaths) -> dict[str, dict]:
+    found = {}
+    for folder in sorted(paths.checkpoints.iterdir()) if paths.checkpoints.is_dir() else []:
+        manifest = folder / registry.MANIFEST
+        if manifest.is_file():
+            found[folder.name] = {**json.loads(manifest.read_text()), "mtime": manifest.stat().st_mtime}
+    return found
+
+
+def _raw_videos(paths: CosmosPaths) -> dict[str, dict]:
+    raw = read_partitions(paths.tables / "raw_videos")
+    return {} if raw.is_empty() else {r["content_hash"]: r for r in raw.filter(pl.col("status") == "ok").to_dicts()}
+
+
+def default_checkpoint(paths: CosmosPaths) -> str:
+    """The promoted checkpoint, else the newest one."""
+    if (pointer := registry.promoted(paths.checkpoints)) is not None:
+        return pointer["checkpoint"]
+    checkpoints = _checkpoints(paths)
+    if not checkpoints:
+        raise LineageNotFound("no checkpoint yet: nothing has been trained or dropped into the checkpoint inbox")
+    return max(checkpoints, key=lambda k: checkpoints[k]["mtime"])
+
+
+def checkpoint_lineage(paths: CosmosPaths, key: str) -> dict:
+    checkpoints = _checkpoints(paths)
+    if key not in checkpoints:
+        raise LineageNotFound(f"no checkpoint {key!r} under {paths.checkpoints}")
+    manifest = checkpoints[key]
+    version = manifest.get("dataset_version")
+    samples_path = paths.training_datasets / str(version) / "samples.parquet"
+    samples = pl.read_parquet(samples_path) if samples_path.is_file() else pl.DataFrame()
+    raw = _raw_videos(paths)
+    videos = {}
+    for sample in samples.to_dicts():
+        source = sample["source_video_hash"]
+        if source and source not in videos:
+            row = raw.get(source, {})
+            videos[source] = {"content_hash": source, "original_name": row.get("landing_name") or sample["source_video_name"],
+                              "ingest_batch": row.get("batch") or sample["batch"]}
+    promoted = registry.promoted(paths.checkpoints)
+    return {
+        "checkpoint": key,
+        "promoted": bool(promoted and promoted["checkpoint"] == key),
+        "base_model": manifest.get("base_model"), "kind": manifest.get("kind"), "steps": manifest.get("steps"),
+        "tiny_random": manifest.get("tiny_random"), "source": manifest.get("source"),
+        "dataset_version": version,
+        "samples": [{k: v for k, v in s.items() if v is not None} for s in samples.to_dicts()],
+        "synthetic_samples": int((samples["kind"] == "synthetic").sum()) if samples.height else 0,
+        "real_samples": int((samples["kind"] == "real").sum()) if samples.height else 0,
+        "source_videos": sorted(videos.values(), key=lambda v: (v["ingest_batch"] or "", v["original_name"] or "")),
+        "ingest_batches": sorted({v["ingest_batch"] for v in videos.values() if v["ingest_batch"]}),
+    }
+
+
+def forward_lineage(paths: CosmosPaths, identifier: str) -> dict:
+    """Everything downstream of a raw video (content hash), a clip id or a sample / candidate id."""
+    clips = read_partitions(paths.tables / "video_clips")
+    raw = _raw_videos(paths)
+    if identifier in raw:
+        kind = "raw video"
+        clip_ids = set(clips.filter(pl.col("source_hash") == identifier)["clip_id"]) if clips.height else set()
+    elif clips.height and identifier in set(clips["clip_id"]):
+        kind, clip_ids = "clip", {identifier}
+    else:
+        kind, clip_ids = "sample", set()
+    datasets, checkpoints = [], []
+    manifests = _checkpoints(paths)
+    for folder in sorted(paths.training_datasets.iterdir()) if paths.training_datasets.is_dir() else []:
+        if not (folder / "samples.parquet").is_file():
+            continue
+        samples = pl.read_parquet(folder / "samples.parquet")
+        used = samples.filter(pl.col("source_clip_id").is_in(list(clip_ids)) | (pl.col("sample_id") == identifier))
+        if used.height:
+            datasets.append({"dataset_version": folder.name, "samples": used["sample_id"].to_list(),
+                             "kinds": sorted(set(used["kind"]))})
+            checkpoints += [k for k, m in manifests.items() if m.get("dataset_version") == folder.name]
+    if kind == "sample" and not datasets:
+        raise LineageNotFound(f"{identifier!r} is no checkpoint, raw video content hash, clip id or training sample")
+    promoted = registry.promoted(paths.checkpoints)
+    info = raw.get(identifier, {})
+    return {"id": identifier, "kind": kind, "original_name": info.get("landing_name"), "ingest_batch": info.get("batch"),
+            "clips": sorted(clip_ids), "datasets": datasets, "checkpoints": sorted(set(checkpoints)),
+            "promoted_checkpoint_uses_it": bool(promoted and promoted["checkpoint"] in checkpoints)}
+
+
+def lineage(paths: CosmosPaths, identifier: str | None = None) -> dict:
+    key = identifier or default_checkpoint(paths)
+    if key in _checkpoints(paths):
+        return {"direction": "backward", **checkpoint_lineage(paths, key)}
+    return {"direction": "forward", **forward_lineage(paths, key)}

@@ -1,0 +1,208 @@
+"""Resumable LoRA post-training of a Cosmos generator's transformer on cached latents.
+
+VAE latents and text embeddings are computed once per sample and cached (safetensors), so the
+transformer is the only model in the loop. Every ``save_interval`` steps the adapter, the optimiser
+state and the loss history are saved together; a killed run continues from the last save. The sample
+and the noise of step ``s`` are functions of (seed, s) alone, so a resumed run reaches the same step
+count — and on a deterministic device the same weights — as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from cosmos_assets.models.lora import (
+    LORA_TARGET_MODULES,
+    LoraSettings,
+    TrainingBatch,
+    add_lora,
+    lora_parameters,
+    lora_state_dict,
+    prepare_batch,
+    save_lora,
+    training_step,
+)
+
+STATE_PREFIX = "state-"
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """The cookbook's ITS accident LoRA by default: rank 16, alpha 16, attention + MLP projections,
+    lr 2^-14.5 with warm-up, a checkpoint every 500 steps (steps scaled down for a laptop by the caller)."""
+
+    rank: int = 16
+    alpha: float = 16.0
+    target_modules: tuple[str, ...] = LORA_TARGET_MODULES
+    learning_rate: float = 2**-14.5
+    warmup_steps: int = 2000
+    steps: int = 10_000
+    batch_size: int = 1
+    gradient_accumulation: int = 1
+    save_interval: int = 500
+    seed: int = 0
+    num_conditional_frames: int = 1
+    max_grad_norm: float = 1.0
+    frames: int = 93
+    height: int = 704
+    width: int = 1280
+
+
+@dataclass
+class TrainingResult:
+    adapter_path: Path
+    steps: int
+    losses: list[float]
+    resumed_from: int  # 0 when the run started from scratch
+    settings: LoraSettings = field(default_factory=LoraSettings)
+
+
+def sample_cache_key(sample_id: str, model_version: str, config: TrainingConfig) -> str:
+    shape = f"{config.frames}x{config.height}x{config.width}"
+    return hashlib.sha256(f"{sample_id}|{model_version}|{shape}".encode()).hexdigest()[:24]
+
+
+def cache_samples(pipeline, model_version: str, samples: list[tuple[str, np.ndarray, str]], cache_dir: Path,
+                  config: TrainingConfig, log: Callable[[str], None] = print) -> list[Path]:
+    """Latents + text embeddings per (sample id, frames uint8 T×H×W×3, caption), computed once."""
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for number, (sample_id, frames, caption) in enumerate(samples, start=1):
+        path = cache_dir / f"{sample_cache_key(sample_id, model_version, config)}.safetensors"
+        if not path.is_file():
+            batch = prepare_batch(pipeline, frames, caption or "")
+            partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+            save_file({"latents": batch.latents.cpu().contiguous(), "text_embeddings": batch.text_embeddings.cpu().contiguous()},
+                      str(partial))
+            partial.replace(path)
+            log(f"cached latents [{number}/{len(samples)}] {sample_id}")
+        paths.append(path)
+    return paths
+
+
+def _load_batch(paths: list[Path]) -> TrainingBatch:
+    tensors = [load_file(str(p)) for p in paths]
+    return TrainingBatch(latents=torch.cat([t["latents"] for t in tensors]),
+                         text_embeddings=torch.cat([t["text_embeddings"] for t in tensors]))
+
+
+def _step_samples(step: int, count: int, batch_size: int, seed: int) -> list[int]:
+    """The samples of ``step``: a fresh permutation per epoch, from (seed, epoch) alone."""
+    chosen = []
+    for slot in range(batch_size):
+        position = step * batch_size + slot
+        epoch, offset = divmod(position, count)
+        chosen.append(int(np.random.default_rng([seed, epoch]).permutation(count)[offset]))
+    return chosen
+
+
+def _learning_rate(step: int, config: TrainingConfig) -> float:
+    return config.learning_rate * min(1.0, (step + 1) / max(config.warmup_steps, 1))
+
+
+def _save_state(run_dir: Path, step: int, transformer, optimizer, losses: list[float], config: TrainingConfig) -> None:
+    tensors = {f"adapter/{k}": v.detach().cpu().contiguous() for k, v in lora_state_dict(transformer).items()}
+    optimizer_state = optimizer.state_dict()
+    for index, state in optimizer_state["state"].items():
+        for name, value in state.items():
+            tensors[f"optimizer/{index}/{name}"] = torch.as_tensor(value).detach().cpu().contiguous()
+    meta = {"step": step, "losses": losses, "config": asdict(config), "param_groups": optimizer_state["param_groups"]}
+    partial = run_dir / f".{STATE_PREFIX}{step:08d}.{os.getpid()}.partial"
+    save_file(tensors, str(partial), metadata={"training": json.dumps(meta)})
+    partial.replace(run_dir / f"{STATE_PREFIX}{step:08d}.safetensors")
+    for older in sorted(run_dir.glob(f"{STATE_PREFIX}*.safetensors"))[:-2]:  # keep the last two
+        older.unlink()
+
+
+def latest_state(run_dir: Path) -> Path | None:
+    states = sorted(run_dir.glob(f"{STATE_PREFIX}*.safetensors"))
+    return states[-1] if states else None
+
+
+def _restore_state(path: Path, transformer, optimizer) -> tuple[int, list[float]]:
+    from peft import set_peft_model_state_dict
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        meta = json.loads(handle.metadata()["training"])
+    tensors = load_file(str(path))
+    adapter = {k[len("adapter/"):]: v for k, v in tensors.items() if k.startswith("adapter/")}
+    set_peft_model_state_dict(transformer, {k: v.to(transformer.device) for k, v in adapter.items()})
+    state: dict[int, dict] = {}
+    for key, value in tensors.items():
+        if key.startswith("optimizer/"):
+            _, index, name = key.split("/", 2)
+            state.setdefault(int(index), {})[name] = value.to(transformer.device) if value.dim() else value
+    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    return meta["step"], meta["losses"]
+
+
+def train_lora(base_transformer, sample_paths: list[Path], config: TrainingConfig, run_dir: Path,
+               log: Callable[[str], None] = print, stop_after: int | None = None) -> TrainingResult:
+    """Train an adapter on a copy of ``base_transformer`` (the base stays untouched for generation and
+    evaluation); resume from ``run_dir`` if an earlier run saved state there. ``stop_after`` ends the
+    process's work after that many steps in this call (for tests of resumption)."""
+    if not sample_paths:
+        raise ValueError("no training samples")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    transformer = copy.deepcopy(base_transformer).float() if base_transformer.device.type == "cpu" else copy.deepcopy(base_transformer)
+    settings = LoraSettings(config.rank, config.alpha, tuple(config.target_modules))
+    with torch.random.fork_rng(devices=[transformer.device] if transformer.device.type == "cuda" else []):
+        torch.manual_seed(config.seed)  # adapter initialisation from the seed: runs are repeatable
+        add_lora(transformer, settings.rank, settings.alpha, settings.target_modules)
+    optimizer = torch.optim.AdamW(lora_parameters(transformer), lr=config.learning_rate, weight_decay=0.0)
+    step, losses, resumed_from = 0, [], 0
+    if (state := latest_state(run_dir)) is not None:
+        step, losses = _restore_state(state, transformer, optimizer)
+        resumed_from = step
+        log(f"resuming from step {step} ({state.name})")
+    done_here = 0
+    while step < config.steps:
+        for group in optimizer.param_groups:
+            group["lr"] = _learning_rate(step, config)
+        step_loss = 0.0
+        for micro in range(config.gradient_accumulation):
+            picks = _step_samples(step * config.gradient_accumulation + micro, len(sample_paths), config.batch_size, config.seed)
+            batch = _load_batch([sample_paths[i] for i in picks])
+            generator = torch.Generator(transformer.device).manual_seed(config.seed * 1_000_003 + step * 97 + micro)
+            step_loss += _accumulate(transformer, optimizer, batch, generator, config, micro) / config.gradient_accumulation
+        losses.append(round(step_loss, 6))
+        step += 1
+        done_here += 1
+        if step % config.save_interval == 0 or step == config.steps:
+            _save_state(run_dir, step, transformer, optimizer, losses, config)
+            log(f"step {step}/{config.steps}: loss {step_loss:.4f} (saved)")
+        if stop_after is not None and done_here >= stop_after:
+            break
+    adapter = save_lora(transformer, settings, run_dir / "adapter.safetensors") if step >= config.steps else run_dir / "unfinished"
+    return TrainingResult(adapter, step, losses, resumed_from, settings)
+
+
+def _accumulate(transformer, optimizer, batch: TrainingBatch, generator, config: TrainingConfig, micro: int) -> float:
+    """One micro-batch; the optimiser steps after the last one (``training_step`` does the plain case)."""
+    if config.gradient_accumulation == 1:
+        return training_step(transformer, optimizer, batch, generator, config.num_conditional_frames, config.max_grad_norm)
+    from cosmos_assets.models.lora import flow_matching_loss
+
+    transformer.train()
+    if micro == 0:
+        optimizer.zero_grad(set_to_none=True)
+    loss = flow_matching_loss(transformer, batch, generator, config.num_conditional_frames)
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"flow-matching loss is {loss.item()}")
+    (loss / config.gradient_accumulation).backward()
+    if micro == config.gradient_accumulation - 1:
+        torch.nn.utils.clip_grad_norm_(lora_parameters(transformer), config.max_grad_norm)
+        optimizer.step()
+    transformer.eval()
+    return loss.item()

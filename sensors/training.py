@@ -1,0 +1,81 @@
+"""retraining_sensor: enough new samples since the last checkpoint's dataset → one training run.
+checkpoint_sensor: a new checkpoint (trained here, or dropped into checkpoint_inbox/) → its evaluation."""
+
+
+import json
+
+import dagster as dg
+import polars as pl
+
+from cosmos_assets.training import registry
+from cosmos_assets.training.assets import evaluation_job, training_job, training_runs
+from cosmos_assets.training.datasets import MixConfig, plan_training_dataset, read_partitions, real_samples, synthetic_samples, write_snapshot
+from resources import CosmosStorage
+from sensors.curated_dataset import latest_materialization_id
+from sensors.landing_zone import LandingZoneSettings
+
+
+class RetrainingSettings(dg.ConfigurableResource):
+    synthetic_share: float = 0.5
+    min_new_samples: int = 2
+
+    def mix(self) -> MixConfig:
+        return MixConfig(self.synthetic_share, self.min_new_samples)
+
+
+def plan_from_tables(storage: CosmosStorage, mix: MixConfig) -> tuple[str, pl.DataFrame] | None:
+    curated_path = storage.paths.tables / "curated_dataset" / "all.parquet"
+    if not curated_path.is_file():
+        return None
+    real = real_samples(pl.read_parquet(curated_path))
+    synthetic = synthetic_samples(read_partitions(storage.paths.tables / "accepted_videos"), real)
+    return plan_training_dataset(real, synthetic, mix)
+
+
+def last_trained_samples(storage: CosmosStorage, instance: dg.DagsterInstance) -> set[str]:
+    records = instance.fetch_materializations(dg.AssetKey("generator_checkpoint"), limit=1).records
+    if not records:
+        return set()
+    version = records[0].partition_key
+    path = storage.paths.training_datasets / version / "samples.parquet"
+    return set(pl.read_parquet(path)["sample_id"]) if path.is_file() else set()
+
+
+@dg.sensor(job=training_job, minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING)
+def retraining_sensor(context: dg.SensorEvaluationContext, storage: CosmosStorage, retraining: RetrainingSettings):
+    plan = plan_from_tables(storage, retraining.mix())
+    if plan is None:
+        return dg.SkipReason("no curated dataset yet")
+    version, samples = plan
+    new = set(samples["sample_id"]) - last_trained_samples(storage, context.instance)
+    if len(new) < retraining.min_new_samples:
+        return dg.SkipReason(f"{len(new)} new sample(s) since the last checkpoint; retraining at {retraining.min_new_samples}")
+    write_snapshot(storage.paths.training_datasets, version, samples, retraining.mix())
+    # The run key is the dataset version: crossing the threshold with the same data triggers once.
+    return dg.SensorResult(
+        run_requests=[dg.RunRequest(run_key=version, partition_key=version, tags={"cosmos/new_samples": str(len(new))})],
+        dynamic_partitions_requests=[training_runs.build_add_request([version])],
+    )
+
+
+@dg.sensor(job=evaluation_job, minimum_interval_seconds=15, default_status=dg.DefaultSensorStatus.RUNNING)
+def checkpoint_sensor(context: dg.SensorEvaluationContext, storage: CosmosStorage, landing_zone: LandingZoneSettings):
+    cursor = json.loads(context.cursor) if context.cursor else {"after": 0}
+    requests, partitions = [], []
+    records = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("generator_checkpoint"), after_storage_id=cursor["after"]), limit=100,
+    ).records
+    for record in records:
+        requests.append(dg.RunRequest(run_key=f"evaluate-{record.partition_key}", partition_key=record.partition_key))
+        cursor["after"] = max(cursor["after"], record.storage_id)
+    inbox = registry.scan_checkpoint_inbox(storage.paths.checkpoint_inbox, storage.paths.checkpoints,
+                                           storage.paths.tables / "checkpoint_inbox_ledger.json", landing_zone.settle_seconds)
+    for rejected in inbox.rejected:
+        context.log.warning(f"checkpoint inbox: {rejected['item']!r} set aside: {rejected['error_class']}: {rejected['error_message']}")
+    for key in inbox.registered:
+        partitions.append(key)
+        requests.append(dg.RunRequest(run_key=f"evaluate-{key}", partition_key=key))
+    if not requests:
+        return dg.SensorResult(skip_reason="no new checkpoint", cursor=json.dumps(cursor))
+    return dg.SensorResult(run_requests=requests, cursor=json.dumps(cursor),
+                           dynamic_partitions_requests=[training_runs.build_add_request(partitions)] if partitions else [])

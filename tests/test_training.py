@@ -1,0 +1,157 @@
+"""Post-training pieces: resumable LoRA training, Fréchet distance, the promotion rule, the checkpoint
+registry and its inbox."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from cosmos_assets.models.checkpoints import CorruptCheckpoint
+from cosmos_assets.training import registry
+from cosmos_assets.training.evaluation import ModelScores, frechet_distance, promotion_decision
+from cosmos_assets.training.trainer import TrainingConfig, cache_samples, latest_state, train_lora
+
+CONFIG = TrainingConfig(steps=6, save_interval=2, warmup_steps=2, learning_rate=1e-3, frames=9, height=32, width=32)
+
+
+@pytest.fixture(scope="module")
+def tiny_pipeline(tmp_path_factory):
+    from cosmos_assets.models.checkpoints import resolve_checkpoint
+    from cosmos_assets.models.generator import load_pipeline
+    from cosmos_assets.models.tiny_generators import build_tiny_predict25
+
+    root = tmp_path_factory.mktemp("trainer")
+    build_tiny_predict25(root / "predict2.5")
+    checkpoint = resolve_checkpoint(str(root / "predict2.5"), role="trainer base")
+    pipeline = load_pipeline(checkpoint, "predict2.5", torch.device("cpu"), torch.float32)
+    rng = np.random.default_rng(0)
+    samples = [(f"clip-{i}", rng.integers(0, 256, (9, 32, 32, 3), dtype=np.uint8), f"caption {i}") for i in range(3)]
+    cache = cache_samples(pipeline, checkpoint.version, samples, root / "cache", CONFIG, log=lambda _: None)
+    return root, checkpoint, pipeline, cache
+
+
+def test_latents_are_cached_once_per_sample(tiny_pipeline):
+    root, checkpoint, pipeline, cache = tiny_pipeline
+    stamps = [p.stat().st_mtime_ns for p in cache]
+    again = cache_samples(pipeline, checkpoint.version, [(f"clip-{i}", None, "") for i in range(3)], root / "cache", CONFIG)
+    assert again == cache and [p.stat().st_mtime_ns for p in again] == stamps  # nothing re-encoded
+
+
+def test_a_run_stopped_between_saves_resumes_to_the_same_result(tiny_pipeline, tmp_path):
+    _, _, pipeline, cache = tiny_pipeline
+    whole = train_lora(pipeline.transformer, cache, CONFIG, tmp_path / "whole", log=lambda _: None)
+    first = train_lora(pipeline.transformer, cache, CONFIG, tmp_path / "resumed", log=lambda _: None, stop_after=3)
+    assert first.steps == 3 and latest_state(tmp_path / "resumed").name == "state-00000002.safetensors"
+    resumed = train_lora(pipeline.transformer, cache, CONFIG, tmp_path / "resumed", log=lambda _: None)
+    assert (whole.steps, resumed.steps, resumed.resumed_from) == (6, 6, 2)
+    assert resumed.losses == whole.losses and all(np.isfinite(whole.losses))
+    a, b = load_file(str(whole.adapter_path)), load_file(str(resumed.adapter_path))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # the base transformer is untouched: generation keeps using the base weights
+    assert not any("lora_" in name for name, _ in pipeline.transformer.named_parameters())
+
+
+KILLED_TRAINER = """
+import sys, torch
+sys.path.insert(0, {tests!r})
+from pathlib import Path
+from cosmos_assets.models.checkpoints import resolve_checkpoint
+from cosmos_assets.models.generator import load_pipeline
+from cosmos_assets.training.trainer import TrainingConfig, train_lora
+torch.set_num_threads(1)
+pipeline = load_pipeline(resolve_checkpoint({model!r}, role="t"), "predict2.5", torch.device("cpu"), torch.float32)
+config = TrainingConfig(steps=400, save_interval=3, warmup_steps=2, learning_rate=1e-3, frames=9, height=32, width=32)
+train_lora(pipeline.transformer, [Path(p) for p in {cache!r}], config, Path({run_dir!r}), log=lambda _: None)
+"""
+
+
+def test_a_killed_training_process_continues_from_its_last_save(tiny_pipeline, tmp_path):
+    root, checkpoint, pipeline, cache = tiny_pipeline
+    run_dir = tmp_path / "killed"
+    script = KILLED_TRAINER.format(tests=os.path.dirname(__file__), model=str(checkpoint.path), cache=[str(p) for p in cache],
+                                   run_dir=str(run_dir))
+    process = subprocess.Popen([sys.executable, "-c", script], start_new_session=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and process.poll() is None and latest_state(run_dir) is None:
+        time.sleep(0.1)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    saved = latest_state(run_dir)
+    assert saved is not None and not (run_dir / "adapter.safetensors").exists()
+    saved_step = int(saved.stem.split("-")[1])
+    config = TrainingConfig(steps=saved_step + 3, save_interval=3, warmup_steps=2, learning_rate=1e-3, frames=9, height=32, width=32)
+    resumed = train_lora(pipeline.transformer, cache, config, run_dir, log=lambda _: None)
+    assert resumed.resumed_from == saved_step and resumed.steps == saved_step + 3 and len(resumed.losses) == resumed.steps
+    assert not list(run_dir.glob(".*partial"))
+
+
+def test_frechet_distance_is_zero_for_the_same_set_and_grows_with_a_shift():
+    rng = np.random.default_rng(0)
+    real = rng.normal(size=(64, 8))
+    assert abs(frechet_distance(real, real)) < 1e-6
+    near, far = rng.normal(size=(64, 8)), rng.normal(loc=1.0, size=(64, 8))
+    assert frechet_distance(real, near) < frechet_distance(real, far)
+    with pytest.raises(ValueError, match="two samples"):
+        frechet_distance(real[:1], near)
+
+
+def test_promotion_requires_no_worse_than_base_by_the_margin():
+    base = ModelScores(acceptance_rate=0.5, mean_score=0.6, frechet_distance=10.0)
+    assert promotion_decision(base, ModelScores(0.5, 0.6, 10.0)).promote
+    worse = promotion_decision(base, ModelScores(0.4, 0.6, 12.0))
+    assert not worse.promote and len(worse.reasons) == 2
+    assert promotion_decision(base, ModelScores(0.45, 0.6, 10.5), margin=0.1).promote
+
+
+def write_adapter(folder: Path, manifest: dict | None = None) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file({"lora_A": torch.ones(2, 2)}, str(folder / registry.ADAPTER))
+    (folder / registry.MANIFEST).write_text(json.dumps(manifest or {"kind": "predict2.5", "base_model": "tiny:predict2.5"}))
+
+
+def test_a_missing_or_corrupt_checkpoint_is_a_clear_error(tmp_path):
+    write_adapter(tmp_path / "good")
+    assert registry.verified_checkpoint(tmp_path / "good")["kind"] == "predict2.5"
+    write_adapter(tmp_path / "corrupt")
+    data = (tmp_path / "corrupt" / registry.ADAPTER).read_bytes()
+    (tmp_path / "corrupt" / registry.ADAPTER).write_bytes(data[: len(data) - 8])
+    with pytest.raises(CorruptCheckpoint, match="not a valid safetensors file"):
+        registry.verified_checkpoint(tmp_path / "corrupt")
+    write_adapter(tmp_path / "missing")
+    (tmp_path / "missing" / registry.ADAPTER).unlink()
+    with pytest.raises(registry.CheckpointMissing, match="adapter file .* is missing"):
+        registry.verified_checkpoint(tmp_path / "missing")
+
+
+def test_promotion_history_is_kept_and_a_rerun_adds_nothing(tmp_path):
+    registry.promote(tmp_path, "tds-a", {"base": {}})
+    registry.promote(tmp_path, "tds-a", {"base": {}})
+    registry.promote(tmp_path, "tds-b", {"base": {}})
+    assert [h["checkpoint"] for h in registry.history(tmp_path)] == ["tds-a", "tds-b"]
+    assert registry.promoted(tmp_path)["checkpoint"] == "tds-b"
+
+
+def test_the_checkpoint_inbox_registers_good_drops_once_and_sets_bad_ones_aside(tmp_path):
+    inbox, root, ledger = tmp_path / "inbox", tmp_path / "checkpoints", tmp_path / "ledger.json"
+    write_adapter(inbox / "run-42")
+    write_adapter(inbox / "same-bytes-again")
+    write_adapter(inbox / "no-manifest-keys", manifest={"note": "x"})
+    (inbox / "symlinked").mkdir(parents=True)
+    os.symlink(inbox / "run-42" / registry.ADAPTER, inbox / "symlinked" / registry.ADAPTER)
+    shutil.copy(inbox / "run-42" / registry.MANIFEST, inbox / "symlinked" / registry.MANIFEST)
+    first = registry.scan_checkpoint_inbox(inbox, root, ledger, settle_seconds=0)
+    assert len(first.registered) == 1 and first.registered[0].startswith("inbox-")
+    assert sorted(r["item"] for r in first.rejected) == ["no-manifest-keys", "symlinked"]
+    assert registry.verified_checkpoint(root / first.registered[0])["source"] == "checkpoint_inbox"
+    again = registry.scan_checkpoint_inbox(inbox, root, ledger, settle_seconds=0)
+    assert again.registered == [] and again.rejected == []  # each drop is handled exactly once
+    assert not list(root.glob(".tmp-*"))
