@@ -80,6 +80,11 @@ def peak_rss_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def should_drop_by_brute_force(rows, queries, kept, threshold) -> np.ndarray:
     """For each query row: is there a kept row before it with cosine ≥ threshold? (all n rows scanned)"""
     query_rows = torch.from_numpy(rows[queries])
@@ -137,12 +142,17 @@ def main() -> None:
     config = DedupConfig(eps=args.eps)
     resettable = reset_peak_rss()
     before = peak_rss_gib()
+    load_before = os.getloadavg()[0]
+    cpu_before = cpu_seconds()
     started = time.perf_counter()
     result = semantic_dedup(rows, np.arange(args.n), config)
     wall = time.perf_counter() - started
+    cpu = cpu_seconds() - cpu_before
     peak = peak_rss_gib()
     print(
-        f"semantic_dedup: {wall:.1f} s wall; peak RSS {peak:.2f} GiB "
+        f"semantic_dedup: {wall:.1f} s wall, {cpu:.1f} s CPU (user + system; load average "
+        f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after: a busy machine stretches the wall time); "
+        f"peak RSS {peak:.2f} GiB "
         f"({'during the call' if resettable else 'whole process'}; input alone {rows.nbytes / 2**30:.2f} GiB, "
         f"RSS before the call {before:.2f} GiB); {len(result.centroids)} clusters, "
         f"{result.mean_probes:.2f} searched per row; {result.n_dropped:,} dropped"
