@@ -51,17 +51,16 @@ def retraining_sensor(context: dg.SensorEvaluationContext, storage: CosmosStorag
     if len(new) < retraining.min_new_samples:
         return dg.SkipReason(f"{len(new)} new sample(s) since the last checkpoint; retraining at {retraining.min_new_samples}")
     write_snapshot(storage.paths.training_datasets, version, samples, retraining.mix())
+    # The partition exists before the request names it (Dagster validates requested keys).
+    context.instance.add_dynamic_partitions(training_runs.name, [version])
     # The run key is the dataset version: crossing the threshold with the same data triggers once.
-    return dg.SensorResult(
-        run_requests=[dg.RunRequest(run_key=version, partition_key=version, tags={"cosmos/new_samples": str(len(new))})],
-        dynamic_partitions_requests=[training_runs.build_add_request([version])],
-    )
+    return dg.RunRequest(run_key=version, partition_key=version, tags={"cosmos/new_samples": str(len(new))})
 
 
 @dg.sensor(job=evaluation_job, minimum_interval_seconds=15, default_status=dg.DefaultSensorStatus.RUNNING)
 def checkpoint_sensor(context: dg.SensorEvaluationContext, storage: CosmosStorage, landing_zone: LandingZoneSettings):
     cursor = json.loads(context.cursor) if context.cursor else {"after": 0}
-    requests, partitions = [], []
+    requests = []
     records = context.instance.fetch_materializations(
         dg.AssetRecordsFilter(asset_key=dg.AssetKey("generator_checkpoint"), after_storage_id=cursor["after"]), limit=100,
     ).records
@@ -72,10 +71,10 @@ def checkpoint_sensor(context: dg.SensorEvaluationContext, storage: CosmosStorag
                                            storage.paths.tables / "checkpoint_inbox_ledger.json", landing_zone.settle_seconds)
     for rejected in inbox.rejected:
         context.log.warning(f"checkpoint inbox: {rejected['item']!r} set aside: {rejected['error_class']}: {rejected['error_message']}")
+    if inbox.registered:
+        context.instance.add_dynamic_partitions(training_runs.name, inbox.registered)
     for key in inbox.registered:
-        partitions.append(key)
         requests.append(dg.RunRequest(run_key=f"evaluate-{key}", partition_key=key))
     if not requests:
         return dg.SensorResult(skip_reason="no new checkpoint", cursor=json.dumps(cursor))
-    return dg.SensorResult(run_requests=requests, cursor=json.dumps(cursor),
-                           dynamic_partitions_requests=[training_runs.build_add_request(partitions)] if partitions else [])
+    return dg.SensorResult(run_requests=requests, cursor=json.dumps(cursor))

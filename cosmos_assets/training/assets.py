@@ -202,7 +202,7 @@ def checkpoint_evaluation(
 
 
 class PromotionConfig(dg.Config):
-    margin: float = 0.0  # how much worse than its base a checkpoint may be and still be promoted
+    margin: float = 0.01  # how much worse than its base a checkpoint may be (evaluation noise) and still be promoted
 
 
 @dg.asset_check(asset=checkpoint_evaluation, blocking=True, description="The fine-tuned checkpoint is no worse than its base by more than the margin.")
