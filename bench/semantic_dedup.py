@@ -129,6 +129,7 @@ def main() -> None:
     parser.add_argument("--check-rows", type=int, default=2000, help="query rows checked by brute force")
     parser.add_argument("--baseline-rows", type=int, default=50_000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="torch device for semantic_dedup (e.g. cuda)")
     args = parser.parse_args()
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs")
@@ -139,7 +140,7 @@ def main() -> None:
         f"at cosine {cosines.min():.4f}–{cosines.max():.4f}, built in {time.perf_counter() - started:.1f} s"
     )
 
-    config = DedupConfig(eps=args.eps)
+    config = DedupConfig(eps=args.eps, device=args.device)
     resettable = reset_peak_rss()
     before = peak_rss_gib()
     load_before = os.getloadavg()[0]
