@@ -156,13 +156,21 @@ def _evaluate_and_execute(instance, defs, sensor, summary, log) -> int:
         }
         if request.run_key:
             tags["dagster/run_key"] = request.run_key
-        result = job.execute_in_process(
-            instance=instance,
-            partition_key=request.partition_key,
-            tags=tags,
-            raise_on_error=False,
-            run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
-        )
+        try:
+            result = job.execute_in_process(
+                instance=instance,
+                partition_key=request.partition_key,
+                tags=tags,
+                raise_on_error=False,
+                run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
+            )
+        except Exception as error:  # a framework error in one run is that run's failure, not the command's
+            executed += 1
+            log(f"{job.name} for {request.partition_key}: {error.__class__.__name__}: {error}")
+            summary["runs"].append({"run_id": None, "job": job.name, "partition": request.partition_key, "status": "FAILURE",
+                                    "error": f"{error.__class__.__name__}: {str(error)[:500]}"})
+            summary["runs_failed"] += 1
+            continue
         executed += 1
         summary["runs"].append(
             {"run_id": result.run_id, "job": job.name, "partition": request.partition_key,

@@ -206,13 +206,16 @@ class PromotionConfig(dg.Config):
 
 
 @dg.asset_check(asset=checkpoint_evaluation, blocking=True, description="The fine-tuned checkpoint is no worse than its base by more than the margin.")
-def no_worse_than_base(context: dg.AssetCheckExecutionContext, config: PromotionConfig, checkpoint_evaluation: pl.DataFrame) -> dg.AssetCheckResult:
-    by_model = {r["model"]: r for r in checkpoint_evaluation.to_dicts()}
+def no_worse_than_base(context: dg.AssetCheckExecutionContext, config: PromotionConfig, storage: CosmosStorage) -> dg.AssetCheckResult:
+    # The evaluation of this run's partition, read by key: checks of partitioned assets get no partition input.
+    partition = context.run.tags["dagster/partition"]
+    evaluation = pl.read_parquet(storage.paths.tables / "checkpoint_evaluation" / f"{partition}.parquet")
+    by_model = {r["model"]: r for r in evaluation.to_dicts()}
     fields = ("acceptance_rate", "mean_score", "frechet_distance")
     decision = promotion_decision(ModelScores(**{k: by_model["base"][k] for k in fields}),
                                   ModelScores(**{k: by_model["fine-tuned"][k] for k in fields}), config.margin)
     return dg.AssetCheckResult(passed=decision.promote, metadata={"reasons": dg.MetadataValue.json(decision.reasons),
-                                                                   "margin": config.margin})
+                                                                   "margin": config.margin, "checkpoint": partition})
 
 
 @dg.asset(partitions_def=training_runs, group_name=GROUP, kinds={"python"}, owners=["team:training"])
