@@ -1,0 +1,659 @@
+"""Synthetic data assets, one partition of ``generation_rounds`` per round or inbox batch:
+generation_prompts → synthetic_videos → critique_scores → accepted_videos (with a blocking rate check).
+
+A round (``round-<dataset version>``) is created by ``generation_round_sensor`` when a new curated dataset
+version exists; an inbox batch (``inbox-NNNNNN-<digest>``) by ``synthetic_batch_sensor`` when an external
+generator drops candidates with a manifest. The logic is in the plain modules of this package.
+"""
+
+import dataclasses
+import json
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Optional
+
+import dagster as dg
+import numpy as np
+import polars as pl
+from PIL import Image
+
+from cosmos_assets.common.files import remove_stale_temporaries, stable_id
+from cosmos_assets.common.pictures import contact_sheet, encode_jpeg, encode_png, histogram, markdown_image
+from cosmos_assets.curation.assets import _md_table
+from cosmos_assets.curation.landing import OutsideLandingZone
+from cosmos_assets.curation.probe import VideoRejected
+from cosmos_assets.models.checkpoints import TINY_LABEL
+from cosmos_assets.models.frames import sample_frames
+from cosmos_assets.synthetic import conditions as prompts
+from cosmos_assets.synthetic.critics import (
+    METRIC_COMPONENTS, MetricCritic, MetricCriticConfig, ReasonCritic, align_source, trials_json,
+)
+from cosmos_assets.synthetic.generation import candidate_id, generate_candidate, open_backend, request_geometry_of
+from cosmos_assets.synthetic.inbox import INBOX_PREFIX, InboxLedger, ManifestInvalid, ingest_file, member_path, parse_manifest
+from cosmos_assets.synthetic.selection import DEFAULT_THRESHOLDS, check_rule, select
+from cosmos_assets.synthetic.video import (
+    at_most, control_video, middle_frame, read_video, read_window, request_geometry, video_size, write_jpeg, write_mp4,
+)
+from resources import CosmosStorage, VisionLanguageResource
+from resources.generator import VideoGeneratorResource
+from resources.synthetic import SyntheticSettings
+
+GROUP = "synthetic"
+OWNERS = ["team:synthetic"]
+ROUND_PREFIX = "round-"
+DATASET_ROUND_PREFIX = ROUND_PREFIX + "ds-"  # round-<dataset version>: rounds the sensor starts
+SHEET_ROWS = 6
+
+generation_rounds = dg.DynamicPartitionsDefinition(name="generation_rounds")
+
+GENERATION_PROMPTS = {
+    "request_id": pl.String, "round": pl.String, "origin": pl.String, "dataset_version": pl.String,
+    "source_clip_id": pl.String, "source_name": pl.String, "source_path": pl.String, "source_start_s": pl.Float64,
+    "source_thumbnail_path": pl.String, "control_paths": pl.String, "condition": pl.String, "prompt": pl.String,
+    "prompt_writer": pl.String, "prompt_status": pl.String, "negative_prompt": pl.String, "controls": pl.String,
+    "seeds": pl.List(pl.Int64), "width": pl.Int64, "height": pl.Int64, "fps": pl.Int64, "num_frames": pl.Int64,
+    "tiny_random": pl.Boolean, "error_class": pl.String, "error_message": pl.String,
+}
+SYNTHETIC_VIDEOS = {
+    "candidate_id": pl.String, "request_id": pl.String, "round": pl.String, "origin": pl.String, "seed": pl.Int64,
+    "condition": pl.String, "source_clip_id": pl.String, "prompt": pl.String, "backend": pl.String,
+    "generator": pl.String, "model": pl.String, "model_version": pl.String, "checkpoint": pl.String,
+    "controls": pl.String, "settings": pl.String, "path": pl.String, "thumbnail_path": pl.String, "sha256": pl.String,
+    "width": pl.Int64, "height": pl.Int64, "fps": pl.Float64, "frames": pl.Int64, "status": pl.String,
+    "error_class": pl.String, "error_message": pl.String, "tiny_random": pl.Boolean, "label": pl.String, "reused": pl.Boolean,
+}
+CRITIQUE_SCORES = {
+    "candidate_id": pl.String, "request_id": pl.String, "round": pl.String, "condition": pl.String, "critic": pl.String,
+    "critic_mode": pl.String, "critic_model": pl.String, "critic_version": pl.String, "critic_tiny_random": pl.Boolean,
+    "score": pl.Float64, **{name: pl.Float64 for name in METRIC_COMPONENTS}, "rating_mean": pl.Float64,
+    "trials_total": pl.Int64, "trials_parsed": pl.Int64, "parse_failures": pl.Int64, "trials": pl.String,
+    "error_class": pl.String, "error_message": pl.String,
+}
+ACCEPTED_VIDEOS = {
+    "candidate_id": pl.String, "request_id": pl.String, "round": pl.String, "origin": pl.String, "condition": pl.String,
+    "seed": pl.Int64, "source_clip_id": pl.String, "prompt": pl.String, "path": pl.String, "thumbnail_path": pl.String,
+    "backend": pl.String, "model": pl.String, "model_version": pl.String, "critic": pl.String,
+    "critic_version": pl.String, "score": pl.Float64, "accepted": pl.Boolean, "rank": pl.Int64, "decision": pl.String,
+    "rule": pl.String, "threshold": pl.Float64, "trials_total": pl.Int64, "parse_failures": pl.Int64,
+    "tiny_random": pl.Boolean,
+}
+
+
+def _table(rows: list[dict], schema: dict) -> pl.DataFrame:
+    return pl.DataFrame([{k: r.get(k) for k in schema} for r in rows], schema=schema)
+
+
+def is_inbox_batch(partition: str) -> bool:
+    return partition.startswith(INBOX_PREFIX)
+
+
+def round_key(dataset_version: str) -> str:
+    return f"{ROUND_PREFIX}{dataset_version}"
+
+
+def _tiny_label(tiny: bool) -> dict:
+    """Metadata that makes outputs of tiny random-weight models visible as such in the UI."""
+    return {"tiny_random_weights": tiny,
+            "label": dg.MetadataValue.md(f"**{TINY_LABEL}**: made with a tiny random-weight model" if tiny else "real models")}
+
+
+# --- generation_prompts ----------------------------------------------------------------------------------
+
+
+class GenerationPromptsConfig(dg.Config):
+    conditions: list[str] = list(prompts.CONDITIONS)
+    seeds_per_request: int = 2  # N candidates per request (best-of-N keeps one)
+    base_seed: int = 0  # seeds are base_seed, base_seed + 1, ...
+    splits: list[str] = ["train"]  # synthetic data only from training clips: validation stays unseen
+    max_clips: Optional[int] = None
+    skip_clips_in_earlier_rounds: bool = True  # a new dataset version generates for its new clips only
+    max_width: Optional[int] = None  # None: the profile's (the `synthetic` resource)
+    seconds: Optional[float] = None
+    fps: Optional[int] = None
+    control_inputs: list[str] = ["edge", "blur"]  # control videos derived from each source window
+    transfer_control: str = "edge"  # the one Transfer 2.5 runs per generation (its diffusers pipeline takes one)
+    transfer_control_weight: float = 0.9
+    prompt_writer: str = "auto"  # auto: the VLM when it is an endpoint, else templates; template; vlm
+    negative_prompt: str = prompts.DEFAULT_NEGATIVE_PROMPT
+
+
+def _round_dataset(storage: CosmosStorage, curated_dataset: pl.DataFrame, partition: str) -> tuple[str, pl.DataFrame]:
+    """The dataset version a round was made for: the current table, or the version's export on disk."""
+    current = curated_dataset["dataset_version"][0] if curated_dataset.height else None
+    if not partition.startswith(DATASET_ROUND_PREFIX) or partition[len(ROUND_PREFIX):] == current:
+        return current, curated_dataset  # a round added by hand uses the current version
+    version = partition[len(ROUND_PREFIX):]
+    members = storage.paths.datasets / version / "members.parquet"
+    if not members.is_file():
+        raise dg.Failure(f"round {partition}: dataset version {version} is neither current nor exported at {members.parent}")
+    return version, pl.read_parquet(members)
+
+
+def _clips_in_other_rounds(storage: CosmosStorage, partition: str) -> set[str]:
+    folder = storage.paths.tables / "generation_prompts"
+    clips: set[str] = set()
+    for table in sorted(folder.glob(f"{ROUND_PREFIX}*.parquet")) if folder.is_dir() else []:
+        if table.stem != partition:
+            clips |= set(pl.read_parquet(table, columns=["source_clip_id"])["source_clip_id"].drop_nulls())
+    return clips
+
+
+@dataclasses.dataclass
+class _SourceWindow:
+    clip: dict
+    geometry: object
+    start_s: float
+    frames: np.ndarray
+    thumbnail_path: str
+    control_paths: dict
+
+
+def _source_window(storage: CosmosStorage, clip: dict, config: GenerationPromptsConfig, synthetic: SyntheticSettings,
+                   start_s: float = 0.0) -> _SourceWindow:
+    """The part of a clip requests are made from, at request size, with its thumbnail and control videos on disk."""
+    width, height = video_size(clip["path"])
+    duration = max(0.0, (clip["end_s"] - clip["start_s"]) - start_s)
+    geometry = request_geometry(width, height, duration, config.max_width or synthetic.max_width,
+                                config.fps or synthetic.fps, config.seconds or synthetic.seconds)
+    frames = read_window(clip["path"], geometry, start_s)
+    window = stable_id("source-window", clip["clip_id"], start_s, sorted(geometry.as_dict().items()))
+    folder = storage.paths.synthetic / "sources" / window[:2] / window
+    thumbnail = folder / "thumbnail.jpg"
+    if not thumbnail.is_file():
+        write_jpeg(thumbnail, middle_frame(frames))
+    control_paths = {}
+    for control in config.control_inputs:
+        path = folder / f"{control}.mp4"
+        if not path.is_file():
+            write_mp4(path, control_video(frames, control), geometry.fps)
+        control_paths[control] = str(path)
+    return _SourceWindow(clip, geometry, start_s, frames, str(thumbnail), control_paths)
+
+
+def _use_vlm_writer(config: GenerationPromptsConfig, vlm: VisionLanguageResource) -> bool:
+    if config.prompt_writer not in ("auto", "template", "vlm"):
+        raise dg.Failure(f"prompt_writer {config.prompt_writer!r}; expected auto, template or vlm")
+    return config.prompt_writer == "vlm" or (config.prompt_writer == "auto" and vlm.backend == "endpoint")
+
+
+def _request_row(window: _SourceWindow, partition: str, dataset_version: str | None, condition: str, written,
+                 negative: str, controls: dict, seeds: list[int], origin: str, tiny: bool) -> dict:
+    clip = window.clip
+    geometry = window.geometry.as_dict()
+    return {
+        "request_id": prompts.request_id(clip["clip_id"], condition, written.prompt, negative, {**geometry, "start_s": window.start_s},
+                                         controls),
+        "round": partition, "origin": origin, "dataset_version": dataset_version, "source_clip_id": clip["clip_id"],
+        "source_name": clip.get("source_name"), "source_path": clip["path"], "source_start_s": window.start_s,
+        "source_thumbnail_path": window.thumbnail_path, "control_paths": json.dumps(window.control_paths),
+        "condition": condition, "prompt": written.prompt, "prompt_writer": written.writer, "prompt_status": written.status,
+        "negative_prompt": negative, "controls": json.dumps(controls), "seeds": seeds, **geometry,
+        "tiny_random": tiny and written.status == "rewritten",
+    }
+
+
+def _round_requests(context, config, storage, synthetic, vlm, curated_dataset) -> tuple[list[dict], dict]:
+    partition = context.partition_key
+    version, dataset = _round_dataset(storage, curated_dataset, partition)
+    conditions = prompts.check_conditions(config.conditions)
+    clips = dataset.filter(pl.col("split").is_in(config.splits)).sort("clip_id").to_dicts() if dataset.height else []
+    earlier = _clips_in_other_rounds(storage, partition) if config.skip_clips_in_earlier_rounds else set()
+    skipped = sum(c["clip_id"] in earlier for c in clips)
+    clips = [c for c in clips if c["clip_id"] not in earlier][: config.max_clips]
+    windows = []
+    for number, clip in enumerate(clips, start=1):
+        windows.append(_source_window(storage, clip, config, synthetic))
+        context.log.info(f"[{number}/{len(clips)}] source window of {clip['clip_id']} ({clip.get('source_name')})")
+    items = [(window, condition) for window in windows for condition in conditions]
+    tiny = False
+    if _use_vlm_writer(config, vlm) and items:
+        model = vlm.get()
+        tiny = bool(model.identity["tiny_random"])
+        written = prompts.rewrite_prompts(
+            model, [(w.frames[:: max(1, w.geometry.fps // 2)][:8], 2.0, w.clip.get("caption"), c) for w, c in items],
+            vlm.caption.settings())
+    else:
+        written = [prompts.templated(w.clip.get("caption"), c) for w, c in items]
+    seeds = [config.base_seed + i for i in range(config.seeds_per_request)]
+    controls = {config.transfer_control: config.transfer_control_weight}
+    rows = [_request_row(w, partition, version, c, text, prompts.negative_prompt(config.negative_prompt, c), controls,
+                         seeds, "generated", tiny)
+            for (w, c), text in zip(items, written)]
+    return rows, {"dataset_version": version or "", "clips": len(windows), "clips_in_earlier_rounds": skipped}
+
+
+def _inbox_requests(context, config, storage, synthetic, curated_dataset) -> tuple[list[dict], dict]:
+    """The requests an inbox manifest names, with the source windows of their clips (known clips only)."""
+    batch = InboxLedger(storage.paths.synthetic_inbox_ledger).batch(context.partition_key)
+    if batch.problem or batch.manifest_bytes is None:
+        return [], {"manifest": batch.manifest_name, "manifest_problem": batch.problem or ""}
+    try:
+        manifest = parse_manifest(batch.manifest_bytes)
+    except ManifestInvalid as error:
+        return [], {"manifest": batch.manifest_name, "manifest_problem": f"ManifestInvalid: {error}"}
+    clips = {c["clip_id"]: c for c in curated_dataset.to_dicts()}
+    grouped: dict[str, list] = defaultdict(list)
+    for entry in manifest.entries:
+        if entry.error_class is None:
+            grouped[entry.request_id].append(entry)
+    rows = []
+    version = curated_dataset["dataset_version"][0] if curated_dataset.height else None
+    for request, entries in grouped.items():
+        first = entries[0]
+        seeds = sorted({e.seed for e in entries})
+        clip = clips.get(first.source_clip_id)
+        if clip is None:
+            rows.append({"request_id": request, "round": context.partition_key, "origin": "external",
+                         "source_clip_id": first.source_clip_id, "condition": first.condition, "prompt": first.prompt,
+                         "seeds": seeds, "tiny_random": False, "error_class": "UnknownSourceClip",
+                         "error_message": f"source clip {first.source_clip_id!r} is not in the curated dataset"})
+            continue
+        window = _source_window(storage, clip, config, synthetic, first.source_start_s)
+        written = prompts.WrittenPrompt(first.prompt or "", manifest.generator, "external")
+        row = _request_row(window, context.partition_key, version, first.condition or "", written, "", {}, seeds, "external", False)
+        rows.append({**row, "request_id": request})  # the external generator's own request id
+    return rows, {"manifest": batch.manifest_name, "generator": manifest.generator}
+
+
+@dg.asset(partitions_def=generation_rounds, group_name=GROUP, kinds={"python", "parquet"}, owners=OWNERS)
+def generation_prompts(
+    context: dg.AssetExecutionContext, config: GenerationPromptsConfig, storage: CosmosStorage,
+    synthetic: SyntheticSettings, vlm: VisionLanguageResource, curated_dataset: pl.DataFrame,
+) -> dg.Output[pl.DataFrame]:
+    """Generation requests of one round: per curated training clip and augmentation condition, a prompt
+    (rewritten from the caption by the VLM endpoint, or from a template), a negative prompt, N seeds, the
+    source window at candidate size and control videos derived from it (edges, blur). For an inbox batch:
+    the requests its manifest names."""
+    remove_stale_temporaries(storage.paths.synthetic / "sources")
+    if is_inbox_batch(context.partition_key):
+        rows, facts = _inbox_requests(context, config, storage, synthetic, curated_dataset)
+    else:
+        rows, facts = _round_requests(context, config, storage, synthetic, vlm, curated_dataset)
+    table = _table(rows, GENERATION_PROMPTS)
+    usable = table.filter(pl.col("error_class").is_null())
+    statuses = Counter(usable["prompt_status"].to_list())
+    context.log.info(f"{usable.height} request(s) in {context.partition_key}" + (f"; prompts: {dict(statuses)}" if statuses else ""))
+    examples = usable.head(8).select("condition", "prompt_status", "prompt").to_dicts()
+    return dg.Output(table, metadata={
+        "requests": usable.height,
+        "requests_with_errors": table.height - usable.height,
+        "seeds_per_request": config.seeds_per_request if not is_inbox_batch(context.partition_key) else 0,
+        "prompt_status": dg.MetadataValue.json(dict(statuses)),
+        **{k: (dg.MetadataValue.text(v) if isinstance(v, str) else v) for k, v in facts.items()},
+        **_tiny_label(bool(table["tiny_random"].any()) if table.height else False),
+        "examples": dg.MetadataValue.md(_md_table([{**e, "prompt": e["prompt"][:200]} for e in examples],
+                                                  ["condition", "prompt_status", "prompt"]) if examples else "no requests"),
+    })
+
+
+# --- synthetic_videos ------------------------------------------------------------------------------------
+
+
+class SyntheticVideosConfig(dg.Config):
+    backend: Optional[str] = None  # classical | generator; None: the profile's (the `synthetic` resource)
+
+
+def _failed_row(base: dict, error_class: str, message: str) -> dict:
+    return {**base, "status": "rejected", "error_class": error_class, "error_message": message[:500], "tiny_random": False,
+            "reused": False}
+
+
+def _generate_round(context, storage, backend, requests: pl.DataFrame) -> list[dict]:
+    root = storage.paths.synthetic / "candidates"
+    remove_stale_temporaries(root)
+    rows = []
+    todo = requests.filter(pl.col("error_class").is_null()).to_dicts()
+    for number, request in enumerate(todo, start=1):
+        source = read_window(request["source_path"], request_geometry_of(request), request["source_start_s"])
+        for seed in request["seeds"]:
+            base = {"request_id": request["request_id"], "round": context.partition_key, "origin": "generated", "seed": seed,
+                    "condition": request["condition"], "source_clip_id": request["source_clip_id"], "prompt": request["prompt"],
+                    **backend.identity()}
+            base["candidate_id"] = candidate_id(request["request_id"], seed, backend.config_digest())
+            try:
+                row = generate_candidate(backend, request, seed, source, root, context.partition_key)
+            except (ValueError, RuntimeError) as error:  # this request's geometry or inputs; the others go on
+                row = _failed_row(base, "GenerationFailed", f"{error.__class__.__name__}: {error}")
+                context.log.warning(f"{request['request_id']} seed {seed}: {row['error_message']}")
+            row["tiny_random"] = bool(row["tiny_random"] or request["tiny_random"])
+            rows.append(row)
+        context.log.info(f"[{number}/{len(todo)}] {request['condition']} on {request['source_clip_id']}: "
+                         f"{len(request['seeds'])} candidate(s)")
+    return rows
+
+
+def _ingest_inbox(context, storage, requests: pl.DataFrame) -> list[dict]:
+    paths = storage.paths
+    batch = InboxLedger(paths.synthetic_inbox_ledger).batch(context.partition_key)
+    base = {"round": context.partition_key, "origin": "external", "backend": "external"}
+    if batch.problem or batch.manifest_bytes is None:
+        error_class, _, message = (batch.problem or "ManifestUnreadable: no manifest bytes").partition(": ")
+        return [_failed_row({**base, "candidate_id": stable_id("inbox-manifest", batch.key)}, error_class, message)]
+    try:
+        manifest = parse_manifest(batch.manifest_bytes)
+    except ManifestInvalid as error:
+        return [_failed_row({**base, "candidate_id": stable_id("inbox-manifest", batch.key)}, "ManifestInvalid", str(error))]
+    by_request = {r["request_id"]: r for r in requests.to_dicts()}
+    external = paths.synthetic / "external"
+    remove_stale_temporaries(external)
+    rows = []
+    for entry in manifest.entries:
+        row = {**base, "candidate_id": stable_id("inbox-entry", batch.key, entry.index), "request_id": entry.request_id,
+               "seed": entry.seed, "condition": entry.condition, "source_clip_id": entry.source_clip_id, "prompt": entry.prompt,
+               "generator": manifest.generator, "model": manifest.generator}
+        request = by_request.get(entry.request_id)
+        try:
+            if entry.error_class:
+                raise VideoRejected(entry.error_class, entry.error_message)
+            if request is None or request["error_class"]:
+                raise VideoRejected(request["error_class"] if request else "UnknownRequest",
+                                    request["error_message"] if request else "the request is not in generation_prompts")
+            try:
+                relative = member_path(batch.manifest_path, entry.file)
+            except OutsideLandingZone as error:
+                raise VideoRejected("UnsafePath", str(error)) from None
+            ingested = ingest_file(paths.synthetic_inbox, relative, lambda digest: external / digest[:2] / f"{digest}.mp4",
+                                   entry.sha256)
+        except VideoRejected as rejected:
+            rows.append(_failed_row(row, rejected.error_class, rejected.message))
+            context.log.warning(f"inbox entry {entry.index} ({entry.file!r}): {rejected.error_class}: {rejected.message}")
+            continue
+        thumbnail = ingested.path.with_suffix(".jpg")
+        if not thumbnail.is_file():
+            write_jpeg(thumbnail, middle_frame(read_video(ingested.path)[0]))
+        probe = ingested.probe
+        rows.append({**row, "candidate_id": stable_id("external-candidate", entry.request_id, entry.seed, ingested.sha256),
+                     "model_version": None, "checkpoint": None, "controls": "{}",
+                     "settings": json.dumps({"manifest": batch.manifest_name, "entry": entry.index, "file": entry.file}),
+                     "path": str(ingested.path), "thumbnail_path": str(thumbnail), "sha256": ingested.sha256,
+                     "width": probe["width"], "height": probe["height"], "fps": probe["average_fps"], "frames": probe["frames"],
+                     "status": "ok", "tiny_random": False, "label": "", "reused": False})
+    return rows
+
+
+def _side_by_side(requests: pl.DataFrame, candidates: pl.DataFrame) -> str:
+    """Per request (a few): the source window, then its candidates, in one row."""
+    images, labels, columns = [], [], 1
+    by_request = defaultdict(list)
+    for row in candidates.filter(pl.col("status") == "ok").to_dicts():
+        by_request[row["request_id"]].append(row)
+    shown = [r for r in requests.to_dicts() if r["request_id"] in by_request][:SHEET_ROWS]
+    for request in shown:
+        group = sorted(by_request[request["request_id"]], key=lambda r: (r["seed"] is None, r["seed"]))
+        columns = max(columns, 1 + len(group))
+    for request in shown:
+        group = sorted(by_request[request["request_id"]], key=lambda r: (r["seed"] is None, r["seed"]))
+        tiles = [(request["source_thumbnail_path"], f"source {request['condition']}")]
+        tiles += [(r["thumbnail_path"], f"seed {r['seed']}" + (" [tiny]" if r["tiny_random"] else "")) for r in group]
+        tiles += [(None, "")] * (columns - len(tiles))
+        for path, label in tiles:
+            images.append(Image.open(path).convert("RGB") if path and Path(path).is_file() else Image.new("RGB", (160, 90)))
+            labels.append(label)
+    if not images:
+        return "no candidates"
+    return markdown_image(encode_jpeg(contact_sheet(images, labels, columns=columns, tile_width=128), quality=70),
+                          "source and candidates")
+
+
+def batch_digest(candidates: pl.DataFrame) -> str:
+    """Names the set of candidates a materialization holds: the sensor's run key for its critique."""
+    return stable_id("synthetic-batch", sorted(candidates["candidate_id"].to_list()))
+
+
+@dg.asset(partitions_def=generation_rounds, group_name=GROUP, pool="gpu", kinds={"pytorch", "parquet"}, owners=OWNERS)
+def synthetic_videos(
+    context: dg.AssetExecutionContext, config: SyntheticVideosConfig, storage: CosmosStorage, synthetic: SyntheticSettings,
+    generator: VideoGeneratorResource, generation_prompts: pl.DataFrame,
+) -> dg.Output[pl.DataFrame]:
+    """N candidate videos per request (H.264 MP4 under artefacts/synthetic), each recording its request, seed,
+    backend, model and checkpoint, controls and settings. For an inbox batch: the dropped videos, checked and
+    copied into the store, with bad files recorded and set aside."""
+    if is_inbox_batch(context.partition_key):
+        rows, backend_name, model = _ingest_inbox(context, storage, generation_prompts), "external", ""
+    else:
+        backend = open_backend(config.backend or synthetic.generator_backend, generator)
+        identity = backend.identity()
+        rows, backend_name, model = _generate_round(context, storage, backend, generation_prompts), identity["backend"], identity["checkpoint"] or identity["model"]
+    table = _table(rows, SYNTHETIC_VIDEOS)
+    ok = table.filter(pl.col("status") == "ok")
+    failures = Counter(table.filter(pl.col("status") != "ok")["error_class"].to_list())
+    if table.height and not ok.height and not is_inbox_batch(context.partition_key):
+        raise dg.Failure(f"no candidate could be generated: {dict(failures)}",
+                         metadata={"failures": dg.MetadataValue.md(_md_table(rows, ["request_id", "seed", "error_class", "error_message"]))})
+    context.log.info(f"{ok.height} candidate(s), {table.height - ok.height} rejected or failed")
+    return dg.Output(table, metadata={
+        "candidates": ok.height,
+        "rejected": table.height - ok.height,
+        "rejected_by_error_class": dg.MetadataValue.json(dict(failures)),
+        "reused": int(ok["reused"].sum()) if ok.height else 0,
+        "backend": backend_name,
+        "model": model or "",
+        "batch_digest": batch_digest(ok),
+        **_tiny_label(bool(ok["tiny_random"].any()) if ok.height else False),
+        "source_and_candidates": dg.MetadataValue.md(_side_by_side(generation_prompts, table)),
+        "failures": dg.MetadataValue.md(_md_table(table.filter(pl.col("status") != "ok").to_dicts(),
+                                                  ["request_id", "seed", "error_class", "error_message"]) if failures else "none"),
+    })
+
+
+# --- critique_scores -------------------------------------------------------------------------------------
+
+
+class CritiqueConfig(dg.Config):
+    critic: Optional[str] = None  # metric | reason | rubric; None: the profile's (the `synthetic` resource)
+    trials: Optional[int] = None  # K for the VLM critic; None: the vlm resource's critique settings (5)
+    critic_fps: float = 16.0  # the Reason critic watches the video at 16 fps (within the pixel budget)
+    critic_max_frames: int = 96
+    batch_size: int = 2  # videos per VLM call
+    analysis_width: int = MetricCriticConfig.analysis_width
+
+
+def _metric_rows(context, critic: MetricCritic, candidates: list[dict], requests: dict) -> list[dict]:
+    rows = []
+    by_request = defaultdict(list)
+    for candidate in candidates:
+        by_request[candidate["request_id"]].append(candidate)
+    done = 0
+    for request_id, group in by_request.items():
+        request = requests[request_id]
+        # Both sides decoded straight to the critic's working width: 720p frames are never held.
+        width = critic.config.analysis_width
+        geometry = at_most(request_geometry_of(request), width)
+        source = read_window(request["source_path"], geometry, request["source_start_s"])
+        window_s = len(source) / geometry.fps
+        for candidate in group:
+            try:
+                frames, fps = read_video(candidate["path"], max_width=width)
+                # Only the time the source window covers is compared (an external candidate may be longer).
+                frames = frames[: max(2, int(window_s * fps + 1e-6))]
+                result = critic.score(frames, align_source(source, geometry.fps, len(frames), fps))
+                rows.append({"candidate_id": candidate["candidate_id"], "score": result.score, **result.components(),
+                             "trials_total": 0, "trials_parsed": 0, "parse_failures": 0})
+            except (ValueError, OSError) as error:
+                rows.append({"candidate_id": candidate["candidate_id"], "error_class": "UndecodableCandidate",
+                             "error_message": f"{error.__class__.__name__}: {error}"[:500]})
+            done += 1
+        context.log.info(f"critiqued {done}/{len(candidates)}")
+    return rows
+
+
+def _vlm_rows(context, critic: ReasonCritic, candidates: list[dict], config: CritiqueConfig) -> list[dict]:
+    rows = []
+    for start in range(0, len(candidates), config.batch_size):
+        chunk, videos = [], []
+        for candidate in candidates[start:start + config.batch_size]:
+            try:
+                sampled = sample_frames(candidate["path"], config.critic_fps, config.critic_max_frames)
+            except (ValueError, OSError) as error:
+                rows.append({"candidate_id": candidate["candidate_id"], "error_class": "UndecodableCandidate",
+                             "error_message": f"{error.__class__.__name__}: {error}"[:500]})
+                continue
+            chunk.append(candidate)
+            videos.append((sampled.frames, sampled.fps))
+        for candidate, critique in zip(chunk, critic.critique(videos) if videos else []):
+            rows.append({"candidate_id": candidate["candidate_id"], "score": critique.score, "rating_mean": critique.rating_mean,
+                         "trials_total": len(critique.trials), "trials_parsed": critique.parsed,
+                         "parse_failures": critique.parse_failures, "trials": trials_json(critique.trials)})
+        context.log.info(f"critiqued {min(start + config.batch_size, len(candidates))}/{len(candidates)}")
+    return rows
+
+
+@dg.asset(partitions_def=generation_rounds, group_name=GROUP, pool="gpu", kinds={"pytorch", "parquet"}, owners=OWNERS)
+def critique_scores(
+    context: dg.AssetExecutionContext, config: CritiqueConfig, synthetic: SyntheticSettings, vlm: VisionLanguageResource,
+    synthetic_videos: pl.DataFrame, generation_prompts: pl.DataFrame,
+) -> dg.Output[pl.DataFrame]:
+    """A score in [0, 1] per candidate from the configured critic (metric signals against the source clip; the
+    Reason critic's share of "no anomaly" over K trials; or its 1-5 rubric), with every trial's text and
+    reasoning, parse failures counted, and the critic's identity and version on every row."""
+    mode = config.critic or synthetic.critic
+    candidates = synthetic_videos.filter(pl.col("status") == "ok").to_dicts()
+    requests = {r["request_id"]: r for r in generation_prompts.to_dicts()}
+    if mode == "metric":
+        critic = MetricCritic(MetricCriticConfig(analysis_width=config.analysis_width))
+        scored = _metric_rows(context, critic, candidates, requests)
+    elif mode in ("reason", "rubric"):
+        settings = vlm.critique.settings()
+        if config.trials:
+            settings = dataclasses.replace(settings, trials=config.trials)
+        critic = ReasonCritic(vlm.get(), settings, mode)
+        scored = _vlm_rows(context, critic, candidates, config)
+    else:
+        raise dg.Failure(f"critic {mode!r}; expected metric, reason or rubric")
+    identity = critic.identity
+    by_id = {c["candidate_id"]: c for c in candidates}
+    rows = [{**{k: by_id[r["candidate_id"]][k] for k in ("request_id", "round", "condition")}, "critic": identity["critic"],
+             "critic_mode": mode, "critic_model": identity["critic_model"], "critic_version": identity["critic_version"],
+             "critic_tiny_random": identity["tiny_random"], **r} for r in scored]
+    table = _table(rows, CRITIQUE_SCORES)
+    trials, failures = int(table["trials_total"].sum() or 0), int(table["parse_failures"].sum() or 0)
+    scores = table["score"].drop_nulls()
+    metadata = {
+        "critiqued": table.height,
+        "unscored": table.height - scores.len(),
+        "trials": trials,
+        "parse_failures": failures,
+        "parse_failure_rate": round(failures / trials, 4) if trials else 0.0,
+        "critic": identity["critic"],
+        "critic_version": identity["critic_version"],
+        "mean_score": round(float(scores.mean()), 4) if scores.len() else 0.0,
+        **_tiny_label(bool(identity["tiny_random"])),
+    }
+    if mode != "metric" and table.height:
+        examples = [{"candidate_id": r["candidate_id"][:8], "score": r["score"], "parsed": f"{r['trials_parsed']}/{r['trials_total']}",
+                     "first trial": (json.loads(r["trials"])[0]["text"] if r["trials"] else "")[:160]} for r in rows[:6]]
+        metadata["trials_examples"] = dg.MetadataValue.md(_md_table(examples, ["candidate_id", "score", "parsed", "first trial"]))
+    context.log.info(f"{identity['critic']}: {table.height} critiqued, {failures}/{trials} trials unparsed")
+    return dg.Output(table, metadata=metadata)
+
+
+# --- accepted_videos -------------------------------------------------------------------------------------
+
+
+class AcceptanceConfig(dg.Config):
+    rule: str = "best_of_n_and_threshold"  # best_of_n | threshold | best_of_n_and_threshold
+    threshold: Optional[float] = None  # None: the critic's default (selection.DEFAULT_THRESHOLDS)
+
+
+def _decision_sheet(rows: list[dict], accepted: bool, limit: int = 12) -> str:
+    chosen = [r for r in rows if r["accepted"] == accepted and r["thumbnail_path"]][:limit]
+    if not chosen:
+        return "none"
+    images = [Image.open(r["thumbnail_path"]).convert("RGB") if Path(r["thumbnail_path"]).is_file() else Image.new("RGB", (160, 90))
+              for r in chosen]
+    labels = [f"{'OK' if accepted else 'NO'} {r['condition'] or '?'} {r['score']:.2f}" if r["score"] is not None
+              else f"NO {r['decision']}" for r in chosen]
+    return markdown_image(encode_jpeg(contact_sheet(images, labels, columns=6, tile_width=128), quality=70),
+                          "accepted" if accepted else "rejected")
+
+
+@dg.asset(partitions_def=generation_rounds, group_name=GROUP, kinds={"python", "parquet"}, owners=OWNERS)
+def accepted_videos(
+    context: dg.AssetExecutionContext, config: AcceptanceConfig, synthetic_videos: pl.DataFrame, critique_scores: pl.DataFrame,
+) -> dg.Output[pl.DataFrame]:
+    """Rejection sampling: every candidate with `accepted` and the decision behind it, by the configured rule
+    (best-of-N per request, a score threshold, or both); acceptance rates overall and per condition."""
+    rule = check_rule(config.rule)
+    modes = set(critique_scores["critic_mode"].drop_nulls())
+    mode = modes.pop() if len(modes) == 1 else "metric"
+    threshold = config.threshold if config.threshold is not None else DEFAULT_THRESHOLDS[mode]
+    joined = synthetic_videos.join(critique_scores.select("candidate_id", "critic", "critic_version", "critic_tiny_random",
+                                                          "score", "trials_total", "parse_failures",
+                                                          pl.col("error_class").alias("critique_error")),
+                                   on="candidate_id", how="left").to_dicts()
+    decisions = select([{"candidate_id": r["candidate_id"], "request_id": r["request_id"], "score": r["score"],
+                         "usable": r["status"] == "ok" and r["critique_error"] is None} for r in joined], rule, threshold)
+    rows = []
+    for r in joined:
+        decision = decisions[r["candidate_id"]]
+        rows.append({**r, "accepted": decision.accepted, "rank": decision.rank, "decision": decision.reason or "accepted",
+                     "rule": rule, "threshold": threshold,
+                     "tiny_random": bool(r["tiny_random"] or r["critic_tiny_random"])})
+    table = _table(rows, ACCEPTED_VIDEOS)
+    judged = table.filter(pl.col("decision") != "bad_input")
+    accepted = table.filter(pl.col("accepted"))
+    by_condition = {}
+    for (condition,), group in judged.group_by("condition", maintain_order=True):
+        by_condition[condition or "?"] = round(float(group["accepted"].mean()), 4)
+    trials, failures = int(judged["trials_total"].sum() or 0), int(judged["parse_failures"].sum() or 0)
+    scores = judged["score"].drop_nulls().to_list()
+    context.log.info(f"accepted {accepted.height} of {judged.height} judged candidates ({rule}, threshold {threshold})")
+    return dg.Output(table, metadata={
+        "accepted": accepted.height,
+        "rejected": table.height - accepted.height,
+        "judged": judged.height,
+        "acceptance_rate": round(accepted.height / judged.height, 4) if judged.height else 0.0,
+        "acceptance_rate_by_condition": dg.MetadataValue.json(by_condition),
+        "accepted_by_condition": dg.MetadataValue.json(dict(Counter(accepted["condition"].fill_null("?").to_list()))),
+        "decisions": dg.MetadataValue.json(dict(Counter(table["decision"].to_list()))),
+        "parse_failure_rate": round(failures / trials, 4) if trials else 0.0,
+        "rule": rule,
+        "threshold": float(threshold),
+        **_tiny_label(bool(table["tiny_random"].any()) if table.height else False),
+        "score_histogram": dg.MetadataValue.md(markdown_image(encode_png(histogram(scores, f"{mode} critic score", threshold=threshold)),
+                                                              "score histogram", "image/png")),
+        "accepted_candidates": dg.MetadataValue.md(_decision_sheet(rows, True)),
+        "rejected_candidates": dg.MetadataValue.md(_decision_sheet(rows, False)),
+    })
+
+
+class AcceptanceBoundsConfig(dg.Config):
+    max_parse_failure_rate: float = 0.2  # more unparsed critic trials than this: the critic is not working
+    min_acceptance_rate: float = 0.05
+    max_acceptance_rate: float = 1.0
+
+
+@dg.asset_check(asset=accepted_videos, blocking=True, partitions_def=generation_rounds,  # checks the run's batch
+                description="Stops downstream use of a batch when the critic's parse-failure rate or the acceptance "
+                            "rate is outside the configured bounds.")
+def accepted_videos_rates_in_bounds(config: AcceptanceBoundsConfig, accepted_videos: pl.DataFrame) -> dg.AssetCheckResult:
+    judged = accepted_videos.filter(pl.col("decision") != "bad_input")
+    trials, failures = int(judged["trials_total"].sum() or 0), int(judged["parse_failures"].sum() or 0)
+    parse_failure_rate = failures / trials if trials else 0.0
+    acceptance_rate = float(judged["accepted"].mean()) if judged.height else None
+    problems = []
+    if parse_failure_rate > config.max_parse_failure_rate:
+        problems.append(f"parse-failure rate {parse_failure_rate:.2f} > {config.max_parse_failure_rate}")
+    if acceptance_rate is not None and not config.min_acceptance_rate <= acceptance_rate <= config.max_acceptance_rate:
+        problems.append(f"acceptance rate {acceptance_rate:.2f} outside [{config.min_acceptance_rate}, {config.max_acceptance_rate}]")
+    return dg.AssetCheckResult(
+        passed=not problems,
+        description="; ".join(problems) or ("no candidate to judge" if acceptance_rate is None else "rates within bounds"),
+        metadata={"parse_failure_rate": round(parse_failure_rate, 4), "judged": judged.height,
+                  "acceptance_rate": round(acceptance_rate, 4) if acceptance_rate is not None else -1.0,
+                  "bounds": dg.MetadataValue.json(config.model_dump())},
+    )
+
+
+generation_job = dg.define_asset_job(
+    "generation_job", selection=[generation_prompts, synthetic_videos],
+    description="One generation round: requests from the curated clips, then N candidates per request.",
+)
+critique_job = dg.define_asset_job(
+    "critique_job", selection=[critique_scores, accepted_videos],
+    description="Critique one batch of candidates and keep the good ones (rejection sampling).",
+)
+inbox_job = dg.define_asset_job(
+    "inbox_job", selection=[generation_prompts, synthetic_videos, critique_scores, accepted_videos],
+    description="Take one inbox batch of externally generated candidates, then critique it and keep the good ones.",
+)

@@ -1,0 +1,303 @@
+"""The synthetic inbox: candidate videos dropped by an external generator, with a manifest.
+
+An external generator writes its videos into ``$COSMOS_HOME/synthetic_inbox/`` (any folder depth) and then
+a manifest, a small JSON file beside them::
+
+    {"generator": "acme-gen 3.1",
+     "candidates": [{"file": "rain_0.mp4", "request_id": "r-17", "seed": 0, "source_clip_id": "<clip id>",
+                     "condition": "rain", "prompt": "...", "sha256": "<optional>"}]}
+
+(a manifest may also be one such candidate object on its own). Each new manifest becomes one batch, exactly
+once, in a SQLite ledger (the same rules as the landing zone: a file is taken once it has settled; the
+inbox is walked without following symlinks; files are opened with ``O_NOFOLLOW``; names in a manifest are
+data, checked to stay inside the inbox and never used to name anything we write). The manifest's bytes are
+kept in the ledger, so the batch is the manifest as it was when taken. Bad input is recorded per candidate
+with an error class and message, and the rest of the batch goes on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from cosmos_assets.common.files import copy_and_hash_atomically, display_name, sha256_of_stream
+from cosmos_assets.curation.landing import (
+    LandedFile, LandingLedger, OutsideLandingZone, open_landed_file, scan_landing_zone,
+)
+from cosmos_assets.curation.probe import ProbeLimits, VideoRejected, probe_video
+
+INBOX_PREFIX = "inbox-"
+MANIFEST_SUFFIX = ".json"
+MAX_MANIFEST_BYTES = 1 << 20
+REQUIRED_FIELDS = ("file", "request_id", "seed", "source_clip_id")
+
+
+class ManifestInvalid(ValueError):
+    """A manifest that is not a JSON object with candidates."""
+
+
+@dataclass(frozen=True)
+class ManifestEntry:
+    index: int
+    file: str | None
+    request_id: str | None
+    seed: int | None
+    source_clip_id: str | None
+    condition: str | None = None
+    prompt: str | None = None
+    sha256: str | None = None
+    source_start_s: float = 0.0
+    error_class: str | None = None  # set when the entry itself is unusable
+    error_message: str | None = None
+
+
+@dataclass(frozen=True)
+class Manifest:
+    generator: str
+    entries: list[ManifestEntry]
+
+
+def _entry(index: int, item) -> ManifestEntry:
+    if not isinstance(item, dict):
+        return ManifestEntry(index, None, None, None, None, error_class="ManifestEntryInvalid",
+                             error_message=f"candidate {index} is a {type(item).__name__}, not an object")
+    missing = [f for f in REQUIRED_FIELDS if item.get(f) in (None, "")]
+    problems = [f"missing {', '.join(missing)}"] if missing else []
+    seed = item.get("seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        problems.append(f"seed {seed!r} is not an integer")
+    texts = {f: item.get(f) for f in ("file", "request_id", "source_clip_id", "condition", "prompt", "sha256")}
+    problems += [f"{f} is not a string" for f, v in texts.items() if v is not None and not isinstance(v, str)]
+    start = item.get("source_start_s", 0.0)
+    if isinstance(start, bool) or not isinstance(start, (int, float)) or start < 0:
+        problems.append(f"source_start_s {start!r} is not a non-negative number")
+        start = 0.0
+    if problems:
+        return ManifestEntry(index, *(str(texts[f]) if texts[f] is not None else None for f in ("file", "request_id")),
+                             None, str(texts["source_clip_id"]) if texts["source_clip_id"] is not None else None,
+                             error_class="ManifestEntryInvalid", error_message="; ".join(problems))
+    return ManifestEntry(index, texts["file"], texts["request_id"], seed, texts["source_clip_id"], texts["condition"],
+                         texts["prompt"], texts["sha256"], float(start))
+
+
+def parse_manifest(data: bytes) -> Manifest:
+    """The candidates of a manifest; raises ``ManifestInvalid`` when there are none to read."""
+    try:
+        document = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ManifestInvalid(f"not JSON: {error}") from None
+    if not isinstance(document, dict):
+        raise ManifestInvalid(f"the manifest is a JSON {type(document).__name__}, not an object")
+    items = document.get("candidates") if "candidates" in document else [document] if "file" in document else None
+    if not isinstance(items, list) or not items:
+        raise ManifestInvalid("no candidates: expected a `candidates` list, or one candidate object with `file`")
+    generator = document.get("generator")
+    return Manifest(str(generator) if generator else "external", [_entry(i, item) for i, item in enumerate(items)])
+
+
+def member_path(manifest_relative: bytes, name: str) -> bytes:
+    """The inbox-relative path of a file a manifest names beside itself; raises ``OutsideLandingZone`` for names
+    that would leave the manifest's folder (absolute, ``..``, NUL, backslashes)."""
+    parts = PurePosixPath(name).parts
+    if not name or "\x00" in name or "\\" in name or PurePosixPath(name).is_absolute() or ".." in parts:
+        raise OutsideLandingZone(f"file name {name!r} leaves the manifest's folder")
+    return os.path.join(os.path.dirname(manifest_relative), os.fsencode(name))
+
+
+# --- the ledger ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class InboxBatch:
+    sequence: int
+    key: str
+    manifest_path: bytes
+    manifest_hash: str | None
+    manifest_bytes: bytes | None  # None when the manifest itself could not be read
+    problem: str | None  # why the manifest could not be read ("<ErrorClass>: message")
+
+    @property
+    def manifest_name(self) -> str:
+        return display_name(self.manifest_path)
+
+
+class InboxLedger:
+    """Which manifests were taken into which batch, in a small SQLite file (one writer transaction at a time)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as db:
+            db.executescript(
+                """
+                CREATE TABLE IF NOT EXISTS seen_manifests (
+                    relative_path BLOB PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL
+                );
+                CREATE TABLE IF NOT EXISTS batches (
+                    sequence INTEGER PRIMARY KEY AUTOINCREMENT,
+                    key TEXT UNIQUE NOT NULL,
+                    manifest_path BLOB NOT NULL,
+                    manifest_hash TEXT UNIQUE,
+                    manifest_bytes BLOB,
+                    problem TEXT,
+                    created_at REAL NOT NULL
+                );
+                """
+            )
+
+    # The landing ledger's connection rules (WAL, autocommit, a minute's patience for the write lock).
+    _connect = LandingLedger._connect
+
+    def _seen(self, db, entry: LandedFile) -> bool:
+        row = db.execute("SELECT size, mtime_ns FROM seen_manifests WHERE relative_path = ?", (entry.relative_path,)).fetchone()
+        return bool(row) and row[0] == entry.size and row[1] == entry.mtime_ns
+
+    def plan_batches(self, root: Path, settle_seconds: float, missing_grace_seconds: float,
+                     now: float | None = None) -> list[InboxBatch]:
+        """Take every new, settled manifest whose files are there (or have been missing for longer than the grace
+        period) into a batch of its own; returns the new batches."""
+        now = time.time() if now is None else now
+        scan = scan_landing_zone(root, settle_seconds, now)
+        settled = {f.relative_path: f for f in scan.settled}
+        unsettled = {f.relative_path for f in scan.unsettled}
+        taken: list[tuple[LandedFile, str | None, bytes | None, str | None]] = []
+        with self._connect() as db:
+            for entry in scan.settled:
+                if not entry.relative_path.lower().endswith(MANIFEST_SUFFIX.encode()) or self._seen(db, entry):
+                    continue
+                if entry.is_symlink:
+                    taken.append((entry, None, None, "UnsafePath: symlinks are not followed"))
+                    continue
+                try:
+                    data = _read_manifest(root, entry)
+                except (OutsideLandingZone, ManifestTooLarge) as error:
+                    taken.append((entry, None, None, f"{_error_class(error)}: {error}"))
+                    continue
+                except OSError:
+                    continue  # maybe transient (replaced while we looked): next tick
+                if not self._files_ready(entry, data, settled, unsettled, now, missing_grace_seconds):
+                    continue
+                taken.append((entry, hashlib.sha256(data).hexdigest(), data, None))
+            db.execute("BEGIN IMMEDIATE")  # one evaluator at a time creates batches
+            try:
+                batches = []
+                for entry, digest, data, problem in taken:
+                    db.execute("INSERT OR REPLACE INTO seen_manifests VALUES (?, ?, ?)",
+                               (entry.relative_path, entry.size, entry.mtime_ns))
+                    if digest is not None and db.execute("SELECT 1 FROM batches WHERE manifest_hash = ?", (digest,)).fetchone():
+                        continue  # the same manifest again (copied or touched): one batch
+                    sequence = db.execute("SELECT COALESCE(MAX(sequence), 0) + 1 FROM batches").fetchone()[0]
+                    key = f"{INBOX_PREFIX}{sequence:06d}-{(digest or hashlib.sha256(entry.relative_path).hexdigest())[:10]}"
+                    db.execute("INSERT INTO batches VALUES (?, ?, ?, ?, ?, ?, ?)",
+                               (sequence, key, entry.relative_path, digest, data, problem, now))
+                    batches.append(InboxBatch(sequence, key, entry.relative_path, digest, data, problem))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        return batches
+
+    @staticmethod
+    def _files_ready(entry: LandedFile, data: bytes, settled: dict, unsettled: set, now: float, grace: float) -> bool:
+        try:
+            manifest = parse_manifest(data)
+        except ManifestInvalid:
+            return True  # recorded as an invalid manifest straight away: waiting will not fix it
+        waited = now - entry.mtime_ns / 1e9
+        for item in manifest.entries:
+            if item.file is None or item.error_class:
+                continue
+            try:
+                path = member_path(entry.relative_path, item.file)
+            except OutsideLandingZone:
+                continue  # refused when ingested
+            if path in unsettled:
+                return False  # still being written
+            if path not in settled and waited < grace:
+                return False  # not there yet: the generator may write the manifest first
+        return True
+
+    def batches_after(self, sequence: int) -> list[InboxBatch]:
+        with self._connect() as db:
+            rows = db.execute("SELECT sequence, key, manifest_path, manifest_hash, manifest_bytes, problem FROM batches "
+                              "WHERE sequence > ? ORDER BY sequence", (sequence,)).fetchall()
+        return [InboxBatch(s, k, bytes(p), h, bytes(d) if d is not None else None, e) for s, k, p, h, d, e in rows]
+
+    def batch(self, key: str) -> InboxBatch:
+        with self._connect() as db:
+            row = db.execute("SELECT sequence, key, manifest_path, manifest_hash, manifest_bytes, problem FROM batches "
+                             "WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            raise KeyError(f"no inbox batch {key!r} in {self.path}")
+        s, k, p, h, d, e = row
+        return InboxBatch(s, k, bytes(p), h, bytes(d) if d is not None else None, e)
+
+
+class ManifestTooLarge(ValueError):
+    pass
+
+
+def _error_class(error: Exception) -> str:
+    return "UnsafePath" if isinstance(error, OutsideLandingZone) else type(error).__name__
+
+
+def _read_manifest(root: Path, entry: LandedFile) -> bytes:
+    if entry.size > MAX_MANIFEST_BYTES:
+        raise ManifestTooLarge(f"{entry.size} bytes; a manifest may have at most {MAX_MANIFEST_BYTES}")
+    with open_landed_file(root, entry.relative_path) as stream:
+        data = stream.read(MAX_MANIFEST_BYTES + 1)
+    if len(data) > MAX_MANIFEST_BYTES:
+        raise ManifestTooLarge(f"more than {MAX_MANIFEST_BYTES} bytes")
+    return data
+
+
+# --- ingesting one candidate -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IngestedFile:
+    sha256: str
+    path: Path
+    probe: dict
+
+
+def ingest_file(root: Path, relative_path: bytes, destination_for, expected_sha256: str | None = None,
+                limits: ProbeLimits = ProbeLimits()) -> IngestedFile:
+    """Copy one dropped video into the artefact store under its content hash and probe it.
+
+    Raises ``VideoRejected`` (with the landing zone's error classes, plus ``UnsafePath``, ``MissingFile``,
+    ``ChecksumMismatch`` and ``FileChangedWhileReading``) for anything that cannot be used."""
+    try:
+        stream = open_landed_file(root, relative_path)  # O_NOFOLLOW, and refused outside the inbox
+    except OutsideLandingZone as error:
+        raise VideoRejected("UnsafePath", str(error)) from None
+    except FileNotFoundError:
+        raise VideoRejected("MissingFile", "the manifest names a file that is not in the inbox") from None
+    except OSError as error:
+        if os.path.islink(os.path.join(os.fsencode(root), relative_path)):
+            raise VideoRejected("UnsafePath", "symlinks are not followed") from None
+        raise VideoRejected("UnreadableFile", f"{error.__class__.__name__}: {error.strerror or error}") from None
+    with stream:
+        size = os.fstat(stream.fileno()).st_size
+        if size > limits.max_file_bytes:
+            raise VideoRejected("FileTooLarge", f"{size} bytes is over the configured limit of {limits.max_file_bytes}")
+        digest, _ = sha256_of_stream(stream)
+        if expected_sha256 and digest != expected_sha256.lower():
+            raise VideoRejected("ChecksumMismatch", f"the manifest says sha256 {expected_sha256}, the file has {digest}")
+        destination = Path(destination_for(digest))
+        if not destination.is_file():
+            stream.seek(0)
+            copied, _ = copy_and_hash_atomically(stream, destination)
+            if copied != digest:  # written to while we read it: never keep a file that is not what was hashed
+                destination.unlink(missing_ok=True)
+                raise VideoRejected("FileChangedWhileReading", "the file changed while it was being copied")
+    try:
+        probe = probe_video(destination, limits)
+    except VideoRejected:
+        destination.unlink(missing_ok=True)  # the store keeps usable videos only
+        raise
+    return IngestedFile(digest, destination, probe.as_row())
