@@ -13,6 +13,7 @@ from pydantic import Field
 
 from cosmos_assets.models.generator import GENERATOR_KINDS, VideoGenerator, open_generator
 from cosmos_assets.models.runtime import MODELS
+from cosmos_assets.models.speedups import GeneratorSpeedups
 
 
 class VideoGeneratorResource(dg.ConfigurableResource):
@@ -35,11 +36,19 @@ class VideoGeneratorResource(dg.ConfigurableResource):
     height: Optional[int] = None
     width: Optional[int] = None
     fps: Optional[int] = None
+    # Speed switches of the transformer (cosmos_assets.models.speedups; bench/GPU_RESULTS.md, "Speed (issue 8)").
+    frame_adaln: bool = Field(default=True, description="adaLN conditioning once per latent frame, not per token.")
+    attention_backend: str = Field(default="auto", description="SDPA kernel tried first: auto (cuDNN on Hopper), "
+                                                               "default, cudnn, flash or efficient.")
+    compile_transformer: str = Field(default="auto", description="Regional torch.compile of the transformer blocks: "
+                                                                 "auto (CUDA only), on or off.")
 
     def get(self) -> VideoGenerator:
+        speedups = GeneratorSpeedups(frame_adaln=self.frame_adaln, attention=self.attention_backend,
+                                     compile=self.compile_transformer)
         return open_generator(
             self.kind, self.model, revision=self.revision, device=self.device, dtype=self.dtype,
-            controlnets=self.controlnets, steps=self.steps, guidance_scale=self.guidance_scale,
+            controlnets=self.controlnets, speedups=speedups, steps=self.steps, guidance_scale=self.guidance_scale,
             num_frames=self.num_frames, height=self.height, width=self.width, fps=self.fps,
         )
 

@@ -18,6 +18,7 @@ from cosmos_assets.models.vlm import (
     EndpointVLM,
     GenerationSettings,
     VideoSizing,
+    VLMSpeedups,
     load_transformers_vlm,
 )
 from cosmos_assets.settings import CosmosPaths
@@ -81,6 +82,11 @@ class VisionLanguageResource(_ModelResource):
     revision: Optional[str] = None
     total_pixels: int = 8192 * 28 * 28  # visual budget over all frames of one video
     share_prefill: bool = True  # K trials decode from one encode + prefill of the video (see TransformersVLM)
+    # Speed switches of the transformers backend (VLMSpeedups; bench/GPU_RESULTS.md, "Speed (issue 8)").
+    static_decode: bool = True  # with share_prefill: decode in a static KV cache with our sampling loop
+    cuda_graphs: bool = True  # with static_decode on CUDA: one captured decode step replayed per token
+    device_preprocess: bool = True  # resize, normalise and patchify frames on the model's device
+    batched_vision: bool = True  # the vision tower's windowed attention in one call per layer
     endpoint_url: Optional[str] = None  # e.g. http://vllm:8000/v1
     endpoint_api_key: Optional[str] = None  # pass dg.EnvVar("COSMOS_VLM_API_KEY"); never a literal
     endpoint_timeout_s: float = 120.0
@@ -99,7 +105,9 @@ class VisionLanguageResource(_ModelResource):
                                     self.endpoint_max_retries, sizing=sizing),
             )
         checkpoint = resolve_model(self.model, role="vision-language", models_root=self.models_root, revision=self.revision)
-        return load_transformers_vlm(checkpoint, self.torch_device(), self.torch_dtype(), sizing, self.share_prefill)
+        speedups = VLMSpeedups(share_prefill=self.share_prefill, static_decode=self.static_decode, cuda_graphs=self.cuda_graphs,
+                               device_preprocess=self.device_preprocess, batched_vision=self.batched_vision)
+        return load_transformers_vlm(checkpoint, self.torch_device(), self.torch_dtype(), sizing, speedups=speedups)
 
 
 class EmbedderResource(_ModelResource):

@@ -27,6 +27,7 @@ from PIL import Image
 
 from cosmos_assets.models.checkpoints import TINY_LABEL, Checkpoint, ModelError, resolve_checkpoint
 from cosmos_assets.models.runtime import MODELS, choose_device, choose_dtype
+from cosmos_assets.models.speedups import GeneratorSpeedups, apply_generator_speedups
 from cosmos_assets.models.tiny_generators import (
     CONTROLNETS_FOLDER, PIPELINE_CLASSES, PREDICT2, PREDICT25, TRANSFER25, TinyPassThroughSafetyChecker,
 )
@@ -277,7 +278,10 @@ class VideoGenerator:
     """A loaded Cosmos pipeline with its defaults; ``generate`` turns one request into one video."""
 
     def __init__(self, kind: str, checkpoint: Checkpoint, pipeline, device: torch.device, dtype: torch.dtype,
-                 defaults: GenerationDefaults | None = None, controlnets: Mapping[str, ControlNetSource] | None = None):
+                 defaults: GenerationDefaults | None = None, controlnets: Mapping[str, ControlNetSource] | None = None,
+                 speedups: GeneratorSpeedups | None = None):
+        """``speedups``: switches of the transformer's fast path (``speedups.GeneratorSpeedups``; its defaults
+        when None). The pipeline may be shared: each ``generate`` applies this generator's switches."""
         check_kind(kind)
         self.kind = kind
         self.checkpoint = checkpoint
@@ -286,6 +290,7 @@ class VideoGenerator:
         self.dtype = dtype
         self.defaults = defaults or DEFAULTS[kind]
         self.controlnets = dict(controlnets or {})
+        self.speedups = speedups or GeneratorSpeedups()
 
     @property
     def controls(self) -> tuple[str, ...]:
@@ -316,6 +321,7 @@ class VideoGenerator:
             pipe, call, settings = self._transfer_call(*control, num_frames)
         else:
             pipe, call, settings = self.pipeline, self._predict_call(request, fps), {}
+        apply_generator_speedups(pipe.transformer, self.speedups, self.device)
         output = pipe(**common, **call)
         frames = np.clip(np.rint(np.asarray(output.frames[0]) * 255.0), 0, 255).astype(np.uint8)
         if frames.shape != (num_frames, height, width, 3):
@@ -397,19 +403,20 @@ def _frame_count(frames: np.ndarray | None) -> int:
 
 
 def load_generator(checkpoint: Checkpoint, kind: str, device: str | torch.device = "auto", dtype: str | torch.dtype = "auto",
-                   defaults: GenerationDefaults | None = None,
-                   controlnets: Mapping[str, str] | None = None) -> VideoGenerator:
+                   defaults: GenerationDefaults | None = None, controlnets: Mapping[str, str] | None = None,
+                   speedups: GeneratorSpeedups | None = None) -> VideoGenerator:
     """A ``VideoGenerator`` for a resolved checkpoint; the pipeline itself is loaded once per process."""
     check_kind(kind)
     device = device if isinstance(device, torch.device) else choose_device(device)
     dtype = dtype if isinstance(dtype, torch.dtype) else choose_dtype(device, dtype)
     pipeline = load_pipeline(checkpoint, kind, device, dtype)
     sources = controlnet_sources(checkpoint, controlnets) if kind == TRANSFER25 else {}
-    return VideoGenerator(kind, checkpoint, pipeline, device, dtype, defaults, sources)
+    return VideoGenerator(kind, checkpoint, pipeline, device, dtype, defaults, sources, speedups)
 
 
 def open_generator(kind: str, model: str, revision: str | None = None, device: str = "auto", dtype: str = "auto",
-                   controlnets: Mapping[str, str] | None = None, **default_overrides) -> VideoGenerator:
+                   controlnets: Mapping[str, str] | None = None, speedups: GeneratorSpeedups | None = None,
+                   **default_overrides) -> VideoGenerator:
     """Resolve ``model`` (a directory, a Hub id already in the cache, or ``tiny:<kind>``) and load it as a
     ``kind`` generator."""
     from cosmos_assets.models.catalog import TINY_PREFIX, resolve_model
@@ -419,6 +426,6 @@ def open_generator(kind: str, model: str, revision: str | None = None, device: s
         checkpoint = resolve_model(model, role=f"{ROLE} ({kind})")
     else:
         checkpoint = resolve_checkpoint(model, role=f"{ROLE} ({kind})", revision=revision, how_to_provide=HOW_TO_PROVIDE)
-    return load_generator(checkpoint, kind, device, dtype, defaults_for(kind, **default_overrides), controlnets)
+    return load_generator(checkpoint, kind, device, dtype, defaults_for(kind, **default_overrides), controlnets, speedups)
 
 

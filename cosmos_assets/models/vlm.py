@@ -22,6 +22,7 @@ from PIL import Image
 from cosmos_assets.models.checkpoints import Checkpoint, ModelError
 from cosmos_assets.models.frames import fit_pixel_budget
 from cosmos_assets.models.runtime import MODELS
+from cosmos_assets.models.speedups import Sampling, StaticDecoder, PhaseClock, batch_vision_windows, fit_frames_on_device
 
 log = logging.getLogger(__name__)
 
@@ -114,23 +115,62 @@ def _even_frames(frames: np.ndarray) -> np.ndarray:
     return frames if len(frames) % 2 == 0 else np.concatenate([frames, frames[-1:]])
 
 
+@dataclass(frozen=True)
+class VLMSpeedups:
+    """Switches of the transformers path (all on by default; each off gives the path before it).
+
+    - ``share_prefill``: the K trials of a prompt decode from one encode + prefill of the video (off: ``generate``
+      with ``num_return_sequences``, which encodes and prefills it K times).
+    - ``static_decode``: with ``share_prefill``, decode in a static KV cache with this package's sampling loop
+      (``speedups.StaticDecoder``) instead of ``generate`` continuing from the shared cache.
+    - ``cuda_graphs``: with ``static_decode`` on CUDA, the decode step is captured once and replayed per token.
+    - ``device_preprocess``: frames are resized, normalised and patchified on the model's device instead of with
+      PIL and the processor on the CPU.
+    - ``batched_vision``: the vision tower attends all its windows in one call per layer.
+    """
+
+    share_prefill: bool = True
+    static_decode: bool = True
+    cuda_graphs: bool = True
+    device_preprocess: bool = True
+    batched_vision: bool = True
+
+
 class TransformersVLM:
     """Qwen2.5-VL-architecture checkpoint (Cosmos-Reason1-7B by default) through transformers."""
 
     backend = "transformers"
 
-    def __init__(self, model, processor, checkpoint: Checkpoint, sizing: VideoSizing = VideoSizing(), share_prefill: bool = True):
+    def __init__(self, model, processor, checkpoint: Checkpoint, sizing: VideoSizing = VideoSizing(), share_prefill: bool = True,
+                 speedups: VLMSpeedups | None = None):
         """Wrap a loaded model and processor; ``load`` is how checkpoints become one. The GPU benchmark
         builds real-size random models in memory and wraps them here, so it times this same code."""
         self.model, self.processor, self.checkpoint, self.sizing = model, processor, checkpoint, sizing
-        self.share_prefill = share_prefill
         self.device, self.dtype = model.device, model.dtype
         self.processor.tokenizer.padding_side = "left"  # generation appends on the right
         self.video_processor_limits = getattr(self.processor.video_processor, "size", {}) or {}
+        self.decoder = StaticDecoder(model)
+        self.record_timings = False  # benchmarks: device-synchronised phase times in ``last_timings``
+        self.last_timings: dict | None = None
+        self.configure(speedups or VLMSpeedups(share_prefill=share_prefill))
+
+    def configure(self, speedups: VLMSpeedups) -> None:
+        """Apply a set of switches (the model may be shared: the last configuration wins)."""
+        self.speedups = speedups
+        self.decoder.cuda_graphs = speedups.cuda_graphs
+        batch_vision_windows(self.model, speedups.batched_vision)
+
+    @property
+    def share_prefill(self) -> bool:
+        return self.speedups.share_prefill
+
+    @share_prefill.setter
+    def share_prefill(self, value: bool) -> None:
+        self.configure(VLMSpeedups(**{**asdict(self.speedups), "share_prefill": value}))
 
     @classmethod
     def load(cls, checkpoint: Checkpoint, device: torch.device, dtype: torch.dtype, sizing: VideoSizing = VideoSizing(),
-             share_prefill: bool = True):
+             share_prefill: bool = True, speedups: VLMSpeedups | None = None):
         from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
 
         try:
@@ -140,21 +180,34 @@ class TransformersVLM:
             ).to(device).eval()
         except (OSError, ValueError, KeyError) as error:
             raise ModelError(f"{checkpoint.name}: could not load as a Qwen2.5-VL checkpoint: {error}") from error
-        return cls(model, processor, checkpoint, sizing, share_prefill)
+        return cls(model, processor, checkpoint, sizing, share_prefill, speedups)
 
     @property
     def identity(self) -> dict:
         return {"backend": self.backend, "model": self.checkpoint.name, "model_version": self.checkpoint.version,
                 "tiny_random": self.checkpoint.tiny_random}
 
-    def _fit(self, frames: np.ndarray) -> np.ndarray:
-        frames = _even_frames(frames)
+    def _fit_size(self, frames: np.ndarray) -> tuple[int, int]:
         limits = self.video_processor_limits
         max_pixels = min(self.sizing.max_pixels, limits.get("longest_edge", self.sizing.max_pixels))
         min_pixels = max(self.sizing.min_pixels, limits.get("shortest_edge", 0)) if limits.get("shortest_edge", 0) <= max_pixels else max_pixels
-        height, width = fit_pixel_budget(frames.shape[1], frames.shape[2], len(frames), self.sizing.total_pixels,
-                                         min_pixels=min_pixels, max_pixels=max_pixels)
-        return resize_frames(frames, height, width)
+        return fit_pixel_budget(frames.shape[1], frames.shape[2], len(frames), self.sizing.total_pixels,
+                                min_pixels=min_pixels, max_pixels=max_pixels)
+
+    def _fit(self, frames: np.ndarray) -> np.ndarray:
+        frames = _even_frames(frames)
+        return resize_frames(frames, *self._fit_size(frames))
+
+    def _fit_on_device(self, frames: np.ndarray) -> torch.Tensor:
+        """As ``_fit``, on the model's device: uint8 T×3×H×W (the processor then works there too)."""
+        frames = _even_frames(frames)
+        return fit_frames_on_device(frames, *self._fit_size(frames), self.device)
+
+    def _sampling(self, settings: GenerationSettings) -> Sampling:
+        # As generate(): top-k from the checkpoint's generation config (transformers' default 50 when unset).
+        top_k = getattr(self.model.generation_config, "top_k", None)
+        return Sampling(temperature=settings.temperature, top_p=settings.top_p, top_k=50 if top_k is None else top_k,
+                        repetition_penalty=settings.repetition_penalty, min_new_tokens=settings.min_new_tokens)
 
     def _generate_from_shared_prefill(self, inputs, trials: int, generator_kwargs: dict) -> torch.Tensor:
         """K trials of one prompt from one encode and one prefill.
@@ -181,15 +234,24 @@ class TransformersVLM:
         if settings.trials > 1 and not settings.sampling:  # greedy trials are identical: decode once
             once = self.generate(prompts, GenerationSettings(**{**asdict(settings), "trials": 1}))
             return [texts * settings.trials for texts in once]
+        speedups = self.speedups
+        timings: dict | None = {} if self.record_timings else None
+        clock = PhaseClock(self.device, timings)
         texts = [self.processor.apply_chat_template(_messages(p, {"type": "video"}), tokenize=False, add_generation_prompt=True)
                  for p in prompts]
-        videos = [self._fit(p.frames) for p in prompts]
+        on_device = {}
+        if speedups.device_preprocess:
+            videos = [self._fit_on_device(p.frames) for p in prompts]
+            on_device = {"device": str(self.device)}
+        else:
+            videos = [self._fit(p.frames) for p in prompts]
         inputs = self.processor(
             text=texts, videos=videos, padding=True, return_tensors="pt",
             # The sampling rate tells the model how much time each temporal patch spans (its M-RoPE).
             videos_kwargs={"video_metadata": [VideoMetadata(total_num_frames=len(v), fps=p.fps) for v, p in zip(videos, prompts)],
-                           "do_resize": False, "cap_pixels_per_frame": True},
+                           "do_resize": False, "cap_pixels_per_frame": True, **on_device},
         ).to(self.device)
+        clock.lap("preprocess_s")
         generator_kwargs = {}
         if settings.sampling:
             generator_kwargs = {"do_sample": True, "temperature": settings.temperature, "top_p": settings.top_p}
@@ -199,12 +261,19 @@ class TransformersVLM:
         generator_kwargs.update(max_new_tokens=settings.max_new_tokens, min_new_tokens=settings.min_new_tokens,
                                 repetition_penalty=settings.repetition_penalty)
         with torch.inference_mode():
-            if self.share_prefill and settings.trials > 1:
-                output = self._generate_from_shared_prefill(inputs, settings.trials, generator_kwargs)
+            if speedups.share_prefill and speedups.static_decode:
+                new_tokens = self.decoder.generate(inputs, settings.trials, self._sampling(settings), settings.max_new_tokens,
+                                                   timings)
             else:
-                output = self.model.generate(**inputs, num_return_sequences=settings.trials, **generator_kwargs)
-        new_tokens = output[:, inputs["input_ids"].shape[1]:]
-        decoded = self.processor.batch_decode(new_tokens, skip_special_tokens=True)
+                if speedups.share_prefill and settings.trials > 1:
+                    output = self._generate_from_shared_prefill(inputs, settings.trials, generator_kwargs)
+                else:
+                    output = self.model.generate(**inputs, num_return_sequences=settings.trials, **generator_kwargs)
+                new_tokens = output[:, inputs["input_ids"].shape[1]:]
+                clock.lap("generate_s")
+        decoded = self.processor.batch_decode(new_tokens.cpu(), skip_special_tokens=True)
+        clock.lap("detokenize_s")
+        self.last_timings = timings
         return [decoded[i * settings.trials:(i + 1) * settings.trials] for i in range(len(prompts))]
 
 
@@ -297,8 +366,10 @@ class EndpointVLM:
 
 
 def load_transformers_vlm(checkpoint: Checkpoint, device: torch.device, dtype: torch.dtype,
-                          sizing: VideoSizing = VideoSizing(), share_prefill: bool = True) -> TransformersVLM:
+                          sizing: VideoSizing = VideoSizing(), share_prefill: bool = True,
+                          speedups: VLMSpeedups | None = None) -> TransformersVLM:
+    speedups = speedups or VLMSpeedups(share_prefill=share_prefill)
     key = ("vlm", str(checkpoint.path), checkpoint.version, str(device), str(dtype), repr(asdict(sizing)))
-    vlm = MODELS.get(key, lambda: TransformersVLM.load(checkpoint, device, dtype, sizing, share_prefill))
-    vlm.share_prefill = share_prefill
+    vlm = MODELS.get(key, lambda: TransformersVLM.load(checkpoint, device, dtype, sizing, speedups=speedups))
+    vlm.configure(speedups)
     return vlm

@@ -1,0 +1,402 @@
+"""Issue 8 (GPU speed): each speed-up of the generator and the VLM critic side by side with the default path, in
+one process on one GPU, at real architecture size with random weights (speed does not depend on weight values),
+through the classes the assets use (``VideoGenerator``, ``TransformersVLM``) with their switches.
+
+    python bench/gpu_speed.py --parts vlm,predict2 --out $OUT/gpu_speed.json
+
+Prints one JSON line per measurement (the last lines are a summary table) and writes them all to --out.
+
+vlm       Reason1-7B (= Qwen2.5-VL-7B) critique of one 94-frame 720p video (~7k visual tokens), 5 trials x 256
+          new tokens: default (shared prefill through ``generate``), then each switch added in turn; then 4 videos
+          in one call. Numerics: the static decode's logits (CUDA graph) against one full forward of the same tokens.
+predict2  Predict2-2B Video2World, 480p (432x768), 93 frames, 35 steps with CFG: one transformer pass per variant
+          (median of 3), its output against the default's and against an fp32 run of the default; then whole
+          videos through ``VideoGenerator`` with all switches on and with all off, frames compared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.gpu_backends import random_checkpoint, reason1_7b_config  # noqa: E402
+
+RESULTS: dict = {}
+START = time.perf_counter()
+
+
+def report(name: str, **values) -> None:
+    RESULTS[name] = values
+    print(json.dumps({name: values}, default=str), flush=True)
+
+
+def elapsed() -> float:
+    return time.perf_counter() - START
+
+
+DEVICE = "cuda"  # --smoke: "cpu" with tiny sizes, to check this script without a GPU
+
+
+def sync() -> None:
+    if DEVICE == "cuda":
+        torch.cuda.synchronize()
+
+
+def wall(fn):
+    sync()
+    start = time.perf_counter()
+    result = fn()
+    sync()
+    return time.perf_counter() - start, result
+
+
+def peak_gib() -> float | None:
+    return round(torch.cuda.max_memory_allocated() / 2**30, 1) if DEVICE == "cuda" else None
+
+
+def reset_peak() -> None:
+    if DEVICE == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+
+
+def errors(out: torch.Tensor, ref: torch.Tensor) -> dict:
+    out, ref = out.double(), ref.double()
+    return {"rel_l2": float((out - ref).norm() / ref.norm()), "max_abs_over_max_ref": float((out - ref).abs().max() / ref.abs().max()),
+            "finite": bool(torch.isfinite(out).all())}
+
+
+# --- VLM critic ------------------------------------------------------------------------------------------
+
+
+def bench_vlm(args) -> None:
+    from transformers import Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor, Qwen2VLImageProcessor
+    from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
+
+    from cosmos_assets.models.tiny_tokenizer import build_qwen_tokenizer
+    from cosmos_assets.models.vlm import (CRITIC_SETTINGS, GenerationSettings, TransformersVLM, VideoPrompt, VideoSizing,
+                                          VLMSpeedups)
+
+    tokenizer = build_qwen_tokenizer()
+    processor = Qwen2_5_VLProcessor(image_processor=Qwen2VLImageProcessor(), video_processor=Qwen2VLVideoProcessor(),
+                                    tokenizer=tokenizer, chat_template=tokenizer.chat_template)
+    torch.manual_seed(0)
+    if args.smoke:
+        from cosmos_assets.models.tiny_generators import TINY_QWEN, qwen_text_encoder
+
+        model = qwen_text_encoder(TINY_QWEN, tokenizer).eval()
+    else:
+        torch.set_default_dtype(torch.bfloat16)
+        with torch.device("cuda"):
+            model = Qwen2_5_VLForConditionalGeneration(reason1_7b_config(tokenizer)).eval()
+        torch.set_default_dtype(torch.float32)
+    vlm = TransformersVLM(model, processor, random_checkpoint("random Qwen2.5-VL-7B (Cosmos-Reason1-7B architecture)"),
+                          VideoSizing(total_pixels=args.vlm_total_pixels))
+    vlm.record_timings = True
+    rng = np.random.default_rng(0)
+    height, width = (720, 1280) if not args.smoke else (72, 128)
+    videos = [rng.integers(0, 256, (args.vlm_frames, height, width, 3), dtype=np.uint8) for _ in range(args.vlm_batch)]
+    question = "Does the video contain any anomalies or artifacts? Answer in <answer></answer>."
+    prompts = [VideoPrompt(v, 16.0, question, "You are a video critic.") for v in videos]
+    fitted = vlm._fit(videos[0])
+    new = 256 if not args.smoke else 16
+    settings = GenerationSettings(**{**CRITIC_SETTINGS.__dict__, "max_new_tokens": new, "min_new_tokens": new, "trials": 5})
+    report("vlm_setup", params_B=round(sum(p.numel() for p in model.parameters()) / 1e9, 3), frames=len(fitted),
+           frame_size=list(fitted.shape[1:3]), visual_tokens=len(fitted) // 2 * (fitted.shape[1] // 28) * (fitted.shape[2] // 28),
+           trials=5, new_tokens=256, attn=model.config.get_text_config()._attn_implementation,
+           vision_attn=model.config.vision_config._attn_implementation)
+    off = VLMSpeedups(share_prefill=True, static_decode=False, cuda_graphs=False, device_preprocess=False, batched_vision=False)
+    vlm.configure(off)
+    vlm.generate(prompts[:1], GenerationSettings(temperature=0.6, max_new_tokens=4, trials=2))  # warm-up
+    steps = [("default (shared prefill, generate)", off),
+             ("+ device preprocessing", VLMSpeedups(static_decode=False, cuda_graphs=False, batched_vision=False)),
+             ("+ batched vision windows", VLMSpeedups(static_decode=False, cuda_graphs=False)),
+             ("+ static-cache decode (eager)", VLMSpeedups(cuda_graphs=False)),
+             ("+ CUDA graph decode (all on)", VLMSpeedups())]
+    table = []
+    for label, switches in steps:
+        vlm.configure(switches)
+        runs = 2 if switches.cuda_graphs else 1  # the first graph run includes its capture
+        first = None
+        for run in range(runs):
+            reset_peak()
+            seconds, texts = wall(lambda: vlm.generate(prompts[:1], settings))
+            first = seconds if first is None else first
+        row = dict(seconds=round(seconds, 2), first_call_s=round(first, 2), trials=len(texts[0]), phases=vlm.last_timings,
+                   decoder=vlm.decoder.last if switches.static_decode else None,
+                   peak_GiB=peak_gib())
+        if switches.static_decode and vlm.last_timings:
+            row["decode_step_ms"] = round(vlm.last_timings["decode_s"] / (new - 1) * 1000, 2)
+        report(f"vlm[{label}]", **row)
+        table.append((label, seconds))
+    if args.vlm_batch > 1:
+        vlm.configure(VLMSpeedups())
+        for run in range(2):
+            seconds, texts = wall(lambda: vlm.generate(prompts, settings))
+        report(f"vlm[{args.vlm_batch} videos in one call, all on]", seconds=round(seconds, 2),
+               per_video_s=round(seconds / args.vlm_batch, 2), texts=[len(t) for t in texts], phases=vlm.last_timings,
+               decoder=vlm.decoder.last)
+        table.append((f"{args.vlm_batch} videos in one call, per video", seconds / args.vlm_batch))
+    base = table[0][1]
+    report("vlm_summary", **{label: f"{s:.2f} s ({base / s:.2f}x)" for label, s in table})
+    vlm_numerics(vlm, prompts[0], settings)
+    del vlm, model
+    if DEVICE == "cuda":
+        torch.cuda.empty_cache()
+
+
+def vlm_numerics(vlm, prompt, settings) -> None:
+    """Teacher-forced check: logits of the static, graph-captured decode step for 24 fixed tokens against one full
+    forward of prompt + tokens; and the prefill logits with and without the device preprocessing / batched windows."""
+    from transformers.video_utils import VideoMetadata
+
+    from cosmos_assets.models.speedups import _DecodeState
+    from cosmos_assets.models.vlm import VLMSpeedups, _messages
+
+    model, processor = vlm.model, vlm.processor
+    text = processor.apply_chat_template(_messages(prompt, {"type": "video"}), tokenize=False, add_generation_prompt=True)
+
+    def inputs_for(switches):
+        vlm.configure(switches)
+        video = vlm._fit_on_device(prompt.frames) if switches.device_preprocess else vlm._fit(prompt.frames)
+        extra = {"device": DEVICE} if switches.device_preprocess else {}
+        return processor(text=[text], videos=[video], return_tensors="pt", videos_kwargs={
+            "video_metadata": [VideoMetadata(total_num_frames=len(video), fps=prompt.fps)], "do_resize": False,
+            "cap_pixels_per_frame": True, **extra}).to(DEVICE)
+
+    with torch.inference_mode():
+        plain = inputs_for(VLMSpeedups(device_preprocess=False, batched_vision=False))
+        ref_first = model(**plain, logits_to_keep=1).logits[:, -1].float()
+        vlm.configure(VLMSpeedups(device_preprocess=False, batched_vision=True))
+        windows_first = model(**plain, logits_to_keep=1).logits[:, -1].float()
+        on_device = inputs_for(VLMSpeedups())
+        device_first = model(**on_device, logits_to_keep=1).logits[:, -1].float()
+        pixel_gap = (plain["pixel_values_videos"].float() - on_device["pixel_values_videos"].float()).abs()
+        report("vlm_numerics_prefill", batched_windows_vs_per_window=errors(windows_first, ref_first),
+               device_preprocess_vs_pil=errors(device_first, ref_first),
+               pixel_values_mean_abs_gap=float(pixel_gap.mean()), pixel_values_max_abs_gap=float(pixel_gap.max()))
+
+        # Teacher forcing through the decode step (static cache, masks, M-RoPE positions, graph replay).
+        sentence = processor.tokenizer(" The car drives on a wet road at night; nothing in the video looks wrong or unusual.",
+                                       add_special_tokens=False)["input_ids"]
+        forced = torch.tensor([(sentence * 24)[:24]], device=DEVICE)
+        full = {**plain, "input_ids": torch.cat([plain["input_ids"], forced], 1),
+                "attention_mask": torch.cat([plain["attention_mask"], torch.ones_like(forced)], 1)}
+        if "mm_token_type_ids" in plain:
+            full["mm_token_type_ids"] = torch.cat([plain["mm_token_type_ids"], torch.zeros_like(forced)], 1)
+        ref = model(**full, logits_to_keep=25).logits[0].float()  # row i+1: the prediction after forced token i
+        out = model(**plain, use_cache=True, logits_to_keep=1)
+        prompt_mask = plain["attention_mask"]
+        start = prompt_mask.long().sum(-1) + model.model.rope_deltas.view(-1)
+        results = {}
+        for graph in ((False, True) if DEVICE == "cuda" else (False,)):
+            state = _DecodeState(model, 1, 8192 + 512, use_graph=graph)
+            state.load(out.cache, 1, prompt_mask, start)
+            logits = []
+            for i in range(24):
+                state.ids.copy_(forced[:, i:i + 1])
+                state.step()
+                logits.append(state.logits[0].clone())
+            got = torch.stack(logits)
+            results["cuda_graph" if graph else "eager"] = {
+                **errors(got, ref[1:]), "captured": state.graph is not None, "graph_error": state.graph_error}
+            del state
+        other_rows = errors(ref[2:], ref[1:-1])  # how far apart two different positions' logits are: the scale of a real error
+        report("vlm_numerics_decode", static_vs_full_forward=results, logits_of_neighbouring_positions=other_rows)
+
+
+# --- Predict2 generator -------------------------------------------------------------------------------------
+
+
+class _Captured(Exception):
+    pass
+
+
+def bench_predict2(args) -> None:
+    from cosmos_assets.models.generator import GenerationRequest, VideoGenerator, defaults_for
+    from cosmos_assets.models.speedups import GeneratorSpeedups, apply_generator_speedups
+    from cosmos_assets.models.tiny_generators import build_random_generator
+
+    from cosmos_assets.models import tiny_generators
+
+    start = time.perf_counter()
+    torch.manual_seed(0)
+    if args.smoke:
+        pipe = build_random_generator("predict2", device="cpu", dtype=torch.float32, generator_size=tiny_generators.TINY,
+                                      text_encoder_size=tiny_generators.TINY_T5, vae_config=tiny_generators.TINY_VAE)
+    else:
+        pipe = build_random_generator("predict2", "2B", "cuda", torch.bfloat16)
+    dtype = torch.float32 if args.smoke else torch.bfloat16
+    num_frames, height, width = (9, 48, 64) if args.smoke else (93, 432, 768)
+    report("predict2_setup", built_s=round(time.perf_counter() - start, 1),
+           params_B={k: round(sum(p.numel() for p in m.parameters()) / 1e9, 3) for k, m in pipe.components.items()
+                     if isinstance(m, torch.nn.Module)})
+    transformer = pipe.transformer
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (num_frames, height, width, 3), dtype=np.uint8)
+    request = GenerationRequest(prompt="a car on a highway in the rain", seed=0, conditioning_frames=frames)
+
+    def generator(speedups, steps=35):
+        return VideoGenerator("predict2", random_checkpoint("random predict2-2B"), pipe, torch.device(DEVICE), dtype,
+                              defaults_for("predict2", num_frames=num_frames, height=height, width=width, steps=steps,
+                                           max_sequence_length=512 if not args.smoke else 32), speedups=speedups)
+
+    # The inputs of one real transformer pass (the first conditional pass of a video).
+    captured = {}
+
+    def grab(module, a, kw):
+        captured.update(kw)
+        raise _Captured
+
+    handle = transformer.register_forward_pre_hook(grab, with_kwargs=True)
+    try:
+        generator(GeneratorSpeedups.off(), steps=2).generate(request)
+    except _Captured:
+        pass
+    finally:
+        handle.remove()
+    inputs = {k: (v.detach() if isinstance(v, torch.Tensor) else v) for k, v in captured.items()}
+    inputs["return_dict"] = False
+    report("predict2_pass_inputs", **{k: (list(v.shape), str(v.dtype)) for k, v in inputs.items() if isinstance(v, torch.Tensor)})
+
+    def one_pass():
+        with torch.no_grad():  # as in the pipelines (a different grad mode would recompile the blocks)
+            return transformer(**inputs)[0]
+
+    def time_passes(repeats=3):
+        one_pass()  # warm-up (and compilation)
+        times = []
+        for _ in range(repeats):
+            seconds, out = wall(one_pass)
+            times.append(seconds * 1000)
+        return statistics.median(times), out
+
+    variants = [
+        ("default (diffusers)", GeneratorSpeedups.off()),
+        ("cuDNN attention only", GeneratorSpeedups(frame_adaln=False, attention="cudnn", compile="off")),
+        ("per-frame adaLN only", GeneratorSpeedups(frame_adaln=True, attention="default", compile="off")),
+        ("per-frame adaLN + cuDNN attention", GeneratorSpeedups(frame_adaln=True, attention="cudnn", compile="off")),
+        ("all on: per-frame adaLN + cuDNN + compile", GeneratorSpeedups()),
+    ]
+    outputs, table = {}, []
+    for label, speedups in variants:
+        try:
+            apply_generator_speedups(transformer, speedups, DEVICE)
+            compile_s = None
+            if speedups.resolved(DEVICE).compile == "on":
+                compile_s, _ = wall(one_pass)
+            ms, out = time_passes()
+            state = transformer.__dict__.get("_cosmos_speedups") or {}
+            outputs[label] = out.float()
+            row = dict(ms_per_pass=round(ms, 1), video_estimate_s=round(ms * 70 / 1000, 1), first_call_s=
+                       round(compile_s, 1) if compile_s else None, compile_error=state.get("compile_error"))
+            if label != variants[0][0]:
+                row["vs_default"] = errors(outputs[label], outputs[variants[0][0]])
+            report(f"predict2_pass[{label}]", **row)
+            table.append((label, ms))
+        except Exception as error:
+            report(f"predict2_pass_error[{label}]", error=f"{error.__class__.__name__}: {error}", trace=traceback.format_exc()[-2000:])
+    base = table[0][1]
+    report("predict2_pass_summary", **{label: f"{ms:.0f} ms ({base / ms:.2f}x)" for label, ms in table})
+
+    # bf16 tolerance: the default's own distance to an fp32 run, against the fast path's.
+    try:
+        apply_generator_speedups(transformer, GeneratorSpeedups.off(), DEVICE)
+        reference = copy.deepcopy(transformer).float()
+        tf32 = torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = False
+        with torch.no_grad():
+            ref = reference(**{k: (v.float() if isinstance(v, torch.Tensor) and v.is_floating_point() else v)
+                               for k, v in inputs.items()})[0].float()
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        del reference
+        if DEVICE == "cuda":
+            torch.cuda.empty_cache()
+        report("predict2_numerics_vs_fp32", **{label: errors(out, ref) for label, out in outputs.items()})
+    except Exception as error:
+        report("predict2_numerics_error", error=f"{error.__class__.__name__}: {error}")
+    outputs.clear()
+
+    # Whole videos through VideoGenerator: all switches on (the resource's GPU default), then all off.
+    step_ends: list[float] = []
+
+    def on_step(pipeline, index, timestep, kwargs):
+        sync()
+        step_ends.append(time.perf_counter())
+        return kwargs
+
+    original = type(pipe).__call__
+
+    def with_step_timer(self, *a, **kw):
+        kw.setdefault("callback_on_step_end", on_step)
+        return original(self, *a, **kw)
+
+    type(pipe).__call__ = with_step_timer
+    videos = {}
+    for label, speedups in (("all on", GeneratorSpeedups()), ("default (all off)", GeneratorSpeedups.off())):
+        if label.startswith("default") and elapsed() > args.budget_s - 75:
+            report("predict2_video_skipped", label=label, reason=f"{elapsed():.0f} s used of a {args.budget_s} s budget")
+            continue
+        step_ends.clear()
+        reset_peak()
+        begin = time.perf_counter()
+        seconds, video = wall(lambda: generator(speedups).generate(request))
+        steps = np.diff([begin] + step_ends)
+        videos[label] = video.frames
+        report(f"predict2_video[{label}]", seconds=round(seconds, 2), median_step_s=round(float(np.median(steps[1:])), 3),
+               first_step_s=round(float(steps[0]), 2), outside_steps_s=round(seconds - float(steps.sum()), 2),
+               peak_GiB=peak_gib(), shape=list(video.frames.shape))
+    type(pipe).__call__ = original
+    if len(videos) == 2:
+        a, b = (v.astype(np.int16) for v in videos.values())
+        mse = float(((a - b) ** 2).mean())
+        report("predict2_video_frames_fast_vs_default", mean_abs=float(np.abs(a - b).mean()), max_abs=int(np.abs(a - b).max()),
+               psnr_db=round(10 * np.log10(255**2 / mse), 1) if mse else None, std_of_default=float(b.std()))
+    del pipe
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--parts", default="vlm,predict2")
+    parser.add_argument("--out", default="bench/out/gpu_speed.json")
+    parser.add_argument("--budget-s", type=float, default=540, help="skip the default whole video past this")
+    parser.add_argument("--vlm-frames", type=int, default=94)
+    parser.add_argument("--vlm-batch", type=int, default=4)
+    parser.add_argument("--vlm-total-pixels", type=int, default=2 * 8192 * 28 * 28)
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes on the CPU: checks this script, times nothing")
+    args = parser.parse_args()
+    global DEVICE
+    if args.smoke:
+        DEVICE = "cpu"
+        args.vlm_frames, args.vlm_total_pixels = 8, 8 * 16 * 28 * 28
+    report("device", card=torch.cuda.get_device_name(0) if DEVICE == "cuda" else "cpu (smoke)", torch=torch.__version__,
+           transformers=__import__("transformers").__version__, diffusers=__import__("diffusers").__version__,
+           cudnn=torch.backends.cudnn.version() if DEVICE == "cuda" else None)
+    parts = {"vlm": bench_vlm, "predict2": bench_predict2}
+    for name in args.parts.split(","):
+        try:
+            parts[name](args)
+        except Exception as error:  # one broken part must not hide the others' figures
+            report(f"{name}_error", error=f"{error.__class__.__name__}: {error}", trace=traceback.format_exc()[-3000:])
+        if DEVICE == "cuda":
+            torch.cuda.empty_cache()
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(RESULTS, indent=1, default=str) + "\n")
+    for key in ("vlm_summary", "predict2_pass_summary"):
+        if key in RESULTS:
+            print(key, json.dumps(RESULTS[key], indent=1))
+    print(f"total {elapsed():.0f} s")
+
+
+if __name__ == "__main__":
+    main()
