@@ -17,7 +17,6 @@ predict2  Predict2-2B Video2World, 480p (432x768), 93 frames, 35 steps with CFG:
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import statistics
 import sys
@@ -311,8 +310,12 @@ def bench_predict2(args) -> None:
 
     # bf16 tolerance: the default's own distance to an fp32 run, against the fast path's.
     try:
+        from diffusers import CosmosTransformer3DModel
+
         apply_generator_speedups(transformer, GeneratorSpeedups.off(), DEVICE)
-        reference = copy.deepcopy(transformer).float()
+        with torch.device(DEVICE):
+            reference = CosmosTransformer3DModel(**transformer.config).float().eval()
+        reference.load_state_dict(transformer.state_dict())
         tf32 = torch.backends.cuda.matmul.allow_tf32
         torch.backends.cuda.matmul.allow_tf32 = False
         with torch.no_grad():
@@ -326,6 +329,23 @@ def bench_predict2(args) -> None:
     except Exception as error:
         report("predict2_numerics_error", error=f"{error.__class__.__name__}: {error}")
     outputs.clear()
+
+    # The VAE decode of a video's latents, with cuDNN's convolution autotuning off and on.
+    if DEVICE == "cuda":
+        try:
+            vae = pipe.vae
+            latents = torch.randn(1, 16, (num_frames - 1) // 4 + 1, height // 8, width // 8, device=DEVICE, dtype=dtype)
+            row = {}
+            for benchmark in (False, True):
+                torch.backends.cudnn.benchmark = benchmark
+                with torch.no_grad():
+                    first, _ = wall(lambda: vae.decode(latents, return_dict=False)[0])
+                    again, _ = wall(lambda: vae.decode(latents, return_dict=False)[0])
+                row[f"cudnn_benchmark={benchmark}"] = {"first_s": round(first, 2), "second_s": round(again, 2)}
+            torch.backends.cudnn.benchmark = False
+            report("predict2_vae_decode", **row)
+        except Exception as error:
+            report("predict2_vae_error", error=f"{error.__class__.__name__}: {error}")
 
     # Whole videos through VideoGenerator: all switches on (the resource's GPU default), then all off.
     step_ends: list[float] = []
