@@ -105,7 +105,8 @@ def test_the_generator_gives_the_same_video_with_and_without_the_speedups(tmp_pa
     path = tiny_generators.build_tiny_predict2(tmp_path / "predict2")
     checkpoint = resolve_checkpoint(str(path), role="generator")
     frames = sample_frames(samples / "dashcam_solid_white_right.mp4", fps=8, max_frames=9, max_side=64).frames
-    request = GenerationRequest(prompt="a car on a highway", seed=3, conditioning_frames=frames)
+    # Five conditioning frames of nine: the transformer decides the rest of the video.
+    request = GenerationRequest(prompt="a car on a highway", seed=3, conditioning_frames=frames[:5])
     videos = []
     for switches in (GeneratorSpeedups.off(), GeneratorSpeedups()):
         generator = load_generator(checkpoint, "predict2", device="cpu", speedups=switches,

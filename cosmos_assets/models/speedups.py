@@ -67,6 +67,7 @@ def attention_backend(name: str):
         "cudnn": [SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH],
         "flash": [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH],
         "efficient": [SDPBackend.EFFICIENT_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.MATH],
+        "cudnn-only": [SDPBackend.CUDNN_ATTENTION],  # no fallback: fails where cuDNN can't run the call
     }
     if name not in orders:
         raise ValueError(f"attention backend {name!r}; expected auto, default or one of {', '.join(orders)}")
@@ -550,10 +551,10 @@ class StaticDecoder:
         pad = config.pad_token_id if config.pad_token_id is not None else (eos[0] if eos else 0)
         return eos, pad
 
-    def generate(self, inputs, trials: int, sampling: Sampling, max_new_tokens: int, timings: dict | None = None) -> torch.Tensor:
+    def generate(self, inputs, trials: int, sampling: Sampling, max_new_tokens: int, clock: PhaseClock | None = None) -> torch.Tensor:
         """New token ids, ``[B·trials, n]`` (rows of one prompt together, finished rows padded)."""
         model = self.model
-        clock = PhaseClock(model.device, timings)
+        clock = clock or PhaseClock(model.device, None)
         prompt_mask = inputs["attention_mask"]
         batch, length = prompt_mask.shape
         rows = batch * trials

@@ -263,7 +263,7 @@ class TransformersVLM:
         with torch.inference_mode():
             if speedups.share_prefill and speedups.static_decode:
                 new_tokens = self.decoder.generate(inputs, settings.trials, self._sampling(settings), settings.max_new_tokens,
-                                                   timings)
+                                                   clock)
             else:
                 if speedups.share_prefill and settings.trials > 1:
                     output = self._generate_from_shared_prefill(inputs, settings.trials, generator_kwargs)
