@@ -41,7 +41,7 @@ def test_the_first_round_reaches_a_promoted_checkpoint_through_sensors_alone(fly
     assert FLYWHEEL_JOBS <= {r["job"] for r in first["runs"]}
     assert all(r["status"] == "SUCCESS" for r in first["runs"]), first["runs"]
     [key] = trained(first)
-    assert registry.promoted(paths.checkpoints)["checkpoint"] in {key}
+    assert key in [h["checkpoint"] for h in registry.history(paths.checkpoints)]  # promoted (round 2 may follow)
     manifest = registry.verified_checkpoint(paths.checkpoints / key)
     assert manifest["dataset_version"] == key and manifest["tiny_random"] is True and manifest["steps"] == len(manifest["losses"])
     counts = first["assets"]["training_dataset"]
