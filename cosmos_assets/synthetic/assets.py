@@ -456,14 +456,14 @@ def _metric_rows(context, critic: MetricCritic, candidates: list[dict], requests
     done = 0
     for request_id, group in by_request.items():
         request = requests[request_id]
-        # Both sides decoded straight to the critic's working width: 720p frames are never held.
+        # Both sides decoded straight to the critic's working width (the candidate as luma): no 720p frames held.
         width = critic.config.analysis_width
         geometry = at_most(request_geometry_of(request), width)
         source = read_window(request["source_path"], geometry, request["source_start_s"])
         window_s = len(source) / geometry.fps
         for candidate in group:
             try:
-                frames, fps = read_video(candidate["path"], max_width=width)
+                frames, fps = read_video(candidate["path"], max_width=width, gray=True)
                 # Only the time the source window covers is compared (an external candidate may be longer).
                 frames = frames[: max(2, int(window_s * fps + 1e-6))]
                 result = critic.score(frames, align_source(source, geometry.fps, len(frames), fps))

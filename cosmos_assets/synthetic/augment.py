@@ -16,6 +16,7 @@ import numpy as np
 
 CLASSICAL_GENERATOR = "classical-weather"
 CLASSICAL_VERSION = "1"
+CHUNK_FRAMES = 16
 
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
@@ -43,6 +44,15 @@ def _vignette(height: int, width: int, strength: float) -> np.ndarray:
     return (1 - strength * r**2)[..., None].astype(np.float32)
 
 
+def _wide_blur(image: np.ndarray, sigma: float) -> np.ndarray:
+    """A Gaussian blur of large sigma, computed at a quarter of the size (the result is smooth anyway)."""
+    height, width = image.shape[:2]
+    if sigma < 8 or min(height, width) < 64:
+        return cv2.GaussianBlur(image, (0, 0), max(1.0, sigma))
+    small = cv2.resize(image, (width // 4, height // 4), interpolation=cv2.INTER_AREA)
+    return cv2.resize(cv2.GaussianBlur(small, (0, 0), sigma / 4), (width, height), interpolation=cv2.INTER_LINEAR)
+
+
 def _rows(height: int) -> np.ndarray:
     """0 at the top row, 1 at the bottom: the sky and far scene are usually at the top."""
     return np.linspace(0.0, 1.0, height, dtype=np.float32)[:, None]
@@ -57,7 +67,7 @@ def _rain_params(rng):
             "desaturate": _uniform(rng, 0.3, 0.5), "haze": _uniform(rng, 0.08, 0.16)}
 
 
-def _rain(video, p, rng, fps):
+def _rain(video, p, rng, fps, first):
     frames, height, width, _ = video.shape
     base = _desaturate(video, p["desaturate"]) * p["exposure"] * np.array([0.93, 0.97, 1.04], np.float32)
     base = base * (1 - p["haze"]) + 0.55 * p["haze"]
@@ -72,7 +82,7 @@ def _rain(video, p, rng, fps):
     groups = np.digitize(depth, [0.55, 0.8])
     out = np.empty_like(base)
     for index in range(frames):
-        travel = speed * index / fps
+        travel = speed * (first + index) / fps
         y = (y0 + travel * dy) % span - length.max()
         x = (x0 + travel * dx) % width
         layer = np.zeros((height, width), np.float32)
@@ -95,7 +105,7 @@ def _snow_params(rng):
             "desaturate": _uniform(rng, 0.25, 0.45)}
 
 
-def _snow(video, p, rng, fps):
+def _snow(video, p, rng, fps, first):
     frames, height, width, _ = video.shape
     base = _desaturate(video, p["desaturate"]) * np.array([0.95, 0.98, 1.05], np.float32)
     base = base * (1 - p["haze"]) + 0.92 * p["haze"]
@@ -107,7 +117,7 @@ def _snow(video, p, rng, fps):
     kernels = [cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)) for r in range(3)]
     out = np.empty_like(base)
     for index in range(frames):
-        seconds = index / fps
+        seconds = (first + index) / fps
         x = (x0 + p["wind"] * width * seconds + p["sway"] * width * np.sin(2 * np.pi * frequency * seconds + phase)) % width
         y = (y0 + fall * seconds) % height
         layer = np.zeros((height, width), np.float32)
@@ -129,7 +139,7 @@ def _fog_params(rng):
             "depth_gamma": _uniform(rng, 0.8, 1.4), "drift_x": _uniform(rng, -0.06, 0.06), "drift_y": _uniform(rng, -0.02, 0.02)}
 
 
-def _fog(video, p, rng, fps):
+def _fog(video, p, rng, fps, first):
     frames, height, width, _ = video.shape
     # Fog patches: smooth noise twice the frame size, drifting with the wind and wrapping around.
     coarse = rng.random((6, 10)).astype(np.float32)
@@ -140,7 +150,7 @@ def _fog(video, p, rng, fps):
     airlight = p["airlight"] * np.array([0.97, 0.98, 1.0], np.float32)
     out = np.empty_like(video)
     for index in range(frames):
-        seconds = index / fps
+        seconds = (first + index) / fps
         rows = (np.arange(height) + int(round(p["drift_y"] * height * seconds))) % (2 * height)
         cols = (np.arange(width) + int(round(p["drift_x"] * width * seconds))) % (2 * width)
         patches = field[np.ix_(rows, cols)]
@@ -157,14 +167,13 @@ def _night_params(rng):
             "desaturate": _uniform(rng, 0.35, 0.55), "vignette": _uniform(rng, 0.25, 0.45)}
 
 
-def _night(video, p, rng, fps):
+def _night(video, p, rng, fps, first):
     frames, height, width, _ = video.shape
     linear = video**2.2
     # Light sources (the brightest pixels) stay lit and glow; everything else loses about four stops.
     lights = linear * _smoothstep(p["light_threshold"], 1.0, _luma(video))[..., None]
     dark = _desaturate(linear * p["exposure"], p["desaturate"]) * np.array([0.7, 0.85, 1.2], np.float32)
-    sigma = max(1.0, 0.02 * width)
-    glow = np.stack([cv2.GaussianBlur(frame, (0, 0), sigma) for frame in lights]) * p["glow"]
+    glow = np.stack([_wide_blur(frame, 0.02 * width) for frame in lights]) * p["glow"]
     return (np.clip(dark + 0.9 * lights + glow, 0, 1) ** (1 / 2.2)) * _vignette(height, width, p["vignette"])
 
 
@@ -173,7 +182,7 @@ def _dusk_params(rng):
             "warmth": _uniform(rng, 0.8, 1.0), "vignette": _uniform(rng, 0.2, 0.35)}
 
 
-def _dusk(video, p, rng, fps):
+def _dusk(video, p, rng, fps, first):
     frames, height, width, _ = video.shape
     warm = np.array([1.0 + 0.15 * p["warmth"], 1.0 - 0.08 * p["warmth"], 1.0 - 0.35 * p["warmth"]], np.float32)
     graded = np.clip(video**2.2 * p["exposure"] * warm, 0, 1) ** (1 / 2.2)
@@ -201,15 +210,21 @@ def _condition_salt(condition: str) -> int:
 
 
 def augment(frames: np.ndarray, condition: str, seed: int, fps: float) -> tuple[np.ndarray, dict]:
-    """Render ``condition`` over uint8 T×H×W×3 ``frames``; returns the new frames and the parameters used."""
+    """Render ``condition`` over uint8 T×H×W×3 ``frames``; returns the new frames and the parameters used.
+
+    Frames are rendered in chunks (a 93-frame 720p clip in float32 would be a gigabyte); every chunk draws the
+    same particle field from the seed, and time runs on from chunk to chunk, so chunking changes nothing."""
     if condition not in _AUGMENTATIONS:
         raise ValueError(f"no classical augmentation for {condition!r}; known: {', '.join(_AUGMENTATIONS)}")
     frames = np.asarray(frames)
     if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
         raise ValueError(f"expected uint8 frames of shape T x H x W x 3, got {frames.dtype} {frames.shape}")
     sample_parameters, render = _AUGMENTATIONS[condition]
-    rng = np.random.default_rng([seed, _condition_salt(condition)])
-    params = sample_parameters(rng)
-    video = frames.astype(np.float32) / 255.0
-    out = render(video, params, rng, float(fps))
-    return np.clip(np.rint(out * 255.0), 0, 255).astype(np.uint8), params
+    params = augmentation_parameters(condition, seed)
+    out = np.empty_like(frames)
+    for first in range(0, len(frames), CHUNK_FRAMES):
+        chunk = frames[first:first + CHUNK_FRAMES].astype(np.float32) / 255.0
+        particles = np.random.default_rng([seed, _condition_salt(condition), 1])
+        rendered = render(chunk, params, particles, float(fps), first)
+        out[first:first + CHUNK_FRAMES] = np.clip(np.rint(rendered * 255.0), 0, 255).astype(np.uint8)
+    return out, params

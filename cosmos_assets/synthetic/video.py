@@ -69,11 +69,12 @@ def read_window(path: str | os.PathLike, geometry: Geometry, start_s: float = 0.
     return np.stack(frames)
 
 
-def read_video(path: str | os.PathLike, max_frames: int = 10_000, max_width: int | None = None) -> tuple[np.ndarray, float]:
-    """Every frame of a (short) video as uint8 T×H×W×3, and its frame rate.
+def read_video(path: str | os.PathLike, max_frames: int = 10_000, max_width: int | None = None,
+               gray: bool = False) -> tuple[np.ndarray, float]:
+    """Every frame of a (short) video as uint8 T×H×W×3 (T×H×W luma with ``gray``), and its frame rate.
 
-    ``max_width`` scales wider videos down while decoding (one reused scaler): a critic that measures at
-    320 px never holds 720p frames."""
+    ``max_width`` scales wider videos down while decoding (one reused scaler): a critic that measures luma at
+    320 px never holds 720p RGB frames."""
     frames = []
     with av.open(os.fspath(path)) as container:
         stream = container.streams.video[0]
@@ -84,7 +85,7 @@ def read_video(path: str | os.PathLike, max_frames: int = 10_000, max_width: int
             width, height = max_width // 2 * 2, max(2, round(height * max_width / width / 2) * 2)
         reformatter = av.video.reformatter.VideoReformatter()
         for frame in container.decode(stream):
-            frames.append(reformatter.reformat(frame, width=width, height=height, format="rgb24").to_ndarray())
+            frames.append(reformatter.reformat(frame, width=width, height=height, format="gray" if gray else "rgb24").to_ndarray())
             if len(frames) >= max_frames:
                 break
     if not frames:
