@@ -23,13 +23,29 @@ class RetrainingSettings(dg.ConfigurableResource):
         return MixConfig(self.synthetic_share, self.min_new_samples)
 
 
-def plan_from_tables(storage: CosmosStorage, mix: MixConfig) -> tuple[str, pl.DataFrame] | None:
+def checked_accepted_partitions(instance: dg.DagsterInstance) -> set[str]:
+    """Generation rounds whose latest accepted_videos came from a successful run: its blocking rate check
+    passed. A round that failed the check never reaches a training mix."""
+    latest: dict[str, object] = {}
+    records = instance.fetch_materializations(dg.AssetKey("accepted_videos"), limit=10_000).records
+    for record in records:  # newest first
+        latest.setdefault(record.partition_key, record)
+    passed = set()
+    for partition, record in latest.items():
+        run = instance.get_run_by_id(record.run_id)
+        if run is not None and run.status == dg.DagsterRunStatus.SUCCESS:
+            passed.add(partition)
+    return passed
+
+
+def plan_from_tables(storage: CosmosStorage, mix: MixConfig, instance: dg.DagsterInstance) -> tuple[str, pl.DataFrame] | None:
     curated_path = storage.paths.tables / "curated_dataset" / "all.parquet"
     if not curated_path.is_file():
         return None
     real = real_samples(pl.read_parquet(curated_path))
-    synthetic = synthetic_samples(read_partitions(storage.paths.tables / "accepted_videos"), real)
-    return plan_training_dataset(real, synthetic, mix)
+    rounds = checked_accepted_partitions(instance)
+    accepted = read_partitions(storage.paths.tables / "accepted_videos", only={f"{r}.parquet" for r in rounds})
+    return plan_training_dataset(real, synthetic_samples(accepted, real), mix)
 
 
 def last_trained_samples(storage: CosmosStorage, instance: dg.DagsterInstance) -> set[str]:
@@ -43,7 +59,7 @@ def last_trained_samples(storage: CosmosStorage, instance: dg.DagsterInstance) -
 
 @dg.sensor(job=training_job, minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING)
 def retraining_sensor(context: dg.SensorEvaluationContext, storage: CosmosStorage, retraining: RetrainingSettings):
-    plan = plan_from_tables(storage, retraining.mix())
+    plan = plan_from_tables(storage, retraining.mix(), context.instance)
     if plan is None:
         return dg.SkipReason("no curated dataset yet")
     version, samples = plan

@@ -104,6 +104,7 @@ def synthetic_samples(accepted: pl.DataFrame, real: pl.DataFrame) -> pl.DataFram
     return pl.DataFrame([{**{k: None for k in SAMPLES}, **r} for r in rows.to_dicts()], schema=SAMPLES)
 
 
-def read_partitions(folder: Path) -> pl.DataFrame:
-    files = sorted(folder.glob("*.parquet")) if folder.is_dir() else []
+def read_partitions(folder: Path, only: set[str] | None = None) -> pl.DataFrame:
+    """Every partition table of an asset (or only the named files), as one frame."""
+    files = sorted(f for f in folder.glob("*.parquet") if only is None or f.name in only) if folder.is_dir() else []
     return pl.concat([pl.read_parquet(f) for f in files], how="diagonal_relaxed") if files else pl.DataFrame()
