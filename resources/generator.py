@@ -42,10 +42,14 @@ class VideoGeneratorResource(dg.ConfigurableResource):
                                                                "default, cudnn, flash or efficient.")
     compile_transformer: str = Field(default="auto", description="Regional torch.compile of the transformer blocks: "
                                                                  "auto (CUDA only), on or off.")
+    encode_conditioning_only: bool = Field(default=True, description="Predict2: the VAE encodes the conditioning "
+                                                                     "frames, not the padding after them.")
+    device_postprocess: bool = Field(default=True, description="Predict2: decoded frames become uint8 on the device.")
 
     def get(self) -> VideoGenerator:
         speedups = GeneratorSpeedups(frame_adaln=self.frame_adaln, attention=self.attention_backend,
-                                     compile=self.compile_transformer)
+                                     compile=self.compile_transformer, conditioning_encode=self.encode_conditioning_only,
+                                     device_postprocess=self.device_postprocess)
         return open_generator(
             self.kind, self.model, revision=self.revision, device=self.device, dtype=self.dtype,
             controlnets=self.controlnets, speedups=speedups, steps=self.steps, guidance_scale=self.guidance_scale,

@@ -115,13 +115,40 @@ def test_the_generator_gives_the_same_video_with_and_without_the_speedups(tmp_pa
     assert np.abs(videos[0] - videos[1]).max() <= 1
 
 
+def test_encoding_only_the_conditioning_frames_and_postprocessing_on_the_device_change_no_bit(tmp_path, samples):
+    from cosmos_assets.models.generator import GenerationRequest, defaults_for, load_generator
+
+    path = tiny_generators.build_tiny_predict2(tmp_path / "predict2")
+    checkpoint = resolve_checkpoint(str(path), role="generator")
+    frames = sample_frames(samples / "dashcam_solid_white_right.mp4", fps=8, max_frames=9, max_side=64).frames
+    encodes = []
+    videos = {}
+    for label, switches in (("pipeline", GeneratorSpeedups(conditioning_encode=False, device_postprocess=False)),
+                            ("around it", GeneratorSpeedups())):
+        generator = load_generator(checkpoint, "predict2", device="cpu", speedups=switches,
+                                   defaults=defaults_for("predict2", num_frames=13, height=32, width=32, steps=2))
+        vae = generator.pipeline.vae
+        original = type(vae).encode
+        type(vae).encode = lambda self, x, *a, **k: encodes.append(x.shape[2]) or original(self, x, *a, **k)
+        try:
+            for conditioning in (1, 5, 9):
+                request = GenerationRequest(prompt="a car", seed=4, conditioning_frames=frames[:conditioning])
+                videos[label, conditioning] = generator.generate(request).frames
+        finally:
+            type(vae).encode = original
+    for conditioning in (1, 5, 9):
+        assert np.array_equal(videos["pipeline", conditioning], videos["around it", conditioning])
+    assert encodes == [13, 13, 13, 1, 5, 9]  # the padding after the conditioning frames was not encoded
+
+
 def test_the_generator_resource_passes_its_switches(tmp_path):
     from resources.generator import VideoGeneratorResource
 
     path = tiny_generators.build_tiny_predict2(tmp_path / "predict2")
     resource = VideoGeneratorResource(kind="predict2", model=str(path), device="cpu", frame_adaln=False,
-                                      attention_backend="flash", compile_transformer="off")
-    assert resource.get().speedups == GeneratorSpeedups(frame_adaln=False, attention="flash", compile="off")
+                                      attention_backend="flash", compile_transformer="off", device_postprocess=False)
+    assert resource.get().speedups == GeneratorSpeedups(frame_adaln=False, attention="flash", compile="off",
+                                                        device_postprocess=False)
     assert VideoGeneratorResource(kind="predict2", model=str(path)).frame_adaln is True
 
 

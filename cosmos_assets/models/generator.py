@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
@@ -27,7 +28,9 @@ from PIL import Image
 
 from cosmos_assets.models.checkpoints import TINY_LABEL, Checkpoint, ModelError, resolve_checkpoint
 from cosmos_assets.models.runtime import MODELS, choose_device, choose_dtype
-from cosmos_assets.models.speedups import GeneratorSpeedups, apply_generator_speedups
+from cosmos_assets.models.speedups import (
+    GeneratorSpeedups, apply_generator_speedups, encode_conditioning_only, predict2_frames,
+)
 from cosmos_assets.models.tiny_generators import (
     CONTROLNETS_FOLDER, PIPELINE_CLASSES, PREDICT2, PREDICT25, TRANSFER25, TinyPassThroughSafetyChecker,
 )
@@ -322,8 +325,7 @@ class VideoGenerator:
         else:
             pipe, call, settings = self.pipeline, self._predict_call(request, fps), {}
         apply_generator_speedups(pipe.transformer, self.speedups, self.device)
-        output = pipe(**common, **call)
-        frames = np.clip(np.rint(np.asarray(output.frames[0]) * 255.0), 0, 255).astype(np.uint8)
+        frames = self._run(pipe, request, num_frames, {**common, **call})
         if frames.shape != (num_frames, height, width, 3):
             raise RuntimeError(f"{PIPELINE_CLASSES[self.kind]} returned {frames.shape}, "
                                f"expected {(num_frames, height, width, 3)}")
@@ -338,6 +340,17 @@ class VideoGenerator:
             "controls": {}, "device": str(self.device), "dtype": str(self.dtype).removeprefix("torch."),
             **settings,
         })
+
+    def _run(self, pipe, request: GenerationRequest, num_frames: int, kwargs: dict) -> np.ndarray:
+        """The pipeline call, as uint8 frames; for Predict2 with the switches of ``GeneratorSpeedups`` around it."""
+        speedups, conditioning = self.speedups, _frame_count(request.conditioning_frames)
+        trim = (self.kind == PREDICT2 and speedups.conditioning_encode and 0 < conditioning < num_frames)
+        on_device = self.kind == PREDICT2 and speedups.device_postprocess and pipe.safety_checker is not None
+        with encode_conditioning_only(pipe.vae, conditioning, pipe.vae_scale_factor_temporal) if trim else nullcontext():
+            output = pipe(**{**kwargs, "output_type": "latent"} if on_device else kwargs)
+        if on_device:
+            return predict2_frames(pipe, output.frames)
+        return np.clip(np.rint(np.asarray(output.frames[0]) * 255.0), 0, 255).astype(np.uint8)
 
     def _check_geometry(self, num_frames: int, height: int, width: int) -> None:
         # Caught here with a clear message; the pipelines would fail deeper or silently return other sizes.

@@ -92,11 +92,14 @@ class GeneratorSpeedups:
     compile: Literal["auto", "on", "off"] = "auto"
     compile_fullgraph: bool = True
     compile_backend: str = "inductor"  # tests trace with "eager" (no code generation)
+    # Predict2 around the transformer (the same frames, bit for bit):
+    conditioning_encode: bool = True  # the VAE encodes the conditioning frames, not the padding repeated after them
+    device_postprocess: bool = True  # the VAE decode's conversion to uint8 frames on the device, not in numpy
 
     @classmethod
     def off(cls) -> GeneratorSpeedups:
         """The plain diffusers path."""
-        return cls(frame_adaln=False, attention="default", compile="off")
+        return cls(frame_adaln=False, attention="default", compile="off", conditioning_encode=False, device_postprocess=False)
 
     def resolved(self, device: torch.device | str) -> GeneratorSpeedups:
         device = torch.device(device)
@@ -303,6 +306,58 @@ def _fast_transformer_forward(self, hidden_states, timestep, encoder_hidden_stat
     if not return_dict:
         return (hidden_states,)
     return Transformer2DModelOutput(sample=hidden_states)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Generator: around the transformer (Predict2 Video2World).
+
+
+@contextmanager
+def encode_conditioning_only(vae, conditioning_frames: int, temporal: int = 4):
+    """While active, ``vae.encode`` of a video whose frames after the first ``conditioning_frames`` repeat the last
+    of them (the Video2World pipeline's padding to the output length) encodes only those frames and pads the latent
+    distribution's parameters to the full length.
+
+    The Wan VAE is causal in time, so the conditioning latents are the same bits; the padded latent frames are
+    multiplied by a zero condition indicator in the pipeline, and sampling the distribution draws the same noise
+    (same shape), so the video is the same. Any other input is encoded as it is.
+    """
+    from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
+    from diffusers.models.modeling_outputs import AutoencoderKLOutput
+
+    original = vae.encode
+    keep = 1 + temporal * -(-(max(conditioning_frames, 1) - 1) // temporal)  # whole causal chunks: 1 + 4k frames
+
+    def encode(x, return_dict: bool = True):
+        frames = x.shape[2]
+        tail = x[:, :, keep:]
+        if keep >= frames or not torch.equal(tail, x[:, :, keep - 1:keep].expand_as(tail)):
+            return original(x, return_dict=return_dict)
+        parameters = original(x[:, :, :keep]).latent_dist.parameters
+        missing = (frames - 1) // temporal + 1 - parameters.shape[2]
+        padded = torch.cat([parameters, parameters[:, :, -1:].expand(-1, -1, missing, -1, -1)], dim=2)
+        posterior = DiagonalGaussianDistribution(padded)
+        return AutoencoderKLOutput(latent_dist=posterior) if return_dict else (posterior,)
+
+    vae.encode = encode
+    try:
+        yield
+    finally:
+        vae.__dict__.pop("encode", None)
+
+
+def predict2_frames(pipe, latents: torch.Tensor) -> np.ndarray:
+    """uint8 T×H×W×3 frames of ``Cosmos2VideoToWorldPipeline``'s final latents, as the pipeline makes them with its
+    safety checker (diffusers 0.42): un-normalise, VAE decode, ``(x * 0.5 + 0.5).clamp(0, 1)`` in the VAE's dtype,
+    ``* 255`` in float32 truncated to uint8 — here on the device, then the checker on the uint8 frames."""
+    config = pipe.vae.config
+    mean = torch.tensor(config.latents_mean).view(1, config.z_dim, 1, 1, 1).to(latents.device, latents.dtype)
+    std = torch.tensor(config.latents_std).view(1, config.z_dim, 1, 1, 1).to(latents.device, latents.dtype)
+    latents = latents * std / pipe.scheduler.config.sigma_data + mean
+    video = pipe.vae.decode(latents.to(pipe.vae.dtype), return_dict=False)[0]
+    video = (video * 0.5 + 0.5).clamp(0, 1)
+    frames = (video[0].permute(1, 2, 3, 0).float() * 255).to(torch.uint8).cpu().numpy()
+    return np.asarray(pipe.safety_checker.check_video_safety(frames))
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -427,6 +427,9 @@ def build_random_generator(kind: str, size: str = "2B", device: str | torch.devi
         transformer = CosmosTransformer3DModel(**config).to(dtype)
         vae = AutoencoderKLWan(**(vae_config or {})).to(dtype)
         controlnet = CosmosControlNetModel(**controlnet_config(config)).to(dtype) if kind == TRANSFER25 else None
+    for network in (text_encoder, transformer, vae, controlnet):  # built in training mode: T5's dropout would be on
+        if network is not None:
+            network.eval()
     common = dict(text_encoder=text_encoder, tokenizer=tokenizer, transformer=transformer, vae=vae,
                   safety_checker=TinyPassThroughSafetyChecker())
     if kind == PREDICT2:
