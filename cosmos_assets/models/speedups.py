@@ -350,6 +350,11 @@ def predict2_frames(pipe, latents: torch.Tensor) -> np.ndarray:
     """uint8 T×H×W×3 frames of ``Cosmos2VideoToWorldPipeline``'s final latents, as the pipeline makes them with its
     safety checker (diffusers 0.42): un-normalise, VAE decode, ``(x * 0.5 + 0.5).clamp(0, 1)`` in the VAE's dtype,
     ``* 255`` in float32 truncated to uint8 — here on the device, then the checker on the uint8 frames."""
+    with torch.no_grad():  # outside the pipeline's own no_grad: without it the decode would keep its activations
+        return _predict2_frames(pipe, latents)
+
+
+def _predict2_frames(pipe, latents: torch.Tensor) -> np.ndarray:
     config = pipe.vae.config
     mean = torch.tensor(config.latents_mean).view(1, config.z_dim, 1, 1, 1).to(latents.device, latents.dtype)
     std = torch.tensor(config.latents_std).view(1, config.z_dim, 1, 1, 1).to(latents.device, latents.dtype)
