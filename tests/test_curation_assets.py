@@ -53,7 +53,7 @@ def test_thresholds_are_run_config_and_rejections_carry_reasons(cosmos_env, samp
         table = result.output_for_node("filtered_clips")
         assert table["kept"].to_list() == [False]
         assert table["rejection_reasons"].to_list()[0][0].startswith("blurry: sharpness")
-        metadata = result.get_asset_materialization_events()[-1].materialization.metadata
+        metadata = result.asset_materializations_for_node("filtered_clips")[0].metadata
         assert metadata["rejections_by_reason"].data == {"blurry": 1}
 
 
