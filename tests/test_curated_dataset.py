@@ -141,13 +141,14 @@ def test_semantic_search_finds_the_road_clip_for_a_road_query(rounds):
     assert hits[0]["source_name"] == "dashcam.mp4" and Path(hits[0]["path"]).is_file()
 
 
-def test_a_new_prompt_version_recaptions_without_resplitting_and_keeps_old_captions(rounds):
+def test_a_new_prompt_version_recaptions_without_resplitting_and_keeps_old_captions(rounds, monkeypatch):
     paths, first, _ = rounds
     from cosmos_assets.definitions import build_definitions
 
     batch = next(r["partition"] for r in first["runs"] if r["job"] == "curation_job")
     clip_files = {p: p.stat().st_mtime_ns for p in paths.clips.rglob("*.mp4")}
-    os.environ.update(COSMOS_HOME=str(paths.home), DAGSTER_HOME=str(paths.dagster_home))
+    monkeypatch.setenv("COSMOS_HOME", str(paths.home))  # restored after the test: never leak into later tests
+    monkeypatch.setenv("DAGSTER_HOME", str(paths.dagster_home))
     defs = build_definitions("local")
     instance = dg.DagsterInstance.from_config(str(paths.dagster_home))
     config = {"ops": {"clip_captions": {"config": {"captioner": "vlm", "prompt_version": "v2", "prompt": "What happens?"}}}}

@@ -77,8 +77,9 @@ def test_cosmos_lineage_defaults_to_the_promoted_checkpoint(flywheel):
     assert "[promoted]" in text and "dashcam.mp4" in text
 
 
-def _evaluate(paths, key, run_config=None):
-    os.environ.update(COSMOS_HOME=str(paths.home), DAGSTER_HOME=str(paths.dagster_home))
+def _evaluate(paths, key, monkeypatch, run_config=None):
+    monkeypatch.setenv("COSMOS_HOME", str(paths.home))  # restored after the test: never leak into later tests
+    monkeypatch.setenv("DAGSTER_HOME", str(paths.dagster_home))
     from cosmos_assets.definitions import build_definitions
 
     instance = dg.DagsterInstance.from_config(str(paths.dagster_home))
@@ -90,7 +91,7 @@ def _evaluate(paths, key, run_config=None):
         instance.dispose()
 
 
-def test_a_corrupt_checkpoint_fails_evaluation_clearly_and_is_not_promoted(flywheel):
+def test_a_corrupt_checkpoint_fails_evaluation_clearly_and_is_not_promoted(flywheel, monkeypatch):
     paths, _, second = flywheel
     [key] = trained(second)
     before = registry.promoted(paths.checkpoints)
@@ -98,19 +99,19 @@ def test_a_corrupt_checkpoint_fails_evaluation_clearly_and_is_not_promoted(flywh
     shutil.copytree(paths.checkpoints / key, broken)
     adapter = broken / registry.ADAPTER
     adapter.write_bytes(adapter.read_bytes()[:100])
-    result = _evaluate(paths, broken.name)
+    result = _evaluate(paths, broken.name, monkeypatch)
     assert not result.success
     failure = next(e for e in result.all_events if e.is_step_failure)
     assert "CorruptCheckpoint" in failure.step_failure_data.error.message
     assert registry.promoted(paths.checkpoints) == before
 
 
-def test_a_checkpoint_worse_than_its_base_by_the_margin_is_not_promoted(flywheel):
+def test_a_checkpoint_worse_than_its_base_by_the_margin_is_not_promoted(flywheel, monkeypatch):
     paths, _, second = flywheel
     [key] = trained(second)
     history = registry.history(paths.checkpoints)
     demanding = {"ops": {"checkpoint_evaluation_no_worse_than_base": {"config": {"margin": -0.5}}}}
-    result = _evaluate(paths, key, demanding)  # must beat its base by 50 %: a few tiny steps do not
+    result = _evaluate(paths, key, monkeypatch, demanding)  # must beat its base by 50 %: a few tiny steps do not
     assert not result.success
     checks = [e.event_specific_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
     assert [c.passed for c in checks] == [False]

@@ -119,14 +119,14 @@ def test_browser_shows_assets_and_the_video_clips_contact_sheet(demo, sample_bat
             # The asset graph of the `curation` group shows the four contract assets.
             page.goto(f"{demo.url}/asset-groups/curation")
             ui.dismiss_community_dialog(page)
-            for asset in CONTRACT_ASSETS:
-                expect(page.get_by_text(asset, exact=True).first).to_be_visible()
+            for asset in CONTRACT_ASSETS:  # the graph lays out the whole group first: slow on a busy machine
+                expect(page.get_by_text(asset, exact=True).first).to_be_visible(timeout=60_000)
 
             # So does the catalog, each asset linking to its page.
             page.get_by_role("link", name="Catalog").click()
             expect(page).to_have_url(f"{demo.url}/assets")
             for asset in CONTRACT_ASSETS:
-                expect(page.locator(f'a[href="/assets/{asset}"]')).to_be_visible()
+                expect(page.locator(f'a[href="/assets/{asset}"]')).to_be_visible(timeout=30_000)
 
             # video_clips' page lists the latest materialization's metadata; its contact sheet
             # opens as rendered markdown: a JPEG embedded as a data URI.
