@@ -180,6 +180,8 @@ def _evaluate_and_execute(instance, defs, sensor, summary, log) -> int:
         for event in result.get_asset_materialization_events():
             materialization = event.event_specific_data.materialization
             asset = materialization.asset_key.to_user_string()
+            if materialization.partition is None:  # a whole-collection asset: its latest counts, not a sum
+                summary["assets"][asset] = {}
             _merge_counts(summary["assets"].setdefault(asset, {}), materialization.metadata)
     if tick.cursor is not None and tick.cursor != cursor:
         instance.run_storage.set_cursor_values({cursor_key: tick.cursor})
