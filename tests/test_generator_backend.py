@@ -330,3 +330,17 @@ def test_random_generator_builds_the_architecture_in_memory_at_a_reduced_size(so
                   num_frames=FRAMES, num_frames_per_chunk=FRAMES, num_inference_steps=1, output_type="np",
                   max_sequence_length=64, generator=torch.Generator().manual_seed(0))
     assert output.frames[0].shape == (FRAMES, SIZE, SIZE, 3)
+
+
+def test_predict2_continues_from_the_first_frames_of_a_clip_not_the_whole_clip(tiny_checkpoints, source_frames):
+    generator = tiny_generator(tiny_checkpoints, "predict2")
+    kept = generator.defaults.num_conditional_frames
+    assert kept < len(source_frames)
+    changed_tail = source_frames.copy()
+    changed_tail[kept:] = 255 - changed_tail[kept:]  # frames after the conditioning ones must not matter
+    first = generator.generate(request_for("predict2", source_frames, seed=3)).frames
+    other_tail = generator.generate(request_for("predict2", changed_tail, seed=3)).frames
+    assert np.array_equal(first, other_tail)
+    changed_head = source_frames.copy()
+    changed_head[0] = 255 - changed_head[0]
+    assert not np.array_equal(first, generator.generate(request_for("predict2", changed_head, seed=3)).frames)

@@ -69,7 +69,9 @@ class GenerationDefaults:
 
 @dataclass(frozen=True)
 class Predict2Defaults(GenerationDefaults):
-    pass
+    # Video2World continues from the first frames of a clip (cosmos-predict2 uses 1 or 5). The diffusers
+    # pipeline conditions on every frame it is given, so a whole clip would just come back re-encoded.
+    num_conditional_frames: int = 5
 
 
 @dataclass(frozen=True)
@@ -365,7 +367,7 @@ class VideoGenerator:
         if self.kind == PREDICT2:
             if frames is None or len(frames) == 0:
                 raise ValueError("Predict2 Video2World needs conditioning frames from a source clip")
-            return {"video": _pil_frames(frames), "fps": fps}
+            return {"video": _pil_frames(frames[: self.defaults.num_conditional_frames]), "fps": fps}
         if frames is None or len(frames) == 0:
             return {}  # Text2World
         # Video2World on the last 1 + 4(n-1) source frames; a shorter clip conditions on its last frame.
