@@ -30,6 +30,18 @@ def cosmos_env(tmp_path, monkeypatch) -> CosmosPaths:
     return paths
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models gain nothing from intra-op threads, and on a busy shared machine the threads' spin-waiting
+    made their tests several times slower. Modules opt in with ``pytestmark``; restored after the module."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def age_file(path: Path, seconds: float = 3600) -> None:
     """Pretend a file was last touched ``seconds`` ago (mtime; ctime cannot be set)."""
     past = os.stat(path).st_mtime - seconds

@@ -30,14 +30,7 @@ FRAMES, SIZE, STEPS = 9, 32, 2
 TINY_SETTINGS = dict(num_frames=FRAMES, height=SIZE, width=SIZE, steps=STEPS)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny models gain nothing from intra-op threads, and on a busy shared machine the threads' spin-waiting
-    made these tests several times slower. Restored after this module."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
 
 
 @pytest.fixture(scope="session")

@@ -16,13 +16,7 @@ from cosmos_assets.models.generator import load_pipeline
 from cosmos_assets.models.tiny_generators import build_tiny_predict25
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    # Tiny models gain nothing from threads; on a busy shared machine thread spin-waiting slows them down.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -20,12 +20,7 @@ CPU = torch.device("cpu")
 ALL_OFF = VLMSpeedups(share_prefill=True, static_decode=False, cuda_graphs=False, device_preprocess=False, batched_vision=False)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
 
 
 # --- generator: the Cosmos transformer ---------------------------------------------------------------------
