@@ -10,6 +10,7 @@ import sys
 from importlib import resources as package_files
 from pathlib import Path
 
+from cosmos_assets.common.artefacts import OBJECT_STORE_ENV
 from cosmos_assets.settings import CosmosPaths, cosmos_home, ensure_local_instance
 
 SAMPLE_VIDEOS = ("dashcam_solid_white_right.mp4", "bottle_conveyor.mp4", "asl_walk.mkv", "asl_book.mkv", "asl_again.mkv")
@@ -20,9 +21,18 @@ def _prepare_environment() -> CosmosPaths:
     paths = CosmosPaths(cosmos_home())
     os.environ["COSMOS_HOME"] = str(paths.home)
     os.environ["DAGSTER_HOME"] = str(ensure_local_instance(paths))
-    for folder in (paths.landing, paths.artefacts, paths.tables):
+    # With an object store, artefacts and tables live there; the tables folder still holds the ledgers.
+    local_artefacts = () if os.environ.get(OBJECT_STORE_ENV) else (paths.artefacts,)
+    for folder in (paths.landing, paths.tables, *local_artefacts):
         folder.mkdir(parents=True, exist_ok=True)
     return paths
+
+
+def _storage():
+    """The `storage` resource the code location uses: the same store as the assets."""
+    from cosmos_assets.definitions import build_definitions
+
+    return build_definitions().resources["storage"]
 
 
 def land_sample_videos(paths: CosmosPaths) -> list[Path]:
@@ -105,19 +115,21 @@ def format_summary(summary: dict) -> str:
 def show_paths(args: argparse.Namespace) -> int:
     paths = _prepare_environment()
     print(json.dumps({"home": str(paths.home), "landing": str(paths.landing), "dagster_home": str(paths.dagster_home),
-                      "artefacts": str(paths.artefacts), "tables": str(paths.tables)}, indent=2))
+                      "artefacts": str(paths.artefacts), "tables": str(paths.tables),
+                      "object_store": os.environ.get(OBJECT_STORE_ENV) or None}, indent=2))
     return 0
 
 
 def search(args: argparse.Namespace) -> int:
     """Semantic search over curated clips through the caption embeddings in LanceDB."""
-    from cosmos_assets.curation.vector_store import ClipVectorStore, table_name
+    from cosmos_assets.curation.dataset_assets import vector_store
+    from cosmos_assets.curation.vector_store import table_name
     from cosmos_assets.definitions import build_definitions
 
-    paths = _prepare_environment()
-    embedders = build_definitions().resources["embedders"]
-    video, text = embedders.video(), embedders.text()
-    store, name = ClipVectorStore(paths.lancedb), table_name(video.name, video.dim)
+    _prepare_environment()
+    resources = build_definitions().resources
+    video, text = resources["embedders"].video(), resources["embedders"].text()
+    store, name = vector_store(resources["storage"]), table_name(video.name, video.dim)
     if not store.exists(name):
         print(f"cosmos search: no embedded clips yet for {video.name} (run `cosmos run` first)", file=sys.stderr)
         return 1
@@ -139,9 +151,9 @@ def search(args: argparse.Namespace) -> int:
 def show_lineage(args: argparse.Namespace) -> int:
     from cosmos_assets.training.lineage import LineageNotFound, lineage
 
-    paths = _prepare_environment()
+    _prepare_environment()
     try:
-        found = lineage(paths, args.id)
+        found = lineage(_storage().store, args.id)
     except LineageNotFound as error:
         print(f"cosmos lineage: {error}", file=sys.stderr)
         return 1

@@ -32,7 +32,8 @@ from resources import CosmosStorage, EmbedderResource, ShotDetectorResource, Vis
 from resources.generator import VideoGeneratorResource
 from resources.training import TrainerResource
 from resources.k8s import with_kubernetes_executor
-from resources.object_store import table_io_manager
+from resources.storage import ParquetTableIOManager
+from cosmos_assets.common.artefacts import OBJECT_STORE_ENV
 from cosmos_assets.training.assets import (
     checkpoint_evaluation,
     evaluation_job,
@@ -105,9 +106,20 @@ def synthetic_settings(profile: str) -> SyntheticSettings:
     )
 
 
+def object_store_url(profile: str) -> str | None:
+    """``COSMOS_OBJECT_STORE_URL`` puts every artefact, table and the vector store on that store, in any
+    profile. The k8s profile needs it: its step pods share no disk."""
+    url = os.environ.get(OBJECT_STORE_ENV) or None
+    if profile == "k8s" and not url:
+        raise ValueError(f"the k8s profile keeps artefacts on object storage: set {OBJECT_STORE_ENV} "
+                         "(e.g. s3://<bucket>/<prefix>; deploy/README.md, step 4)")
+    return url
+
+
 def build_definitions(profile: str | None = None) -> dg.Definitions:
     profile = profile or cosmos_profile()
     home = str(cosmos_home())
+    store_url = object_store_url(profile)
     # Locally every step of a run shares one process, so a model is loaded once per run;
     # the k8s profile gives each step its own pod instead (added below, sized per asset).
     executor = dg.in_process_executor if profile in ("local", "gpu") else None
@@ -120,8 +132,8 @@ def build_definitions(profile: str | None = None) -> dg.Definitions:
         sensors=[landing_zone_sensor, curated_dataset_sensor, generation_round_sensor, synthetic_batch_sensor, retraining_sensor, checkpoint_sensor],
         executor=executor,
         resources={
-            "io_manager": table_io_manager(profile, home),
-            "storage": CosmosStorage(home=home),
+            "io_manager": ParquetTableIOManager(home=home, object_store_url=store_url),
+            "storage": CosmosStorage(home=home, object_store_url=store_url),
             "synthetic": synthetic_settings(profile),
             "shot_detector": ShotDetectorResource(device=os.environ.get("COSMOS_DEVICE", "auto")),
             **model_resources(profile, home),

@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from cosmos_assets.common import artefacts as keys
+
 DEFAULT_HOME = ".cosmos"
 PROFILES = ("local", "gpu", "k8s")
 
@@ -23,7 +25,9 @@ def cosmos_profile() -> str:
 
 @dataclass(frozen=True)
 class CosmosPaths:
-    """The folders under ``COSMOS_HOME``; everything the product writes goes below ``home``."""
+    """The folders under ``COSMOS_HOME``; everything the product writes goes below ``home``. With an object
+    store configured, what lies under ``artefacts``, ``tables`` (except the ledgers) and ``lancedb`` here
+    lives there instead (``cosmos_assets.common.artefacts``, whose keys these folders follow)."""
 
     home: Path
 
@@ -33,35 +37,35 @@ class CosmosPaths:
 
     @property
     def artefacts(self) -> Path:
-        return self.home / "artefacts"
+        return self.home / keys.ARTEFACTS
 
     @property
     def raw_store(self) -> Path:
-        return self.artefacts / "raw"
+        return self.home / keys.RAW
 
     @property
     def clips(self) -> Path:
-        return self.artefacts / "clips"
+        return self.home / keys.CLIPS
 
     @property
     def thumbnails(self) -> Path:
-        return self.artefacts / "thumbnails"
+        return self.home / keys.THUMBNAILS
 
     @property
     def tables(self) -> Path:
-        return self.home / "tables"
+        return self.home / keys.TABLES
 
     @property
     def checkpoints(self) -> Path:
-        return self.artefacts / "checkpoints"
+        return self.home / keys.CHECKPOINTS
 
     @property
     def training_datasets(self) -> Path:
-        return self.artefacts / "training_datasets"
+        return self.home / keys.TRAINING_DATASETS
 
     @property
     def training_runs(self) -> Path:
-        return self.artefacts / "training_runs"  # resumable state per run, and the latent cache beside it
+        return self.home / keys.TRAINING_RUNS  # resumable state per run, and the latent cache beside it
 
     @property
     def checkpoint_inbox(self) -> Path:
@@ -69,11 +73,11 @@ class CosmosPaths:
 
     @property
     def lancedb(self) -> Path:
-        return self.home / "lancedb"
+        return self.home / keys.LANCEDB
 
     @property
     def datasets(self) -> Path:
-        return self.artefacts / "datasets"
+        return self.home / keys.DATASETS
 
     @property
     def models(self) -> Path:
@@ -86,7 +90,7 @@ class CosmosPaths:
     @property
     def synthetic(self) -> Path:
         """Synthetic candidates (``candidates/``, ``external/``) and the source windows they came from (``sources/``)."""
-        return self.artefacts / "synthetic"
+        return self.home / keys.SYNTHETIC
 
     @property
     def synthetic_inbox(self) -> Path:
@@ -103,16 +107,10 @@ class CosmosPaths:
             return Path(os.environ["DAGSTER_HOME"]).expanduser().absolute()
         return self.home / "dagster"
 
-    def raw_path(self, content_hash: str, container_suffix: str) -> Path:
-        return self.raw_store / content_hash[:2] / f"{content_hash}{container_suffix}"
-
-    # Clip files sit under their recipe (split + transcode settings): the same clip id encoded with
-    # other settings is another file, so a finished record of one recipe never points at another's.
-    def clip_path(self, clip_id: str, recipe: str) -> Path:
-        return self.clips / recipe[:8] / clip_id[:2] / f"{clip_id}.mp4"
-
-    def thumbnail_path(self, clip_id: str, recipe: str) -> Path:
-        return self.thumbnails / recipe[:8] / clip_id[:2] / f"{clip_id}.jpg"
+    @property
+    def scratch(self) -> Path:
+        """Local copies of files on an object store, and work folders (``COSMOS_SCRATCH``)."""
+        return keys.scratch_folder(self.home)
 
 
 # The local instance: SQLite storage (the default when no storage is named), run monitoring so

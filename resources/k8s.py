@@ -201,7 +201,8 @@ def k8s_config_for(pod_class: PodClass) -> dict:
             "resources": {"requests": requests, "limits": limits},
             "security_context": CONTAINER_SECURITY_CONTEXT,
             "volume_mounts": [{"name": SCRATCH_VOLUME, "mount_path": SCRATCH_PATH}],
-            "env": [{"name": "TMPDIR", "value": SCRATCH_PATH}],
+            # COSMOS_SCRATCH: local copies of stored files and work folders go on the pod's own disk.
+            "env": [{"name": "TMPDIR", "value": SCRATCH_PATH}, {"name": "COSMOS_SCRATCH", "value": SCRATCH_PATH}],
         },
         "pod_spec_config": pod_spec,
         "pod_template_spec_metadata": {"labels": {POD_CLASS_LABEL: pod_class.name}},

@@ -1,44 +1,54 @@
-"""Storage resources: the artefact store under ``COSMOS_HOME`` and the Parquet table IO manager."""
+"""Storage resources: where artefacts and tables live (``COSMOS_HOME``, or the object store named by
+``COSMOS_OBJECT_STORE_URL``), and the Parquet table IO manager on the same store."""
 
 
 from pathlib import Path
+from typing import Optional
 
 import dagster as dg
 import polars as pl
 
-from cosmos_assets.common.files import atomic_path
+from cosmos_assets.common.artefacts import ArtefactStore, open_store, table_key
 from cosmos_assets.settings import CosmosPaths
 
 
 class CosmosStorage(dg.ConfigurableResource):
-    """The root folder that holds the landing zone, artefacts and tables (``COSMOS_HOME``)."""
+    """``home`` (``COSMOS_HOME``) holds the landing zone, the inboxes and their ledgers, models and the
+    Dagster instance; artefacts, tables and LanceDB live in ``store``: below ``home`` too, unless
+    ``object_store_url`` names an object store (then ``home/scratch``, or ``COSMOS_SCRATCH``, caches them)."""
 
     home: str
+    object_store_url: Optional[str] = None
 
     @property
     def paths(self) -> CosmosPaths:
         return CosmosPaths(Path(self.home))
 
+    @property
+    def store(self) -> ArtefactStore:
+        return open_store(self.home, self.object_store_url)
+
 
 class ParquetTableIOManager(dg.ConfigurableIOManager):
-    """Asset values are polars DataFrames stored as one Parquet file per asset and partition.
-
-    Files are written atomically, so a crashed step never leaves a half table for the next one.
-    """
+    """Asset values are polars DataFrames stored as one Parquet file per asset and partition, at
+    ``tables/<asset>/<partition>.parquet`` of the store: step processes (or pods) hand tables to each
+    other through it. Written atomically (temp name + rename, or an upload that shows only once
+    complete), so a crashed step never leaves a half table for the next one."""
 
     home: str
+    object_store_url: Optional[str] = None
 
-    def table_path(self, asset_key: dg.AssetKey, partition: str | None) -> Path:
-        return CosmosPaths(Path(self.home)).tables.joinpath(*asset_key.path) / f"{partition or 'all'}.parquet"
+    @property
+    def store(self) -> ArtefactStore:
+        return open_store(self.home, self.object_store_url)
 
     def handle_output(self, context: dg.OutputContext, table: pl.DataFrame) -> None:
         if table is None:
             return
-        path = self.table_path(context.asset_key, context.partition_key if context.has_partition_key else None)
-        with atomic_path(path) as tmp:
-            table.write_parquet(tmp)
-        context.add_output_metadata({"dagster/row_count": table.height, "table_path": str(path)})
+        key = table_key(context.asset_key.path, context.partition_key if context.has_partition_key else None)
+        reference = self.store.write_parquet(key, table)
+        context.add_output_metadata({"dagster/row_count": table.height, "table_path": reference})
 
     def load_input(self, context: dg.InputContext) -> pl.DataFrame:
         partition = context.asset_partition_key if context.has_asset_partitions else None
-        return pl.read_parquet(self.table_path(context.asset_key, partition))
+        return self.store.read_parquet(table_key(context.asset_key.path, partition))

@@ -9,7 +9,9 @@ import polars as pl
 
 from cosmos_assets.training import registry
 from cosmos_assets.training.assets import evaluation_job, training_job, training_runs
-from cosmos_assets.training.datasets import MixConfig, plan_training_dataset, read_partitions, real_samples, synthetic_samples, write_snapshot
+from cosmos_assets.training.datasets import (
+    MixConfig, plan_training_dataset, real_samples, snapshot_samples, synthetic_samples, write_snapshot,
+)
 from resources import CosmosStorage
 from sensors.curated_dataset import latest_materialization_id
 from sensors.landing_zone import LandingZoneSettings
@@ -39,12 +41,13 @@ def checked_accepted_partitions(instance: dg.DagsterInstance) -> set[str]:
 
 
 def plan_from_tables(storage: CosmosStorage, mix: MixConfig, instance: dg.DagsterInstance) -> tuple[str, pl.DataFrame] | None:
-    curated_path = storage.paths.tables / "curated_dataset" / "all.parquet"
-    if not curated_path.is_file():
+    store = storage.store
+    curated = store.read_table("curated_dataset")
+    if curated is None:
         return None
-    real = real_samples(pl.read_parquet(curated_path))
+    real = real_samples(curated)
     rounds = checked_accepted_partitions(instance)
-    accepted = read_partitions(storage.paths.tables / "accepted_videos", only={f"{r}.parquet" for r in rounds})
+    accepted = store.read_partitions("accepted_videos", only=rounds)
     return plan_training_dataset(real, synthetic_samples(accepted, real), mix)
 
 
@@ -52,9 +55,8 @@ def last_trained_samples(storage: CosmosStorage, instance: dg.DagsterInstance) -
     records = instance.fetch_materializations(dg.AssetKey("generator_checkpoint"), limit=1).records
     if not records:
         return set()
-    version = records[0].partition_key
-    path = storage.paths.training_datasets / version / "samples.parquet"
-    return set(pl.read_parquet(path)["sample_id"]) if path.is_file() else set()
+    samples = snapshot_samples(storage.store, records[0].partition_key)
+    return set(samples["sample_id"]) if samples is not None else set()
 
 
 @dg.sensor(job=training_job, minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING)
@@ -66,7 +68,7 @@ def retraining_sensor(context: dg.SensorEvaluationContext, storage: CosmosStorag
     new = set(samples["sample_id"]) - last_trained_samples(storage, context.instance)
     if len(new) < retraining.min_new_samples:
         return dg.SkipReason(f"{len(new)} new sample(s) since the last checkpoint; retraining at {retraining.min_new_samples}")
-    write_snapshot(storage.paths.training_datasets, version, samples, retraining.mix())
+    write_snapshot(storage.store, version, samples, retraining.mix())
     # The partition exists before the request names it (Dagster validates requested keys).
     context.instance.add_dynamic_partitions(training_runs.name, [version])
     # The run key is the dataset version: crossing the threshold with the same data triggers once.
@@ -83,7 +85,7 @@ def checkpoint_sensor(context: dg.SensorEvaluationContext, storage: CosmosStorag
     for record in records:
         requests.append(dg.RunRequest(run_key=f"evaluate-{record.partition_key}", partition_key=record.partition_key))
         cursor["after"] = max(cursor["after"], record.storage_id)
-    inbox = registry.scan_checkpoint_inbox(storage.paths.checkpoint_inbox, storage.paths.checkpoints,
+    inbox = registry.scan_checkpoint_inbox(storage.paths.checkpoint_inbox, storage.store,
                                            storage.paths.tables / "checkpoint_inbox_ledger.json", landing_zone.settle_seconds)
     for rejected in inbox.rejected:
         context.log.warning(f"checkpoint inbox: {rejected['item']!r} set aside: {rejected['error_class']}: {rejected['error_message']}")

@@ -19,9 +19,6 @@ from types import SimpleNamespace
 import dagster as dg
 import kubernetes
 import kubernetes_validate
-import lancedb
-import polars as pl
-import pyarrow as pa
 import pytest
 import yaml
 from dagster._core.code_pointer import ModuleCodePointer
@@ -32,14 +29,10 @@ from dagster._core.system_config.objects import ResolvedRunConfig
 from dagster_k8s import K8sRunLauncher
 from dagster_k8s.job import construct_dagster_k8s_job, get_k8s_job_name
 
-from cosmos_assets.curation.assets import filtered_clips, raw_videos, video_clips_and_scores
 from cosmos_assets.definitions import build_definitions
-from conftest import age_file
 from postgres_support import offline_kubeconfig, offline_run_launcher, production_instance_config
 from resources import k8s
-from resources.object_store import ObjectStore, ObjectStoreTableIOManager, table_key
 from resources.storage import ParquetTableIOManager
-from sensors.landing_zone import LandingZoneSettings, evaluate_landing_zone
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -134,7 +127,8 @@ def k8s_instance(production_config, kubeconfig, tmp_path_factory):
 
 
 @pytest.fixture
-def k8s_defs(cosmos_env) -> dg.Definitions:
+def k8s_defs(cosmos_env, monkeypatch) -> dg.Definitions:
+    monkeypatch.setenv("COSMOS_OBJECT_STORE_URL", "s3://cosmos-flywheel/prod")
     return build_definitions("k8s")
 
 
@@ -357,7 +351,7 @@ def test_step_jobs_are_valid_request_gpus_exactly_on_gpu_assets_and_are_restrict
         # From the code location (values.yaml) through the run: volumes, the profile, the store's Secret.
         assert {m["mountPath"] for m in container["volumeMounts"]} == {"/cosmos", "/models", k8s.SCRATCH_PATH}
         env = {e["name"]: e.get("value") for e in container["env"]}
-        assert env["COSMOS_PROFILE"] == "k8s" and env["TMPDIR"] == k8s.SCRATCH_PATH and env["HF_HUB_OFFLINE"] == "1"
+        assert env["COSMOS_PROFILE"] == "k8s" and env["TMPDIR"] == env["COSMOS_SCRATCH"] == k8s.SCRATCH_PATH and env["HF_HUB_OFFLINE"] == "1"
         assert {"secretRef": {"name": "cosmos-object-store"}} in container["envFrom"]
         assert "DAGSTER_PG_PASSWORD" in env and not any("password" in (e.get("value") or "").lower() for e in container["env"])
         assert container["image"] == IMAGE
@@ -376,6 +370,7 @@ def test_the_run_worker_job_is_valid_and_restricted(production_config, kubeconfi
 
 
 def test_node_placement_comes_from_configuration(k8s_instance, values, monkeypatch, cosmos_env):
+    monkeypatch.setenv("COSMOS_OBJECT_STORE_URL", "s3://cosmos-flywheel/prod")
     monkeypatch.setenv("COSMOS_K8S_GPU_NODE_SELECTOR", json.dumps({"cloud.google.com/gke-accelerator": "nvidia-h100-80gb"}))
     monkeypatch.setenv("COSMOS_K8S_GPU_TOLERATIONS", json.dumps([{"key": "gpu-pool", "operator": "Equal", "value": "h100", "effect": "NoSchedule"}]))
     monkeypatch.setenv("COSMOS_K8S_CPU_NODE_SELECTOR", json.dumps({"node-pool": "cpu"}))
@@ -529,69 +524,17 @@ def test_the_readme_pod_table_is_the_one_in_the_code():
 
 
 # ---------------------------------------------------------------------------------------------
-# Object storage (no S3 here: a non-local fsspec store, memory://, and a local folder)
+# Object storage (the store itself, on a real S3 server, is specified in tests/test_object_store.py)
 
 
-def test_the_object_store_moves_whole_files_and_tables_on_a_non_local_filesystem(tmp_path):
-    store = ObjectStore("memory://cosmos-store-test")
-    clip = tmp_path / "clip.mp4"
-    clip.write_bytes(b"\x00\x00\x00\x18ftypmp42" * 1000)
-    url = store.put_file(clip, "artefacts/clips/ab/abcdef.mp4")
-    assert url == "memory://cosmos-store-test/artefacts/clips/ab/abcdef.mp4" and store.exists("artefacts/clips/ab/abcdef.mp4")
-    copy = store.get_file("artefacts/clips/ab/abcdef.mp4", tmp_path / "scratch" / "clip.mp4")
-    assert copy.read_bytes() == clip.read_bytes() and not list(copy.parent.glob(".tmp-*"))
-    table = pl.DataFrame({"clip_id": ["a", "b"], "kept": [True, False]})
-    store.write_parquet(table, "tables/filtered_clips/batch-1.parquet")
-    assert store.read_parquet("tables/filtered_clips/batch-1.parquet").equals(table)
-    assert store.lancedb_uri == "memory://cosmos-store-test/lancedb"
-
-
-def test_tables_and_lancedb_share_one_store_and_the_layout_of_cosmos_home(tmp_path):
-    store = ObjectStore(str(tmp_path / "store"))
-    key = dg.AssetKey("video_clips")
-    table = pl.DataFrame({"clip_id": ["a"]})
-    store.write_parquet(table, table_key(key, "batch-1"))
-    local_layout = ParquetTableIOManager(home=str(tmp_path / "store")).table_path(key, "batch-1")
-    assert pl.read_parquet(local_layout).equals(table)
-    database = lancedb.connect(store.lancedb_uri)
-    database.create_table("clip_embeddings", pa.table({"clip_id": ["a"], "vector": [[0.1, 0.2]]}))
-    assert (tmp_path / "store" / "lancedb" / "clip_embeddings.lance").is_dir()
-
-
-def test_the_k8s_profile_keeps_tables_on_the_object_store_and_the_local_profile_does_not(cosmos_env, monkeypatch):
+def test_the_k8s_profile_needs_an_object_store_and_every_profile_uses_one_when_set(cosmos_env, monkeypatch):
+    monkeypatch.delenv("COSMOS_OBJECT_STORE_URL", raising=False)
+    with pytest.raises(ValueError, match="COSMOS_OBJECT_STORE_URL"):
+        build_definitions("k8s")
+    local = build_definitions("local").resources
+    assert local["io_manager"].object_store_url is None and local["storage"].object_store_url is None
     monkeypatch.setenv("COSMOS_OBJECT_STORE_URL", "s3://cosmos-flywheel/prod")
-    manager = build_definitions("k8s").resources["io_manager"]
-    assert isinstance(manager, ObjectStoreTableIOManager) and manager.url == "s3://cosmos-flywheel/prod"
-    assert isinstance(build_definitions("local").resources["io_manager"], ParquetTableIOManager)
-    monkeypatch.delenv("COSMOS_OBJECT_STORE_URL")
-    assert isinstance(build_definitions("k8s").resources["io_manager"], ParquetTableIOManager)
-
-
-def test_the_curation_assets_hand_their_tables_over_through_a_non_local_store(cosmos_env, samples):
-    """The real assets, materialized with the object-store IO manager on memory://: raw_videos →
-    video_clips + clip_scores → filtered_clips read each other's tables from the store."""
-    landed = cosmos_env.landing / "asl_walk.mkv"
-    landed.write_bytes((samples / "asl_walk.mkv").read_bytes())
-    age_file(landed)
-    defs = build_definitions("local")
-    storage = defs.resources["storage"]
-    [batch], _, _ = evaluate_landing_zone(storage, LandingZoneSettings(settle_seconds=0), None)
-    store_url = "memory://cosmos-curation-test"
-    instance = dg.DagsterInstance.ephemeral()
-    instance.add_dynamic_partitions("ingest_batches", [batch.key])
-    result = dg.materialize(
-        [raw_videos, video_clips_and_scores, filtered_clips],
-        instance=instance,
-        partition_key=batch.key,
-        resources={**defs.resources, "io_manager": ObjectStoreTableIOManager(url=store_url)},
-    )
-    assert result.success
-    store = ObjectStore(store_url)
-    raw = store.read_parquet(table_key(dg.AssetKey("raw_videos"), batch.key))
-    clips = store.read_parquet(table_key(dg.AssetKey("video_clips"), batch.key))
-    filtered = store.read_parquet(table_key(dg.AssetKey("filtered_clips"), batch.key))
-    assert raw["landing_name"].to_list() == ["asl_walk.mkv"] and raw["status"].to_list() == ["ok"]
-    assert clips.height >= 1 and filtered["clip_id"].sort().to_list() == clips["clip_id"].sort().to_list()
-    assert not cosmos_env.tables.exists() or not list(cosmos_env.tables.rglob("*.parquet"))
-    materialized = result.asset_materializations_for_node("filtered_clips")[0]
-    assert materialized.metadata["table_path"].value == store.url_for(table_key(dg.AssetKey("filtered_clips"), batch.key))
+    for profile in ("k8s", "local"):
+        resources = build_definitions(profile).resources
+        assert isinstance(resources["io_manager"], ParquetTableIOManager)
+        assert resources["io_manager"].object_store_url == resources["storage"].object_store_url == "s3://cosmos-flywheel/prod"

@@ -15,6 +15,7 @@ from cosmos_assets.synthetic.augment import augment, augmentation_parameters
 from cosmos_assets.synthetic.critics import (
     MetricCritic, align_source, parse_rating, parse_verdict, reason_score, rubric_score,
 )
+from cosmos_assets.common.artefacts import LocalStore
 from cosmos_assets.synthetic.inbox import InboxLedger, ManifestInvalid, ingest_file, member_path, parse_manifest
 from cosmos_assets.synthetic.selection import DEFAULT_THRESHOLDS, select
 from cosmos_assets.synthetic.video import read_window, request_geometry, write_mp4
@@ -229,18 +230,18 @@ def test_broken_manifests_and_missing_files_become_batches_that_say_why(tmp_path
 
 
 def test_dropped_files_are_copied_by_content_and_bad_ones_rejected_with_their_class(tmp_path, dashcam):
-    inbox, store = tmp_path / "inbox", tmp_path / "store"
+    inbox, store = tmp_path / "inbox", LocalStore(tmp_path / "store")
     inbox.mkdir()
     write_mp4(inbox / "good.mp4", dashcam[:9], 16)
     (inbox / "notes.mp4").write_text("not a video")
     os.symlink(inbox / "good.mp4", inbox / "link.mp4")
-    destination = lambda digest: store / f"{digest}.mp4"  # noqa: E731
-    ingested = ingest_file(inbox, b"good.mp4", destination)
-    assert ingested.path == store / f"{ingested.sha256}.mp4" and ingested.probe["frames"] == 9
-    assert ingest_file(inbox, b"good.mp4", destination, expected_sha256=ingested.sha256.upper()).path == ingested.path
+    key_for = lambda digest: f"{digest}.mp4"  # noqa: E731
+    ingested = ingest_file(inbox, b"good.mp4", store, key_for)
+    assert ingested.path == str(tmp_path / "store" / f"{ingested.sha256}.mp4") and ingested.probe["frames"] == 9
+    assert ingest_file(inbox, b"good.mp4", store, key_for, expected_sha256=ingested.sha256.upper()).path == ingested.path
     for name, expected_sha, error_class in [(b"notes.mp4", None, "NotAVideo"), (b"link.mp4", None, "UnsafePath"),
                                             (b"gone.mp4", None, "MissingFile"), (b"good.mp4", "0" * 64, "ChecksumMismatch")]:
         with pytest.raises(VideoRejected) as rejected:
-            ingest_file(inbox, name, destination, expected_sha256=expected_sha)
+            ingest_file(inbox, name, store, key_for, expected_sha256=expected_sha)
         assert rejected.value.error_class == error_class
-    assert sorted(p.name for p in store.iterdir()) == [f"{ingested.sha256}.mp4"]  # nothing else kept
+    assert store.list("") == [f"{ingested.sha256}.mp4"]  # nothing else kept

@@ -16,6 +16,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from cosmos_assets.models.checkpoints import CorruptCheckpoint
+from cosmos_assets.common.artefacts import CHECKPOINTS, LocalStore
 from cosmos_assets.training import registry
 from cosmos_assets.training.evaluation import ModelScores, frechet_distance, promotion_decision
 from cosmos_assets.training.trainer import TrainingConfig, cache_samples, latest_state, train_lora
@@ -119,39 +120,43 @@ def write_adapter(folder: Path, manifest: dict | None = None) -> None:
 
 
 def test_a_missing_or_corrupt_checkpoint_is_a_clear_error(tmp_path):
-    write_adapter(tmp_path / "good")
-    assert registry.verified_checkpoint(tmp_path / "good")["kind"] == "predict2.5"
-    write_adapter(tmp_path / "corrupt")
-    data = (tmp_path / "corrupt" / registry.ADAPTER).read_bytes()
-    (tmp_path / "corrupt" / registry.ADAPTER).write_bytes(data[: len(data) - 8])
+    store = LocalStore(tmp_path)
+    checkpoints = tmp_path / CHECKPOINTS
+    write_adapter(checkpoints / "good")
+    assert registry.verified_checkpoint(store, "good")["kind"] == "predict2.5"
+    write_adapter(checkpoints / "corrupt")
+    data = (checkpoints / "corrupt" / registry.ADAPTER).read_bytes()
+    (checkpoints / "corrupt" / registry.ADAPTER).write_bytes(data[: len(data) - 8])
     with pytest.raises(CorruptCheckpoint, match="not a valid safetensors file"):
-        registry.verified_checkpoint(tmp_path / "corrupt")
-    write_adapter(tmp_path / "missing")
-    (tmp_path / "missing" / registry.ADAPTER).unlink()
+        registry.verified_checkpoint(store, "corrupt")
+    write_adapter(checkpoints / "missing")
+    (checkpoints / "missing" / registry.ADAPTER).unlink()
     with pytest.raises(registry.CheckpointMissing, match="adapter file .* is missing"):
-        registry.verified_checkpoint(tmp_path / "missing")
+        registry.verified_checkpoint(store, "missing")
 
 
 def test_promotion_history_is_kept_and_a_rerun_adds_nothing(tmp_path):
-    registry.promote(tmp_path, "tds-a", {"base": {}})
-    registry.promote(tmp_path, "tds-a", {"base": {}})
-    registry.promote(tmp_path, "tds-b", {"base": {}})
-    assert [h["checkpoint"] for h in registry.history(tmp_path)] == ["tds-a", "tds-b"]
-    assert registry.promoted(tmp_path)["checkpoint"] == "tds-b"
+    store = LocalStore(tmp_path)
+    registry.promote(store, "tds-a", {"base": {}})
+    registry.promote(store, "tds-a", {"base": {}})
+    registry.promote(store, "tds-b", {"base": {}})
+    assert [h["checkpoint"] for h in registry.history(store)] == ["tds-a", "tds-b"]
+    assert registry.promoted(store)["checkpoint"] == "tds-b"
 
 
 def test_the_checkpoint_inbox_registers_good_drops_once_and_sets_bad_ones_aside(tmp_path):
-    inbox, root, ledger = tmp_path / "inbox", tmp_path / "checkpoints", tmp_path / "ledger.json"
+    inbox, store, ledger = tmp_path / "inbox", LocalStore(tmp_path / "home"), tmp_path / "ledger.json"
+    root = tmp_path / "home" / CHECKPOINTS
     write_adapter(inbox / "run-42")
     write_adapter(inbox / "same-bytes-again")
     write_adapter(inbox / "no-manifest-keys", manifest={"note": "x"})
     (inbox / "symlinked").mkdir(parents=True)
     os.symlink(inbox / "run-42" / registry.ADAPTER, inbox / "symlinked" / registry.ADAPTER)
     shutil.copy(inbox / "run-42" / registry.MANIFEST, inbox / "symlinked" / registry.MANIFEST)
-    first = registry.scan_checkpoint_inbox(inbox, root, ledger, settle_seconds=0)
+    first = registry.scan_checkpoint_inbox(inbox, store, ledger, settle_seconds=0)
     assert len(first.registered) == 1 and first.registered[0].startswith("inbox-")
     assert sorted(r["item"] for r in first.rejected) == ["no-manifest-keys", "symlinked"]
-    assert registry.verified_checkpoint(root / first.registered[0])["source"] == "checkpoint_inbox"
-    again = registry.scan_checkpoint_inbox(inbox, root, ledger, settle_seconds=0)
+    assert registry.verified_checkpoint(store, first.registered[0])["source"] == "checkpoint_inbox"
+    again = registry.scan_checkpoint_inbox(inbox, store, ledger, settle_seconds=0)
     assert again.registered == [] and again.rejected == []  # each drop is handled exactly once
     assert not list(root.glob(".tmp-*"))

@@ -11,6 +11,7 @@ import numpy as np
 import polars as pl
 from PIL import Image
 
+from cosmos_assets.common.artefacts import CLIPS, RAW, THUMBNAILS, ArtefactStore
 from cosmos_assets.common.files import remove_stale_temporaries, sha256_of_file
 from cosmos_assets.common.pictures import contact_sheet, encode_jpeg, encode_png, histogram, markdown_image
 from cosmos_assets.curation import schemas
@@ -78,13 +79,20 @@ def _md_table(rows: list[dict], columns: list[str]) -> str:
     return "\n".join(lines)
 
 
-def _clip_contact_sheet(clips: pl.DataFrame, title: str) -> str:
+def thumbnail_image(store: ArtefactStore, reference: str | None, size: tuple[int, int] = (160, 90)) -> Image.Image:
+    """A stored thumbnail for a contact sheet, or a blank tile when it is missing (a sheet never fails a step)."""
+    try:
+        return Image.open(store.local_path(reference)).convert("RGB") if reference else Image.new("RGB", size)
+    except (OSError, ValueError):
+        return Image.new("RGB", size)
+
+
+def _clip_contact_sheet(store: ArtefactStore, clips: pl.DataFrame, title: str) -> str:
     shown = clips.head(CONTACT_SHEET_LIMIT)
     images, labels = [], []
     for row in shown.iter_rows(named=True):
-        path = Path(row["thumbnail_path"])
-        if path.exists():
-            images.append(Image.open(path).convert("RGB"))
+        if row["thumbnail_path"]:
+            images.append(thumbnail_image(store, row["thumbnail_path"]))
             labels.append(f"{row['source_name'][:14]} {row['start_s']:.1f}-{row['end_s']:.1f}s")
     more = f"\n\n{clips.height - shown.height} more clips not shown." if clips.height > shown.height else ""
     return markdown_image(encode_jpeg(contact_sheet(images, labels)), title) + more
@@ -101,14 +109,14 @@ def raw_videos(
 ) -> dg.Output[pl.DataFrame]:
     """One row per landed file of the batch: content hash, probe facts, and `ok` or `rejected` with
     the error class and message. Files are copied into a content-addressed raw store."""
-    paths = storage.paths
+    paths, store = storage.paths, storage.store
     batch = LandingLedger(paths.landing_ledger).batch(context.partition_key)
     limits = ProbeLimits(config.max_file_bytes, config.max_width, config.max_height, config.max_duration_s)
-    if removed := remove_stale_temporaries(paths.raw_store):
+    if removed := remove_stale_temporaries(store.staging_path(RAW)):
         context.log.info(f"removed {removed} temporary file(s) left by a crashed copy")
     rows = []
     for number, member in enumerate(batch.members, start=1):
-        row = ingest_member(member, batch.key, paths.landing, paths, limits)
+        row = ingest_member(member, batch.key, paths.landing, store, limits)
         rows.append(row)
         context.log.info(
             f"[{number}/{len(batch.members)}] {row['landing_name']!r}: {row['status']}"
@@ -165,13 +173,14 @@ def video_clips_and_scores(
     split = SplitConfig(config.method, config.threshold, config.min_clip_s, config.max_clip_s, config.trim_at_cuts_s, config.stride_s)
     transcode = TranscodeConfig(config.max_width, config.max_height, config.max_fps, config.preset, config.crf)
     detector = shot_detector.get() if split.method != "fixed_stride" else None
-    for folder in (storage.paths.clips, storage.paths.thumbnails):
+    store = storage.store
+    for folder in (store.staging_path(CLIPS), store.staging_path(THUMBNAILS)):
         if removed := remove_stale_temporaries(folder):
             context.log.info(f"removed {removed} temporary file(s) left by a crashed writer in {folder}")
     videos = raw_videos.filter(pl.col("status") == "ok").to_dicts()
     clip_rows, errors = [], []
     for number, video in enumerate(videos, start=1):
-        rows, error = split_video(video, storage.paths, split, transcode, detector)
+        rows, error = split_video(video, store, split, transcode, detector)
         clip_rows.extend(rows)
         if error:
             errors.append(error)
@@ -191,7 +200,7 @@ def video_clips_and_scores(
             "videos_without_clips": len(videos) - len(errors) - (clips["source_hash"].n_unique() if clips.height else 0),
             "clip_seconds": round(float(clips["duration_s"].sum()), 2) if clips.height else 0.0,
             "split_method": split.method,
-            "contact_sheet": dg.MetadataValue.md(_clip_contact_sheet(clips, "clip thumbnails")) if clips.height else dg.MetadataValue.md("no clips"),
+            "contact_sheet": dg.MetadataValue.md(_clip_contact_sheet(store, clips, "clip thumbnails")) if clips.height else dg.MetadataValue.md("no clips"),
             "failures": dg.MetadataValue.md(_md_table(errors, ["landing_name", "error_class", "error_message"])) if errors else dg.MetadataValue.md("none"),
         },
     )
@@ -225,7 +234,8 @@ def _score_metadata(scores: pl.DataFrame, thresholds: FilterThresholds | None = 
     owners=["team:curation"],
 )
 def filtered_clips(
-    context: dg.AssetExecutionContext, config: FilterConfig, video_clips: pl.DataFrame, clip_scores: pl.DataFrame
+    context: dg.AssetExecutionContext, config: FilterConfig, storage: CosmosStorage, video_clips: pl.DataFrame,
+    clip_scores: pl.DataFrame,
 ) -> dg.Output[pl.DataFrame]:
     """Every clip of the batch with `kept` true when all its scores pass the configured thresholds,
     and the reasons for each rejection otherwise."""
@@ -243,7 +253,7 @@ def filtered_clips(
         "rejected": table.height - kept.height,
         "rejections_by_reason": dg.MetadataValue.json(dict(counts)),
         "thresholds": dg.MetadataValue.json(config.model_dump()),
-        "kept_clips": dg.MetadataValue.md(_clip_contact_sheet(kept, "kept clips")) if kept.height else dg.MetadataValue.md("no clip kept"),
+        "kept_clips": dg.MetadataValue.md(_clip_contact_sheet(storage.store, kept, "kept clips")) if kept.height else dg.MetadataValue.md("no clip kept"),
     }
     metadata.update({k: v for k, v in _score_metadata(clip_scores, thresholds).items() if k == "histograms"})
     context.log.info(f"kept {kept.height} of {table.height} clips; rejections: {dict(counts) or 'none'}")

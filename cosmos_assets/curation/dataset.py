@@ -2,7 +2,8 @@
 in the layout Cosmos Predict2 training reads and as webdataset tar shards.
 
 A version id is a digest of the member clip ids and the curation config, so re-materializing with
-nothing changed names the same version — and finds it already written, writing nothing.
+nothing changed names the same version — and finds it already written, writing nothing. The export is
+built in a local folder and published to the artefact store with its dataset card last.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import polars as pl
 
+from cosmos_assets.common.artefacts import DATASETS, ArtefactStore
 from cosmos_assets.common.files import atomic_path
 
 
@@ -35,10 +37,13 @@ def split_of(clip_id: str, validation_fraction: float, seed: str = "cosmos-split
     return "validation" if bucket < validation_fraction else "train"
 
 
+CARD = "dataset_card.json"  # written last: a version whose card exists is complete
+
+
 @dataclass(frozen=True)
 class ExportResult:
-    root: Path
-    created: bool  # False when this version was already on disk
+    root: str  # the export's reference on the store (a local path, or a URL)
+    created: bool  # False when this version was already on the store
 
 
 def _link_or_copy(source: Path, target: Path) -> None:
@@ -48,33 +53,29 @@ def _link_or_copy(source: Path, target: Path) -> None:
         shutil.copy2(source, target)
 
 
-def export_dataset(root: Path, version: str, members: pl.DataFrame, card: dict, shard_max_clips: int = 1000) -> ExportResult:
-    """Write ``root/<version>/``: ``videos/*.mp4`` + ``metas/*.txt`` per split (the Predict2 layout),
-    ``shards/<split>-NNNNNN.tar`` (webdataset: ``<key>.mp4``, ``<key>.txt``, ``<key>.json``),
-    ``members.parquet`` and ``dataset_card.{json,md}``. Built in a temporary folder, renamed into place."""
-    final = root / version
-    if (final / "dataset_card.json").is_file():
-        return ExportResult(final, created=False)
-    root.mkdir(parents=True, exist_ok=True)
-    staging = root / f".tmp-{os.getpid()}-{version}"
-    shutil.rmtree(staging, ignore_errors=True)
-    for split, rows in members.sort("clip_id").group_by("split", maintain_order=True):
-        split_name = split[0]
-        videos, metas = staging / split_name / "videos", staging / split_name / "metas"
-        videos.mkdir(parents=True)
-        metas.mkdir(parents=True)
-        records = rows.to_dicts()
-        for record in records:
-            _link_or_copy(Path(record["path"]), videos / f"{record['clip_id']}.mp4")
-            (metas / f"{record['clip_id']}.txt").write_text(record["caption"] or "")
-        _write_shards(staging / "shards", split_name, records, shard_max_clips)
-    members.write_parquet(staging / "members.parquet")
-    (staging / "dataset_card.md").write_text(card_markdown(card))
-    (staging / "dataset_card.json").write_text(json.dumps(card, indent=2, sort_keys=True, default=str) + "\n")
-    if final.exists():  # a crashed earlier export without its card: replace it
-        shutil.rmtree(final)
-    os.replace(staging, final)
-    return ExportResult(final, created=True)
+def export_dataset(store: ArtefactStore, version: str, members: pl.DataFrame, card: dict, shard_max_clips: int = 1000) -> ExportResult:
+    """Write ``artefacts/datasets/<version>/``: ``videos/*.mp4`` + ``metas/*.txt`` per split (the Predict2
+    layout), ``shards/<split>-NNNNNN.tar`` (webdataset: ``<key>.mp4``, ``<key>.txt``, ``<key>.json``),
+    ``members.parquet`` and ``dataset_card.{json,md}``. A version exported before is not written again;
+    one left without its card by a crash is written again whole."""
+    key = f"{DATASETS}/{version}"
+    if store.exists(f"{key}/{CARD}"):
+        return ExportResult(store.ref(key), created=False)
+    with store.folder(key, marker=CARD) as staging:
+        for split, rows in members.sort("clip_id").group_by("split", maintain_order=True):
+            split_name = split[0]
+            videos, metas = staging / split_name / "videos", staging / split_name / "metas"
+            videos.mkdir(parents=True)
+            metas.mkdir(parents=True)
+            records = [{**r, "local_path": store.local_path(r["path"])} for r in rows.to_dicts()]
+            for record in records:
+                _link_or_copy(record["local_path"], videos / f"{record['clip_id']}.mp4")
+                (metas / f"{record['clip_id']}.txt").write_text(record["caption"] or "")
+            _write_shards(staging / "shards", split_name, records, shard_max_clips)
+        members.write_parquet(staging / "members.parquet")
+        (staging / "dataset_card.md").write_text(card_markdown(card))
+        (staging / CARD).write_text(json.dumps(card, indent=2, sort_keys=True, default=str) + "\n")
+    return ExportResult(store.ref(key), created=True)
 
 
 def _write_shards(folder: Path, split: str, records: list[dict], shard_max_clips: int) -> None:
@@ -83,8 +84,8 @@ def _write_shards(folder: Path, split: str, records: list[dict], shard_max_clips
         with atomic_path(folder / f"{split}-{number:06d}.tar") as temporary, tarfile.open(temporary, "w") as tar:
             for record in records[start:start + shard_max_clips]:
                 key = record["clip_id"]
-                tar.add(record["path"], arcname=f"{key}.mp4")
-                meta = {k: v for k, v in record.items() if k not in ("path", "thumbnail_path")}
+                tar.add(record["local_path"], arcname=f"{key}.mp4")
+                meta = {k: v for k, v in record.items() if k not in ("path", "thumbnail_path", "local_path")}
                 for suffix, payload in (("txt", (record["caption"] or "").encode()),
                                         ("json", json.dumps(meta, sort_keys=True, default=str).encode())):
                     info = tarfile.TarInfo(f"{key}.{suffix}")

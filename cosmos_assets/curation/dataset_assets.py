@@ -3,18 +3,16 @@ collection deduplicated_clips and the versioned curated_dataset."""
 
 
 import json
-from pathlib import Path
 from typing import Optional
 
 import dagster as dg
 import numpy as np
 import polars as pl
-from PIL import Image
 
 from cosmos_assets.common.files import sha256_of_file
 from cosmos_assets.common.pictures import contact_sheet, encode_jpeg, markdown_image
 from cosmos_assets.curation import captions as captioning
-from cosmos_assets.curation.assets import GROUP, _md_table, filtered_clips, ingest_batches
+from cosmos_assets.curation.assets import GROUP, _md_table, filtered_clips, ingest_batches, thumbnail_image
 from cosmos_assets.curation.dataset import card_markdown, dataset_version, export_dataset, split_of
 from cosmos_assets.curation.dedup import DedupConfig, exact_duplicates, semantic_dedup
 from cosmos_assets.curation.vector_store import KEY, VIDEO_VECTOR, ClipVectorStore, table_name
@@ -35,9 +33,10 @@ def _table(rows: list[dict], schema: dict) -> pl.DataFrame:
     return pl.DataFrame([{k: r.get(k) for k in schema} for r in rows], schema=schema)
 
 
-def _previous_output(storage: CosmosStorage, asset: str, partition: str | None) -> pl.DataFrame | None:
-    path = storage.paths.tables / asset / f"{partition or 'all'}.parquet"
-    return pl.read_parquet(path) if path.is_file() else None
+def vector_store(storage: CosmosStorage) -> ClipVectorStore:
+    """The clip embeddings, on the same store as everything else."""
+    store = storage.store
+    return ClipVectorStore(store.lancedb_uri, storage_options=store.lancedb_options)
 
 
 def _batch_sequence(batch: str) -> int:
@@ -71,7 +70,8 @@ def clip_captions(
         model = embedders.video_signals()
         identity = {"model": model.name, "model_version": model.version, "tiny_random": False}
         captioner = f"signals:{model.name}+motion"
-    previous = _previous_output(storage, "clip_captions", context.partition_key)
+    store = storage.store
+    previous = store.read_table("clip_captions", context.partition_key)
     done = set()
     kept_rows = []
     if previous is not None:
@@ -84,7 +84,8 @@ def clip_captions(
     new_rows = []
     for number, clip in enumerate(clips, start=1):
         windows = captioning.caption_windows(clip["duration_s"], clip["fps"], config.window_frames)
-        window_frames = [sample_frames(clip["path"], config.sample_fps, config.window_frames, w.start_s, w.end_s + 1e-3, max_side=448)
+        clip_file = store.local_path(clip["path"])
+        window_frames = [sample_frames(clip_file, config.sample_fps, config.window_frames, w.start_s, w.end_s + 1e-3, max_side=448)
                          for w in windows]
         if use_vlm:
             texts = captioning.vlm_captions(model, [(f.frames, f.fps) for f in window_frames], config.prompt,
@@ -147,12 +148,13 @@ def clip_embeddings(
     scores = {r["clip_id"]: r for r in clip_scores.to_dicts()}
     clips = filtered_clips.filter(pl.col("kept")).to_dicts()
     rows = []
+    store = storage.store
     for start in range(0, len(clips), config.clips_per_batch):
         chunk = clips[start:start + config.clips_per_batch]
         frames = []
         for clip in chunk:
             rate = max(config.frames_per_clip / max(clip["duration_s"], 1e-3), 0.1)
-            frames.append(sample_frames(clip["path"], rate, config.frames_per_clip, max_side=448).frames)
+            frames.append(sample_frames(store.local_path(clip["path"]), rate, config.frames_per_clip, max_side=448).frames)
         video_vectors = video.embed_videos(frames).vectors
         chunk_captions = [captions.get(c["clip_id"]) for c in chunk]
         texts = [captioning.join_window_captions([w["caption"] for _, w in sorted(entry["windows"].items())]) if entry else ""
@@ -163,7 +165,7 @@ def clip_embeddings(
             caption_row = entry["row"] if entry else {}
             rows.append({
                 KEY: clip["clip_id"], "batch": clip["batch"], "batch_sequence": _batch_sequence(clip["batch"]),
-                "source_hash": clip["source_hash"], "source_name": clip["source_name"], "clip_sha256": sha256_of_file(clip["path"]),
+                "source_hash": clip["source_hash"], "source_name": clip["source_name"], "clip_sha256": sha256_of_file(store.local_path(clip["path"])),
                 "path": clip["path"], "thumbnail_path": clip["thumbnail_path"], "start_s": clip["start_s"], "end_s": clip["end_s"],
                 "duration_s": clip["duration_s"], "motion_global": score.get("motion_global"), "sharpness": score.get("sharpness"),
                 "brightness": score.get("brightness"), "caption": caption_text, "caption_status": caption_row.get("status"),
@@ -174,7 +176,7 @@ def clip_embeddings(
             })
         context.log.info(f"embedded {min(start + config.clips_per_batch, len(clips))}/{len(clips)} clips")
     name = table_name(video.name, video.dim)
-    store = ClipVectorStore(storage.paths.lancedb)
+    store = vector_store(storage)
     total = store.upsert(name, rows, video.dim, text.dim, config.write_chunk_rows) if rows else (store.read(name, [KEY]).height)
     manifest = pl.DataFrame({"clip_id": [r[KEY] for r in rows], "lancedb_table": [name] * len(rows),
                              "video_model": [video.name] * len(rows), "text_model": [text.name] * len(rows)},
@@ -187,7 +189,7 @@ def clip_embeddings(
 
 @dg.asset_check(asset=clip_embeddings, blocking=True, description="No clip id appears twice in any embeddings table.")
 def clip_embeddings_unique_ids(storage: CosmosStorage) -> dg.AssetCheckResult:
-    store = ClipVectorStore(storage.paths.lancedb)
+    store = vector_store(storage)
     duplicates = {name: store.duplicate_ids(name) for name in store.table_names()}
     duplicates = {name: ids for name, ids in duplicates.items() if ids}
     return dg.AssetCheckResult(passed=not duplicates, metadata={"duplicated_ids": dg.MetadataValue.json(duplicates)})
@@ -199,12 +201,11 @@ class DedupAssetConfig(dg.Config):
     seed: int = 0
 
 
-def _pair_sheet(rows: list[dict], by_id: dict[str, dict], limit: int = 8) -> str:
+def _pair_sheet(storage: CosmosStorage, rows: list[dict], by_id: dict[str, dict], limit: int = 8) -> str:
     images, labels = [], []
     for row in rows[:limit]:
         for clip_id in (row["clip_id"], row["duplicate_of"]):
-            thumbnail = by_id[clip_id]["thumbnail_path"]
-            images.append(Image.open(thumbnail).convert("RGB") if thumbnail and Path(thumbnail).is_file() else Image.new("RGB", (160, 90)))
+            images.append(thumbnail_image(storage.store, by_id[clip_id]["thumbnail_path"]))
         labels += [f"dropped {row['clip_id'][:8]}", f"dup of {row['duplicate_of'][:8]} ({row['similarity']:.3f})"]
     return markdown_image(encode_jpeg(contact_sheet(images, labels, columns=2)), "duplicate pairs")
 
@@ -218,7 +219,7 @@ def deduplicated_clips(
     a clip landing today that duplicates last week's is the one dropped."""
     video = embedders.video()
     name = table_name(video.name, video.dim)
-    store = ClipVectorStore(storage.paths.lancedb)
+    store = vector_store(storage)
     table = store.read(name)
     schema = {"clip_id": pl.String, "kept": pl.Boolean, "duplicate_of": pl.String, "similarity": pl.Float64, "reason": pl.String}
     if table.is_empty():
@@ -256,7 +257,7 @@ def deduplicated_clips(
         "dropped_exact": sum(r["reason"] == "exact" for r in dropped),
         "dropped_semantic": sum(r["reason"] == "semantic" for r in dropped),
         "eps": config.eps,
-        "duplicate_pairs": dg.MetadataValue.md(_pair_sheet(dropped, by_id) if dropped else "no duplicates"),
+        "duplicate_pairs": dg.MetadataValue.md(_pair_sheet(storage, dropped, by_id) if dropped else "no duplicates"),
     })
 
 
@@ -290,7 +291,7 @@ def curated_dataset(
         "config": {"validation_fraction": config.validation_fraction, "shard_max_clips": config.shard_max_clips},
         "text_embeddings": "not exported: no T5 text encoder configured (Predict2 computes them at training time)",
     }
-    export = export_dataset(storage.paths.datasets, version, members, card, config.shard_max_clips)
+    export = export_dataset(storage.store, version, members, card, config.shard_max_clips)
     context.log.info(f"dataset {version}: {members.height} clips at {export.root}" + ("" if export.created else " (already written)"))
     return dg.Output(members.with_columns(dataset_version=pl.lit(version)), metadata={
         "dataset_version": version, "clips": members.height, "train_clips": card["train_clips"],

@@ -2,7 +2,8 @@
 
 These functions are what the Dagster assets call per file. Each returns rows (dicts) and never
 raises for bad input: a file or video that fails is returned with its error class and message.
-Finished videos are recorded beside their clips, so a re-run after a crash skips them.
+Finished videos are recorded beside their clips, so a re-run after a crash skips them. Every file goes
+through the artefact store (``common.artefacts``): rows record its reference, work happens on local copies.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ import os
 from dataclasses import asdict
 from pathlib import Path
 
-from cosmos_assets.common.files import copy_and_hash_atomically, stable_id, write_bytes_atomically
+from cosmos_assets.common.artefacts import CLIPS, ArtefactStore, clip_key, raw_key, thumbnail_key
+from cosmos_assets.common.files import copy_and_hash_atomically, stable_id
 from cosmos_assets.curation.clips import TranscodeConfig, cut_clips
 from cosmos_assets.curation.landing import BatchMember, open_landed_file
 from cosmos_assets.curation.probe import ProbeLimits, VideoProbe, VideoRejected, probe_video
@@ -24,7 +26,6 @@ from cosmos_assets.curation.shots import (
     plan_fixed_stride,
     scenes_from_probabilities,
 )
-from cosmos_assets.settings import CosmosPaths
 
 # Suffixes kept on raw copies so tools recognise them; anything else is stored as ".bin".
 KNOWN_VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".ts", ".mts", ".mpg", ".mpeg", ".flv", ".3gp"}
@@ -36,8 +37,12 @@ def raw_suffix(relative_path: bytes) -> str:
     return suffix if suffix in KNOWN_VIDEO_SUFFIXES else ".bin"
 
 
+class _ChangedAfterLanding(Exception):
+    pass
+
+
 def ingest_member(
-    member: BatchMember, batch: str, landing: Path, paths: CosmosPaths, limits: ProbeLimits
+    member: BatchMember, batch: str, landing: Path, store: ArtefactStore, limits: ProbeLimits
 ) -> dict:
     """Copy one landed file into the content-addressed raw store and probe it; one ``raw_videos`` row."""
     row = {
@@ -61,23 +66,24 @@ def ingest_member(
         row["error_class"] = "FileTooLarge"
         row["error_message"] = f"{member.size} bytes is over the configured limit of {limits.max_file_bytes}"
         return row
-    destination = paths.raw_path(member.content_hash, raw_suffix(member.relative_path))
+    key = raw_key(member.content_hash, raw_suffix(member.relative_path))
     try:
-        if not destination.exists():
-            with open_landed_file(landing, member.relative_path) as source:
-                copied_hash, _ = copy_and_hash_atomically(source, destination)
-            if copied_hash != member.content_hash:
-                destination.unlink(missing_ok=True)
-                row["error_class"] = "ChangedAfterLanding"
-                row["error_message"] = "the file's content changed between detection and ingestion; it will be picked up again"
-                return row
+        if not store.exists(key):
+            with open_landed_file(landing, member.relative_path) as source, store.writing(key) as tmp:
+                copied_hash, _ = copy_and_hash_atomically(source, tmp)
+                if copied_hash != member.content_hash:  # leaving the block by raising publishes nothing
+                    raise _ChangedAfterLanding
+    except _ChangedAfterLanding:
+        row["error_class"] = "ChangedAfterLanding"
+        row["error_message"] = "the file's content changed between detection and ingestion; it will be picked up again"
+        return row
     except OSError as error:
         row["error_class"] = "UnreadableFile"
         row["error_message"] = f"{type(error).__name__}: {error}"
         return row
-    row["raw_path"] = str(destination)
+    row["raw_path"] = store.ref(key)
     try:
-        probe = probe_video(destination, limits)
+        probe = probe_video(store.local_path(row["raw_path"]), limits)
     except VideoRejected as rejected:
         row["error_class"], row["error_message"] = rejected.error_class, rejected.message
         return row
@@ -91,7 +97,7 @@ def clip_id_for(source_hash: str, span: Span) -> str:
     return stable_id(source_hash, span.start_frame, span.end_frame)
 
 
-def plan_spans(raw_path: str, frames: int, fps: float, split: SplitConfig, detector) -> list[Span]:
+def plan_spans(raw_path: str | Path, frames: int, fps: float, split: SplitConfig, detector) -> list[Span]:
     if split.method == "fixed_stride":
         return plan_fixed_stride(frames, fps, split)
     small = decode_small_rgb(raw_path)
@@ -100,25 +106,28 @@ def plan_spans(raw_path: str, frames: int, fps: float, split: SplitConfig, detec
 
 
 def split_video(
-    video: dict, paths: CosmosPaths, split: SplitConfig, transcode: TranscodeConfig, detector
+    video: dict, store: ArtefactStore, split: SplitConfig, transcode: TranscodeConfig, detector
 ) -> tuple[list[dict], dict | None]:
     """Cut one ingested video into clips with their signals; returns (clip rows, error or None)."""
     recipe = stable_id("split", json.dumps(asdict(split), sort_keys=True), json.dumps(asdict(transcode), sort_keys=True),
                        getattr(detector, "model_version", "none"))
-    record = paths.clips / "_finished" / f"{video['content_hash']}-{recipe}.json"
-    if record.exists():
-        rows = json.loads(record.read_text())
-        if all(Path(r["path"]).exists() for r in rows):
+    record = f"{CLIPS}/_finished/{video['content_hash']}-{recipe}.json"
+    if store.exists(record):
+        rows = store.read_json(record)
+        if all(store.exists(store.key_of(r["path"])) for r in rows):
             for r in rows:
                 r["batch"] = video["batch"]
             return rows, None
     try:
         fps = video["average_fps"] or video["real_fps"]
-        spans = plan_spans(video["raw_path"], video["frames"], fps, split, detector)
+        raw = store.local_path(video["raw_path"])
+        spans = plan_spans(raw, video["frames"], fps, split, detector)
         ids = [clip_id_for(video["content_hash"], span) for span in spans]
-        results = cut_clips(
-            video["raw_path"], spans, [(paths.clip_path(i, recipe), paths.thumbnail_path(i, recipe)) for i in ids], fps, transcode
-        )
+        files = [(clip_key(i, recipe), thumbnail_key(i, recipe)) for i in ids]
+        results = cut_clips(raw, spans, [(store.staging_path(c), store.staging_path(t)) for c, t in files], fps, transcode)
+        for clip, thumbnail in files:  # written in one decode pass; published once all are whole
+            store.commit(clip)
+            store.commit(thumbnail)
     except Exception as error:  # PyAV / decode errors on a file that probed fine: record, go on
         return [], {
             "content_hash": video["content_hash"],
@@ -127,7 +136,7 @@ def split_video(
             "error_message": f"{type(error).__name__}: {error}",
         }
     rows = []
-    for clip_id, result in zip(ids, results):
+    for clip_id, result, (clip, thumbnail) in zip(ids, results, files):
         span = result.span
         rows.append(
             {
@@ -144,13 +153,13 @@ def split_video(
                 "height": result.height,
                 "fps": round(result.fps, 4),
                 "frames": result.frames,
-                "path": str(result.path),
-                "thumbnail_path": str(result.thumbnail_path),
+                "path": store.ref(clip),
+                "thumbnail_path": store.ref(thumbnail),
                 "split_method": split.method,
                 "shot_model": getattr(detector, "model_name", None) if split.method != "fixed_stride" else None,
                 "shot_model_version": getattr(detector, "model_version", None) if split.method != "fixed_stride" else None,
                 "signals": result.signals.as_row() if result.signals else None,
             }
         )
-    write_bytes_atomically(record, json.dumps(rows).encode())
+    store.write_json(record, rows, indent=None)
     return rows, None

@@ -9,17 +9,16 @@ generator drops candidates with a manifest. The logic is in the plain modules of
 import dataclasses
 import json
 from collections import Counter, defaultdict
-from pathlib import Path
 from typing import Optional
 
 import dagster as dg
 import numpy as np
 import polars as pl
-from PIL import Image
 
+from cosmos_assets.common.artefacts import DATASETS, SYNTHETIC, table_key
 from cosmos_assets.common.files import remove_stale_temporaries, stable_id
 from cosmos_assets.common.pictures import contact_sheet, encode_jpeg, encode_png, histogram, markdown_image
-from cosmos_assets.curation.assets import _md_table
+from cosmos_assets.curation.assets import _md_table, thumbnail_image
 from cosmos_assets.curation.landing import OutsideLandingZone
 from cosmos_assets.curation.probe import VideoRejected
 from cosmos_assets.models.checkpoints import TINY_LABEL
@@ -118,23 +117,26 @@ class GenerationPromptsConfig(dg.Config):
 
 
 def _round_dataset(storage: CosmosStorage, curated_dataset: pl.DataFrame, partition: str) -> tuple[str, pl.DataFrame]:
-    """The dataset version a round was made for: the current table, or the version's export on disk."""
+    """The dataset version a round was made for: the current table, or the version's export on the store."""
     current = curated_dataset["dataset_version"][0] if curated_dataset.height else None
     if not partition.startswith(DATASET_ROUND_PREFIX) or partition[len(ROUND_PREFIX):] == current:
         return current, curated_dataset  # a round added by hand uses the current version
     version = partition[len(ROUND_PREFIX):]
-    members = storage.paths.datasets / version / "members.parquet"
-    if not members.is_file():
-        raise dg.Failure(f"round {partition}: dataset version {version} is neither current nor exported at {members.parent}")
-    return version, pl.read_parquet(members)
+    store = storage.store
+    members = f"{DATASETS}/{version}/members.parquet"
+    if not store.exists(members):
+        raise dg.Failure(f"round {partition}: dataset version {version} is neither current nor exported at "
+                         f"{store.ref(f'{DATASETS}/{version}')}")
+    return version, store.read_parquet(members)
 
 
 def _clips_in_other_rounds(storage: CosmosStorage, partition: str) -> set[str]:
-    folder = storage.paths.tables / "generation_prompts"
+    store = storage.store
     clips: set[str] = set()
-    for table in sorted(folder.glob(f"{ROUND_PREFIX}*.parquet")) if folder.is_dir() else []:
-        if table.stem != partition:
-            clips |= set(pl.read_parquet(table, columns=["source_clip_id"])["source_clip_id"].drop_nulls())
+    for other in store.table_partitions("generation_prompts"):
+        if other.startswith(ROUND_PREFIX) and other != partition:
+            table = store.read_parquet(table_key("generation_prompts", other), columns=["source_clip_id"])
+            clips |= set(table["source_clip_id"].drop_nulls())
     return clips
 
 
@@ -150,24 +152,28 @@ class _SourceWindow:
 
 def _source_window(storage: CosmosStorage, clip: dict, config: GenerationPromptsConfig, synthetic: SyntheticSettings,
                    start_s: float = 0.0) -> _SourceWindow:
-    """The part of a clip requests are made from, at request size, with its thumbnail and control videos on disk."""
-    width, height = video_size(clip["path"])
+    """The part of a clip requests are made from, at request size, with its thumbnail and control videos stored."""
+    store = storage.store
+    clip_file = store.local_path(clip["path"])
+    width, height = video_size(clip_file)
     duration = max(0.0, (clip["end_s"] - clip["start_s"]) - start_s)
     geometry = request_geometry(width, height, duration, config.max_width or synthetic.max_width,
                                 config.fps or synthetic.fps, config.seconds or synthetic.seconds)
-    frames = read_window(clip["path"], geometry, start_s)
+    frames = read_window(clip_file, geometry, start_s)
     window = stable_id("source-window", clip["clip_id"], start_s, sorted(geometry.as_dict().items()))
-    folder = storage.paths.synthetic / "sources" / window[:2] / window
-    thumbnail = folder / "thumbnail.jpg"
-    if not thumbnail.is_file():
-        write_jpeg(thumbnail, middle_frame(frames))
+    folder = f"{SYNTHETIC}/sources/{window[:2]}/{window}"
+    thumbnail = f"{folder}/thumbnail.jpg"
+    if not store.exists(thumbnail):
+        with store.writing(thumbnail) as tmp:
+            write_jpeg(tmp, middle_frame(frames))
     control_paths = {}
     for control in config.control_inputs:
-        path = folder / f"{control}.mp4"
-        if not path.is_file():
-            write_mp4(path, control_video(frames, control), geometry.fps)
-        control_paths[control] = str(path)
-    return _SourceWindow(clip, geometry, start_s, frames, str(thumbnail), control_paths)
+        key = f"{folder}/{control}.mp4"
+        if not store.exists(key):
+            with store.writing(key) as tmp:
+                write_mp4(tmp, control_video(frames, control), geometry.fps)
+        control_paths[control] = store.ref(key)
+    return _SourceWindow(clip, geometry, start_s, frames, store.ref(thumbnail), control_paths)
 
 
 def _use_vlm_writer(config: GenerationPromptsConfig, vlm: VisionLanguageResource) -> bool:
@@ -264,7 +270,7 @@ def generation_prompts(
     (rewritten from the caption by the VLM endpoint, or from a template), a negative prompt, N seeds, the
     source window at candidate size and control videos derived from it (edges, blur). For an inbox batch:
     the requests its manifest names."""
-    remove_stale_temporaries(storage.paths.synthetic / "sources")
+    remove_stale_temporaries(storage.store.staging_path(f"{SYNTHETIC}/sources"))
     if is_inbox_batch(context.partition_key):
         rows, facts = _inbox_requests(context, config, storage, synthetic, curated_dataset)
     else:
@@ -299,19 +305,19 @@ def _failed_row(base: dict, error_class: str, message: str) -> dict:
 
 
 def _generate_round(context, storage, backend, requests: pl.DataFrame) -> list[dict]:
-    root = storage.paths.synthetic / "candidates"
-    remove_stale_temporaries(root)
+    store, root = storage.store, f"{SYNTHETIC}/candidates"
+    remove_stale_temporaries(store.staging_path(root))
     rows = []
     todo = requests.filter(pl.col("error_class").is_null()).to_dicts()
     for number, request in enumerate(todo, start=1):
-        source = read_window(request["source_path"], request_geometry_of(request), request["source_start_s"])
+        source = read_window(store.local_path(request["source_path"]), request_geometry_of(request), request["source_start_s"])
         for seed in request["seeds"]:
             base = {"request_id": request["request_id"], "round": context.partition_key, "origin": "generated", "seed": seed,
                     "condition": request["condition"], "source_clip_id": request["source_clip_id"], "prompt": request["prompt"],
                     **backend.identity()}
             base["candidate_id"] = candidate_id(request["request_id"], seed, backend.config_digest())
             try:
-                row = generate_candidate(backend, request, seed, source, root, context.partition_key)
+                row = generate_candidate(backend, request, seed, source, store, root, context.partition_key)
             except (ValueError, RuntimeError) as error:  # this request's geometry or inputs; the others go on
                 row = _failed_row(base, "GenerationFailed", f"{error.__class__.__name__}: {error}")
                 context.log.warning(f"{request['request_id']} seed {seed}: {row['error_message']}")
@@ -323,7 +329,7 @@ def _generate_round(context, storage, backend, requests: pl.DataFrame) -> list[d
 
 
 def _ingest_inbox(context, storage, requests: pl.DataFrame) -> list[dict]:
-    paths = storage.paths
+    paths, store = storage.paths, storage.store
     batch = InboxLedger(paths.synthetic_inbox_ledger).batch(context.partition_key)
     base = {"round": context.partition_key, "origin": "external", "backend": "external"}
     if batch.problem or batch.manifest_bytes is None:
@@ -334,8 +340,8 @@ def _ingest_inbox(context, storage, requests: pl.DataFrame) -> list[dict]:
     except ManifestInvalid as error:
         return [_failed_row({**base, "candidate_id": stable_id("inbox-manifest", batch.key)}, "ManifestInvalid", str(error))]
     by_request = {r["request_id"]: r for r in requests.to_dicts()}
-    external = paths.synthetic / "external"
-    remove_stale_temporaries(external)
+    external = f"{SYNTHETIC}/external"
+    remove_stale_temporaries(store.staging_path(external))
     rows = []
     for entry in manifest.entries:
         row = {**base, "candidate_id": stable_id("inbox-entry", batch.key, entry.index), "request_id": entry.request_id,
@@ -352,26 +358,27 @@ def _ingest_inbox(context, storage, requests: pl.DataFrame) -> list[dict]:
                 relative = member_path(batch.manifest_path, entry.file)
             except OutsideLandingZone as error:
                 raise VideoRejected("UnsafePath", str(error)) from None
-            ingested = ingest_file(paths.synthetic_inbox, relative, lambda digest: external / digest[:2] / f"{digest}.mp4",
+            ingested = ingest_file(paths.synthetic_inbox, relative, store, lambda digest: f"{external}/{digest[:2]}/{digest}.mp4",
                                    entry.sha256)
         except VideoRejected as rejected:
             rows.append(_failed_row(row, rejected.error_class, rejected.message))
             context.log.warning(f"inbox entry {entry.index} ({entry.file!r}): {rejected.error_class}: {rejected.message}")
             continue
-        thumbnail = ingested.path.with_suffix(".jpg")
-        if not thumbnail.is_file():
-            write_jpeg(thumbnail, middle_frame(read_video(ingested.path)[0]))
+        thumbnail = f"{external}/{ingested.sha256[:2]}/{ingested.sha256}.jpg"
+        if not store.exists(thumbnail):
+            with store.writing(thumbnail) as tmp:
+                write_jpeg(tmp, middle_frame(read_video(store.local_path(ingested.path))[0]))
         probe = ingested.probe
         rows.append({**row, "candidate_id": stable_id("external-candidate", entry.request_id, entry.seed, ingested.sha256),
                      "model_version": None, "checkpoint": None, "controls": "{}",
                      "settings": json.dumps({"manifest": batch.manifest_name, "entry": entry.index, "file": entry.file}),
-                     "path": str(ingested.path), "thumbnail_path": str(thumbnail), "sha256": ingested.sha256,
+                     "path": ingested.path, "thumbnail_path": store.ref(thumbnail), "sha256": ingested.sha256,
                      "width": probe["width"], "height": probe["height"], "fps": probe["average_fps"], "frames": probe["frames"],
                      "status": "ok", "tiny_random": False, "label": "", "reused": False})
     return rows
 
 
-def _side_by_side(requests: pl.DataFrame, candidates: pl.DataFrame) -> str:
+def _side_by_side(storage: CosmosStorage, requests: pl.DataFrame, candidates: pl.DataFrame) -> str:
     """Per request (a few): the source window, then its candidates, in one row."""
     images, labels, columns = [], [], 1
     by_request = defaultdict(list)
@@ -387,7 +394,7 @@ def _side_by_side(requests: pl.DataFrame, candidates: pl.DataFrame) -> str:
         tiles += [(r["thumbnail_path"], f"seed {r['seed']}" + (" [tiny]" if r["tiny_random"] else "")) for r in group]
         tiles += [(None, "")] * (columns - len(tiles))
         for path, label in tiles:
-            images.append(Image.open(path).convert("RGB") if path and Path(path).is_file() else Image.new("RGB", (160, 90)))
+            images.append(thumbnail_image(storage.store, path))
             labels.append(label)
     if not images:
         return "no candidates"
@@ -430,7 +437,7 @@ def synthetic_videos(
         "model": model or "",
         "batch_digest": batch_digest(ok),
         **_tiny_label(bool(ok["tiny_random"].any()) if ok.height else False),
-        "source_and_candidates": dg.MetadataValue.md(_side_by_side(generation_prompts, table)),
+        "source_and_candidates": dg.MetadataValue.md(_side_by_side(storage, generation_prompts, table)),
         "failures": dg.MetadataValue.md(_md_table(table.filter(pl.col("status") != "ok").to_dicts(),
                                                   ["request_id", "seed", "error_class", "error_message"]) if failures else "none"),
     })
@@ -448,7 +455,7 @@ class CritiqueConfig(dg.Config):
     analysis_width: int = MetricCriticConfig.analysis_width
 
 
-def _metric_rows(context, critic: MetricCritic, candidates: list[dict], requests: dict) -> list[dict]:
+def _metric_rows(context, store, critic: MetricCritic, candidates: list[dict], requests: dict) -> list[dict]:
     rows = []
     by_request = defaultdict(list)
     for candidate in candidates:
@@ -459,11 +466,11 @@ def _metric_rows(context, critic: MetricCritic, candidates: list[dict], requests
         # Both sides decoded straight to the critic's working width (the candidate as luma): no 720p frames held.
         width = critic.config.analysis_width
         geometry = at_most(request_geometry_of(request), width)
-        source = read_window(request["source_path"], geometry, request["source_start_s"])
+        source = read_window(store.local_path(request["source_path"]), geometry, request["source_start_s"])
         window_s = len(source) / geometry.fps
         for candidate in group:
             try:
-                frames, fps = read_video(candidate["path"], max_width=width, gray=True)
+                frames, fps = read_video(store.local_path(candidate["path"]), max_width=width, gray=True)
                 # Only the time the source window covers is compared (an external candidate may be longer).
                 frames = frames[: max(2, int(window_s * fps + 1e-6))]
                 result = critic.score(frames, align_source(source, geometry.fps, len(frames), fps))
@@ -477,13 +484,13 @@ def _metric_rows(context, critic: MetricCritic, candidates: list[dict], requests
     return rows
 
 
-def _vlm_rows(context, critic: ReasonCritic, candidates: list[dict], config: CritiqueConfig) -> list[dict]:
+def _vlm_rows(context, store, critic: ReasonCritic, candidates: list[dict], config: CritiqueConfig) -> list[dict]:
     rows = []
     for start in range(0, len(candidates), config.batch_size):
         chunk, videos = [], []
         for candidate in candidates[start:start + config.batch_size]:
             try:
-                sampled = sample_frames(candidate["path"], config.critic_fps, config.critic_max_frames)
+                sampled = sample_frames(store.local_path(candidate["path"]), config.critic_fps, config.critic_max_frames)
             except (ValueError, OSError) as error:
                 rows.append({"candidate_id": candidate["candidate_id"], "error_class": "UndecodableCandidate",
                              "error_message": f"{error.__class__.__name__}: {error}"[:500]})
@@ -501,7 +508,7 @@ def _vlm_rows(context, critic: ReasonCritic, candidates: list[dict], config: Cri
 @dg.asset(partitions_def=generation_rounds, group_name=GROUP, pool="gpu", kinds={"pytorch", "parquet"}, owners=OWNERS)
 def critique_scores(
     context: dg.AssetExecutionContext, config: CritiqueConfig, synthetic: SyntheticSettings, vlm: VisionLanguageResource,
-    synthetic_videos: pl.DataFrame, generation_prompts: pl.DataFrame,
+    storage: CosmosStorage, synthetic_videos: pl.DataFrame, generation_prompts: pl.DataFrame,
 ) -> dg.Output[pl.DataFrame]:
     """A score in [0, 1] per candidate from the configured critic (metric signals against the source clip; the
     Reason critic's share of "no anomaly" over K trials; or its 1-5 rubric), with every trial's text and
@@ -511,13 +518,13 @@ def critique_scores(
     requests = {r["request_id"]: r for r in generation_prompts.to_dicts()}
     if mode == "metric":
         critic = MetricCritic(MetricCriticConfig(analysis_width=config.analysis_width))
-        scored = _metric_rows(context, critic, candidates, requests)
+        scored = _metric_rows(context, storage.store, critic, candidates, requests)
     elif mode in ("reason", "rubric"):
         settings = vlm.critique.settings()
         if config.trials:
             settings = dataclasses.replace(settings, trials=config.trials)
         critic = ReasonCritic(vlm.get(), settings, mode)
-        scored = _vlm_rows(context, critic, candidates, config)
+        scored = _vlm_rows(context, storage.store, critic, candidates, config)
     else:
         raise dg.Failure(f"critic {mode!r}; expected metric, reason or rubric")
     identity = critic.identity
@@ -555,12 +562,11 @@ class AcceptanceConfig(dg.Config):
     threshold: Optional[float] = None  # None: the critic's default (selection.DEFAULT_THRESHOLDS)
 
 
-def _decision_sheet(rows: list[dict], accepted: bool, limit: int = 12) -> str:
+def _decision_sheet(storage: CosmosStorage, rows: list[dict], accepted: bool, limit: int = 12) -> str:
     chosen = [r for r in rows if r["accepted"] == accepted and r["thumbnail_path"]][:limit]
     if not chosen:
         return "none"
-    images = [Image.open(r["thumbnail_path"]).convert("RGB") if Path(r["thumbnail_path"]).is_file() else Image.new("RGB", (160, 90))
-              for r in chosen]
+    images = [thumbnail_image(storage.store, r["thumbnail_path"]) for r in chosen]
     labels = [f"{'OK' if accepted else 'NO'} {r['condition'] or '?'} {r['score']:.2f}" if r["score"] is not None
               else f"NO {r['decision']}" for r in chosen]
     return markdown_image(encode_jpeg(contact_sheet(images, labels, columns=6, tile_width=128), quality=70),
@@ -569,7 +575,8 @@ def _decision_sheet(rows: list[dict], accepted: bool, limit: int = 12) -> str:
 
 @dg.asset(partitions_def=generation_rounds, group_name=GROUP, kinds={"python", "parquet"}, owners=OWNERS)
 def accepted_videos(
-    context: dg.AssetExecutionContext, config: AcceptanceConfig, synthetic_videos: pl.DataFrame, critique_scores: pl.DataFrame,
+    context: dg.AssetExecutionContext, config: AcceptanceConfig, storage: CosmosStorage, synthetic_videos: pl.DataFrame,
+    critique_scores: pl.DataFrame,
 ) -> dg.Output[pl.DataFrame]:
     """Rejection sampling: every candidate with `accepted` and the decision behind it, by the configured rule
     (best-of-N per request, a score threshold, or both); acceptance rates overall and per condition."""
@@ -612,8 +619,8 @@ def accepted_videos(
         **_tiny_label(bool(table["tiny_random"].any()) if table.height else False),
         "score_histogram": dg.MetadataValue.md(markdown_image(encode_png(histogram(scores, f"{mode} critic score", threshold=threshold)),
                                                               "score histogram", "image/png")),
-        "accepted_candidates": dg.MetadataValue.md(_decision_sheet(rows, True)),
-        "rejected_candidates": dg.MetadataValue.md(_decision_sheet(rows, False)),
+        "accepted_candidates": dg.MetadataValue.md(_decision_sheet(storage, rows, True)),
+        "rejected_candidates": dg.MetadataValue.md(_decision_sheet(storage, rows, False)),
     })
 
 

@@ -8,8 +8,8 @@ Backends:
   the request's control video and prompt, Predict2 / 2.5 Video2World conditioned on the source window's frames.
 
 A candidate's id is a UUID5 of its request, seed and the backend's configuration, and its files are named
-by that id: the video (H.264 MP4), a thumbnail, and a JSON record of everything that made it. Each is written
-under a temporary name and renamed into place, the record last, so a candidate whose record exists is
+by that id: the video (H.264 MP4), a thumbnail, and a JSON record of everything that made it. Each is published
+to the artefact store whole (``common.artefacts``), the record last, so a candidate whose record exists is
 complete: a re-run after a crash reuses finished candidates and redoes only the rest, with no duplicates.
 """
 
@@ -18,11 +18,11 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict
-from pathlib import Path
 
 import numpy as np
 
-from cosmos_assets.common.files import stable_id, write_bytes_atomically
+from cosmos_assets.common.artefacts import ArtefactStore
+from cosmos_assets.common.files import sha256_of_file, stable_id
 from cosmos_assets.models.checkpoints import TINY_LABEL
 from cosmos_assets.models.tiny_generators import PIPELINE_CLASSES, TRANSFER25
 from cosmos_assets.synthetic.augment import CLASSICAL_GENERATOR, CLASSICAL_VERSION, augment
@@ -96,41 +96,46 @@ def candidate_id(request_id: str, seed: int, backend_digest: str) -> str:
     return stable_id("synthetic-candidate", request_id, seed, backend_digest)
 
 
-def candidate_files(root: Path, candidate: str) -> tuple[Path, Path, Path]:
-    folder = root / candidate[:2]
-    return folder / f"{candidate}.mp4", folder / f"{candidate}.jpg", folder / f"{candidate}.json"
+def candidate_files(root: str, candidate: str) -> tuple[str, str, str]:
+    """Store keys of a candidate's video, thumbnail and record below ``root``."""
+    folder = f"{root}/{candidate[:2]}"
+    return f"{folder}/{candidate}.mp4", f"{folder}/{candidate}.jpg", f"{folder}/{candidate}.json"
 
 
 def request_geometry_of(request: dict) -> Geometry:
     return Geometry(request["width"], request["height"], request["fps"], request["num_frames"])
 
 
-def finished_candidate(root: Path, candidate: str) -> dict | None:
+def finished_candidate(store: ArtefactStore, root: str, candidate: str) -> dict | None:
     """The record of a candidate whose files are all in place, else None."""
     video, thumbnail, record = candidate_files(root, candidate)
-    if record.is_file() and video.is_file() and thumbnail.is_file():
-        return json.loads(record.read_text())
+    if store.exists(record) and store.exists(video) and store.exists(thumbnail):
+        return store.read_json(record)
     return None
 
 
-def generate_candidate(backend, request: dict, seed: int, source: np.ndarray, root: Path, round_key: str) -> dict:
+def generate_candidate(backend, request: dict, seed: int, source: np.ndarray, store: ArtefactStore, root: str,
+                       round_key: str) -> dict:
     """Generate, write and record one candidate (or return its record if it was finished before)."""
     identity = backend.identity()
     candidate = candidate_id(request["request_id"], seed, backend.config_digest())
-    existing = finished_candidate(root, candidate)
+    existing = finished_candidate(store, root, candidate)
     if existing is not None:
         return {**existing, "round": round_key, "reused": True}
     frames, settings = backend.generate(request, seed, source)
     video, thumbnail, record_path = candidate_files(root, candidate)
-    write_mp4(video, frames, request["fps"])
-    write_jpeg(thumbnail, middle_frame(frames))
+    with store.writing(video) as tmp:
+        write_mp4(tmp, frames, request["fps"])
+        digest = sha256_of_file(tmp)
+    with store.writing(thumbnail) as tmp:
+        write_jpeg(tmp, middle_frame(frames))
     record = {
         "candidate_id": candidate, "request_id": request["request_id"], "round": round_key, "origin": "generated",
         "seed": seed, "condition": request["condition"], "source_clip_id": request["source_clip_id"],
         "prompt": request["prompt"], **identity, "controls": request["controls"] if identity["backend"] == TRANSFER25 else "{}",
-        "settings": json.dumps(settings, sort_keys=True, default=str), "path": str(video), "thumbnail_path": str(thumbnail),
-        "sha256": hashlib.sha256(video.read_bytes()).hexdigest(), "width": int(frames.shape[2]), "height": int(frames.shape[1]),
+        "settings": json.dumps(settings, sort_keys=True, default=str), "path": store.ref(video),
+        "thumbnail_path": store.ref(thumbnail), "sha256": digest, "width": int(frames.shape[2]), "height": int(frames.shape[1]),
         "fps": float(request["fps"]), "frames": int(len(frames)), "status": "ok", "error_class": None, "error_message": None,
     }
-    write_bytes_atomically(record_path, json.dumps(record, sort_keys=True).encode())  # last: marks it complete
+    store.write_json(record_path, record, indent=None)  # last: marks it complete
     return {**record, "reused": False}

@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from cosmos_assets.common.artefacts import ArtefactStore
 from cosmos_assets.common.files import copy_and_hash_atomically, display_name, sha256_of_stream
 from cosmos_assets.curation.landing import (
     LandedFile, LandingLedger, OutsideLandingZone, open_landed_file, scan_landing_zone,
@@ -261,16 +262,17 @@ def _read_manifest(root: Path, entry: LandedFile) -> bytes:
 @dataclass(frozen=True)
 class IngestedFile:
     sha256: str
-    path: Path
+    path: str  # the video's reference on the artefact store
     probe: dict
 
 
-def ingest_file(root: Path, relative_path: bytes, destination_for, expected_sha256: str | None = None,
+def ingest_file(root: Path, relative_path: bytes, store: ArtefactStore, key_for, expected_sha256: str | None = None,
                 limits: ProbeLimits = ProbeLimits()) -> IngestedFile:
-    """Copy one dropped video into the artefact store under its content hash and probe it.
+    """Copy one dropped video into the artefact store under ``key_for(its content hash)`` and probe it.
 
     Raises ``VideoRejected`` (with the landing zone's error classes, plus ``UnsafePath``, ``MissingFile``,
-    ``ChecksumMismatch`` and ``FileChangedWhileReading``) for anything that cannot be used."""
+    ``ChecksumMismatch`` and ``FileChangedWhileReading``) for anything that cannot be used; such a file is
+    probed before it is published, so the store keeps usable videos only."""
     try:
         stream = open_landed_file(root, relative_path)  # O_NOFOLLOW, and refused outside the inbox
     except OutsideLandingZone as error:
@@ -288,16 +290,14 @@ def ingest_file(root: Path, relative_path: bytes, destination_for, expected_sha2
         digest, _ = sha256_of_stream(stream)
         if expected_sha256 and digest != expected_sha256.lower():
             raise VideoRejected("ChecksumMismatch", f"the manifest says sha256 {expected_sha256}, the file has {digest}")
-        destination = Path(destination_for(digest))
-        if not destination.is_file():
-            stream.seek(0)
-            copied, _ = copy_and_hash_atomically(stream, destination)
+        key = key_for(digest)
+        if store.exists(key):
+            return IngestedFile(digest, store.ref(key), probe_video(store.local_path(store.ref(key)), limits).as_row())
+        stream.seek(0)
+        # Leaving the block by raising publishes nothing.
+        with store.writing(key) as tmp:
+            copied, _ = copy_and_hash_atomically(stream, tmp)
             if copied != digest:  # written to while we read it: never keep a file that is not what was hashed
-                destination.unlink(missing_ok=True)
                 raise VideoRejected("FileChangedWhileReading", "the file changed while it was being copied")
-    try:
-        probe = probe_video(destination, limits)
-    except VideoRejected:
-        destination.unlink(missing_ok=True)  # the store keeps usable videos only
-        raise
-    return IngestedFile(digest, destination, probe.as_row())
+            probe = probe_video(tmp, limits)
+    return IngestedFile(digest, store.ref(key), probe.as_row())

@@ -5,7 +5,9 @@ or ``inbox-<digest>`` for a checkpoint an external trainer dropped in)."""
 
 import copy
 import json
+import shutil
 from dataclasses import asdict
+from pathlib import Path
 from typing import Optional
 
 import dagster as dg
@@ -13,6 +15,7 @@ import numpy as np
 import polars as pl
 from PIL import Image
 
+from cosmos_assets.common.artefacts import TRAINING_DATASETS, TRAINING_RUNS, ArtefactStore, table_key
 from cosmos_assets.common.pictures import contact_sheet, encode_jpeg, encode_png, line_plot, markdown_image
 from cosmos_assets.curation.assets import _md_table
 from cosmos_assets.models.checkpoints import TINY_LABEL, ModelError
@@ -22,7 +25,7 @@ from cosmos_assets.models.lora import load_lora
 from cosmos_assets.synthetic.critics import MetricCritic, align_source
 from cosmos_assets.training import registry
 from cosmos_assets.training.evaluation import ModelScores, frechet_distance, promotion_decision
-from cosmos_assets.training.trainer import TrainingConfig, cache_samples, train_lora
+from cosmos_assets.training.trainer import STATE_PREFIX, TrainingConfig, cache_samples, latest_state, train_lora
 from resources import CosmosStorage, EmbedderResource
 from resources.training import TrainerResource
 
@@ -30,9 +33,9 @@ training_runs = dg.DynamicPartitionsDefinition(name="training_runs")
 GROUP = "training"
 
 
-def _frames(path: str, config) -> np.ndarray:
+def _frames(store: ArtefactStore, reference: str, config) -> np.ndarray:
     """``config.frames`` frames at the generator's rate, resized to the training size."""
-    sampled = sample_frames(path, fps=16.0, max_frames=config.frames)
+    sampled = sample_frames(store.local_path(reference), fps=16.0, max_frames=config.frames)
     frames = sampled.frames
     if len(frames) < config.frames:  # a short clip: hold the last frame
         frames = np.concatenate([frames, np.repeat(frames[-1:], config.frames - len(frames), axis=0)])
@@ -44,10 +47,11 @@ def training_dataset(context: dg.AssetExecutionContext, storage: CosmosStorage) 
     """The samples of this training run: curated real clips and accepted synthetic videos as planned by
     the retraining sensor, one row each with its lineage (source clip, source video, batch; for
     synthetic: request, seed, generator, critic, score)."""
-    folder = storage.paths.training_datasets / context.partition_key
-    if not (folder / "samples.parquet").is_file():
-        raise dg.Failure(f"no dataset snapshot for {context.partition_key} in {folder}")
-    samples = pl.read_parquet(folder / "samples.parquet")
+    store = storage.store
+    key = f"{TRAINING_DATASETS}/{context.partition_key}/samples.parquet"
+    if not store.exists(key):
+        raise dg.Failure(f"no dataset snapshot for {context.partition_key} at {store.ref(key)}")
+    samples = store.read_parquet(key)
     counts = samples["kind"].value_counts()
     return dg.Output(samples.with_columns(dataset_version=pl.lit(context.partition_key)), metadata={
         "dataset_version": context.partition_key,
@@ -57,6 +61,29 @@ def training_dataset(context: dg.AssetExecutionContext, storage: CosmosStorage) 
         "by_kind": dg.MetadataValue.json({r["kind"]: r["count"] for r in counts.to_dicts()}),
         "contains_tiny_random_outputs": bool(samples["tiny_random"].fill_null(False).any()),
     })
+
+
+def restore_run_state(store: ArtefactStore, key: str) -> Path:
+    """The local folder a training run keeps its state in. Locally that is the state folder itself; with
+    an object store, a scratch folder holding the run's latest saved state from the store, so a run that
+    died in one pod resumes in the next."""
+    if not store.remote:
+        return store.staging_path(f"{TRAINING_RUNS}/{key}")
+    run_dir = store.staging_path(f"{TRAINING_RUNS}/{key}")
+    saved = [k for k in store.list(f"{TRAINING_RUNS}/{key}/") if k.rsplit("/", 1)[-1].startswith(STATE_PREFIX)]
+    if saved and latest_state(run_dir) is None:
+        store.local_path(store.ref(max(saved)))  # downloads into run_dir: the cache path of its key
+    return run_dir
+
+
+def save_run_state(store: ArtefactStore, key: str, state: Path) -> None:
+    """Publish a state file the trainer just saved, and drop older ones from the store as it does locally."""
+    if not store.remote:
+        return
+    store.commit(f"{TRAINING_RUNS}/{key}/{state.name}")
+    saved = sorted(k for k in store.list(f"{TRAINING_RUNS}/{key}/") if k.rsplit("/", 1)[-1].startswith(STATE_PREFIX))
+    for older in saved[:-2]:
+        store.remove(older)
 
 
 class PostTrainingConfig(dg.Config):
@@ -91,25 +118,29 @@ def generator_checkpoint(
     training = config.training(trainer)
     checkpoint, pipeline = trainer.pipeline()
     key = context.partition_key
-    run_dir = storage.paths.training_runs / key
-    samples = [(r["sample_id"], _frames(r["path"], training), r["caption"] or "") for r in training_dataset.to_dicts()]
-    cache = cache_samples(pipeline, checkpoint.version, samples, storage.paths.training_runs / "latent_cache", training,
-                          log=context.log.info)
-    result = train_lora(pipeline.transformer, cache, training, run_dir, log=context.log.info)
-    folder = registry.checkpoint_dir(storage.paths.checkpoints, key)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / registry.ADAPTER).write_bytes(result.adapter_path.read_bytes())
+    store = storage.store
+    run_dir = restore_run_state(store, key)
+    samples = [(r["sample_id"], _frames(store, r["path"], training), r["caption"] or "") for r in training_dataset.to_dicts()]
+    # The latent cache is recomputable and large: it stays on the local (or scratch) disk, never on the store.
+    latent_cache = (storage.paths.training_runs if not store.remote else storage.paths.scratch / TRAINING_RUNS) / "latent_cache"
+    cache = cache_samples(pipeline, checkpoint.version, samples, latent_cache, training, log=context.log.info)
+    result = train_lora(pipeline.transformer, cache, training, run_dir, log=context.log.info,
+                        on_save=lambda state: save_run_state(store, key, state))
     manifest = {"checkpoint": key, "kind": trainer.kind, "base_model": checkpoint.name, "base_model_version": checkpoint.version,
                 "dataset_version": key, "steps": result.steps, "resumed_from": result.resumed_from, "losses": result.losses,
                 "lora": {"rank": training.rank, "alpha": training.alpha, "target_modules": list(training.target_modules)},
                 "config": asdict(training) | {"target_modules": list(training.target_modules)},
                 "tiny_random": checkpoint.tiny_random, "source": "generator_checkpoint"}
-    registry.write_manifest(folder, manifest)
-    row = pl.DataFrame([{"checkpoint": key, "path": str(folder / registry.ADAPTER), "dataset_version": key,
+    folder = registry.checkpoint_key(key)
+    with store.folder(folder, marker=registry.MANIFEST) as staging:
+        shutil.copyfile(result.adapter_path, staging / registry.ADAPTER)
+        (staging / registry.MANIFEST).write_bytes(registry.manifest_json(manifest))
+    adapter = store.ref(f"{folder}/{registry.ADAPTER}")
+    row = pl.DataFrame([{"checkpoint": key, "path": adapter, "dataset_version": key,
                          "base_model": checkpoint.name, "steps": result.steps, "final_loss": result.losses[-1],
                          "tiny_random": checkpoint.tiny_random}])
     return dg.Output(row, metadata={
-        "checkpoint": key, "path": str(folder / registry.ADAPTER), "dataset_version": key, "steps": result.steps,
+        "checkpoint": key, "path": adapter, "dataset_version": key, "steps": result.steps,
         "resumed_from_step": result.resumed_from, "final_loss": float(result.losses[-1]),
         "base_model": checkpoint.label,
         "loss_curve": dg.MetadataValue.md(markdown_image(encode_png(line_plot(result.losses, "training loss")), "loss curve", "image/png")),
@@ -151,14 +182,14 @@ def checkpoint_evaluation(
     """The checkpoint against its base on a fixed evaluation set (held-out clips, their captions as prompts,
     fixed seeds): metric-critic acceptance and mean score, and the Fréchet distance of generated frames to the
     real held-out frames in the packaged EfficientNet-Lite0 feature space (1280-d)."""
-    folder = registry.checkpoint_dir(storage.paths.checkpoints, context.partition_key)
+    store = storage.store
     try:
-        manifest = registry.verified_checkpoint(folder)
+        manifest = registry.verified_checkpoint(store, context.partition_key)
     except ModelError as error:
         raise dg.Failure(f"{error.__class__.__name__}: {error}") from None
     base_checkpoint, pipeline = trainer.pipeline()
-    curated_path = storage.paths.tables / "curated_dataset" / "all.parquet"
-    curated = pl.read_parquet(curated_path) if curated_path.is_file() else pl.DataFrame()
+    curated = store.read_table("curated_dataset")
+    curated = pl.DataFrame() if curated is None else curated
     if curated.is_empty():
         raise dg.Failure("no curated dataset to evaluate against")
     held_out = curated.filter(pl.col("split") == "validation")
@@ -166,11 +197,11 @@ def checkpoint_evaluation(
     chosen = (held_out if held_out.height else curated).sort("clip_id").head(config.clips or trainer.evaluation_clips).to_dicts()
     geometry = TrainingConfig(frames=trainer.frames, height=trainer.height, width=trainer.width)
     steps = config.steps or trainer.evaluation_steps
-    clips = [{**c, "frames": _frames(c["path"], geometry)} for c in chosen]
+    clips = [{**c, "frames": _frames(store, c["path"], geometry)} for c in chosen]
     defaults = defaults_for(trainer.kind, num_frames=geometry.frames, height=geometry.height, width=geometry.width, steps=steps)
     base = VideoGenerator(trainer.kind, base_checkpoint, pipeline, pipeline.device, pipeline.dtype, defaults)
     tuned_transformer = copy.deepcopy(pipeline.transformer)
-    load_lora(tuned_transformer, folder / registry.ADAPTER)
+    load_lora(tuned_transformer, registry.adapter_path(store, context.partition_key))
     tuned_pipeline = type(pipeline)(**{**pipeline.components, "transformer": tuned_transformer})
     tuned_pipeline.set_progress_bar_config(disable=True)
     tuned = VideoGenerator(trainer.kind, base_checkpoint, tuned_pipeline, pipeline.device, pipeline.dtype, defaults)
@@ -209,7 +240,7 @@ class PromotionConfig(dg.Config):
 def no_worse_than_base(context: dg.AssetCheckExecutionContext, config: PromotionConfig, storage: CosmosStorage) -> dg.AssetCheckResult:
     # The evaluation of this run's partition, read by key: checks of partitioned assets get no partition input.
     partition = context.run.tags["dagster/partition"]
-    evaluation = pl.read_parquet(storage.paths.tables / "checkpoint_evaluation" / f"{partition}.parquet")
+    evaluation = storage.store.read_parquet(table_key("checkpoint_evaluation", partition))
     by_model = {r["model"]: r for r in evaluation.to_dicts()}
     fields = ("acceptance_rate", "mean_score", "frechet_distance")
     decision = promotion_decision(ModelScores(**{k: by_model["base"][k] for k in fields}),
@@ -218,14 +249,15 @@ def no_worse_than_base(context: dg.AssetCheckExecutionContext, config: Promotion
                                                                    "margin": config.margin, "checkpoint": partition})
 
 
-@dg.asset(partitions_def=training_runs, group_name=GROUP, kinds={"python"}, owners=["team:training"])
+# The `collection` pool: the promotion registry has one writer at a time (registry.py says why that matters).
+@dg.asset(partitions_def=training_runs, group_name=GROUP, pool="collection", kinds={"python"}, owners=["team:training"])
 def promoted_checkpoint(context: dg.AssetExecutionContext, storage: CosmosStorage, checkpoint_evaluation: pl.DataFrame) -> dg.Output[pl.DataFrame]:
     """Points PROMOTED.json at this checkpoint (only reached when the blocking evaluation check passed) and
     appends to the promotion history with the evidence."""
     evidence = {r["model"]: {k: r[k] for k in ("acceptance_rate", "mean_score", "frechet_distance")} for r in checkpoint_evaluation.to_dicts()}
-    entry = registry.promote(storage.paths.checkpoints, context.partition_key, evidence)
+    entry = registry.promote(storage.store, context.partition_key, evidence)
     history = [{"checkpoint": h["checkpoint"], "promoted_at": h["promoted_at"], "evidence": json.dumps(h["evidence"])}
-               for h in registry.history(storage.paths.checkpoints)]
+               for h in registry.history(storage.store)]
     return dg.Output(pl.DataFrame(history), metadata={
         "promoted": entry["checkpoint"], "promoted_at": entry["promoted_at"],
         "history": dg.MetadataValue.md(_md_table(history, ["checkpoint", "promoted_at"])),

@@ -9,9 +9,9 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass
-from pathlib import Path
-
 import polars as pl
+
+from cosmos_assets.common.artefacts import TRAINING_DATASETS, ArtefactStore
 
 SAMPLES = {
     "sample_id": pl.String, "kind": pl.String, "path": pl.String, "caption": pl.String, "source_clip_id": pl.String,
@@ -55,17 +55,15 @@ def real_samples(curated: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def write_snapshot(root: Path, version: str, samples: pl.DataFrame, config: MixConfig) -> Path:
-    """``root/<version>/samples.parquet`` + ``plan.json``, written once (the version names the content)."""
-    folder = root / version
-    if (folder / "plan.json").is_file():
-        return folder
-    folder.mkdir(parents=True, exist_ok=True)
-    partial = folder / ".samples.parquet.partial"
-    samples.write_parquet(partial)
-    partial.replace(folder / "samples.parquet")
-    (folder / "plan.json").write_text(json.dumps({"version": version, "mix": asdict(config), "samples": samples.height}, indent=2))
-    return folder
+def write_snapshot(store: ArtefactStore, version: str, samples: pl.DataFrame, config: MixConfig) -> str:
+    """``artefacts/training_datasets/<version>/samples.parquet`` + ``plan.json`` (last), written once (the
+    version names the content); returns the folder's reference."""
+    folder = f"{TRAINING_DATASETS}/{version}"
+    if not store.exists(f"{folder}/plan.json"):
+        with store.folder(folder, marker="plan.json") as staging:
+            samples.write_parquet(staging / "samples.parquet")
+            (staging / "plan.json").write_text(json.dumps({"version": version, "mix": asdict(config), "samples": samples.height}, indent=2))
+    return store.ref(folder)
 
 
 def _first_present(table: pl.DataFrame, names: tuple[str, ...]) -> pl.Expr:
@@ -104,7 +102,7 @@ def synthetic_samples(accepted: pl.DataFrame, real: pl.DataFrame) -> pl.DataFram
     return pl.DataFrame([{**{k: None for k in SAMPLES}, **r} for r in rows.to_dicts()], schema=SAMPLES)
 
 
-def read_partitions(folder: Path, only: set[str] | None = None) -> pl.DataFrame:
-    """Every partition table of an asset (or only the named files), as one frame."""
-    files = sorted(f for f in folder.glob("*.parquet") if only is None or f.name in only) if folder.is_dir() else []
-    return pl.concat([pl.read_parquet(f) for f in files], how="diagonal_relaxed") if files else pl.DataFrame()
+def snapshot_samples(store: ArtefactStore, version: str) -> pl.DataFrame | None:
+    """The samples of a training dataset snapshot, or None when there is none."""
+    key = f"{TRAINING_DATASETS}/{version}/samples.parquet"
+    return store.read_parquet(key) if store.exists(key) else None

@@ -8,52 +8,51 @@ that used it. Everything is read from the tables and manifests the assets wrote.
 
 from __future__ import annotations
 
-import json
 
 import polars as pl
 
-from cosmos_assets.settings import CosmosPaths
+from cosmos_assets.common.artefacts import TRAINING_DATASETS, ArtefactStore
 from cosmos_assets.training import registry
-from cosmos_assets.training.datasets import read_partitions
+from cosmos_assets.training.datasets import snapshot_samples
 
 
 class LineageNotFound(LookupError):
     pass
 
 
-def _checkpoints(paths: CosmosPaths) -> dict[str, dict]:
+def _checkpoints(store: ArtefactStore) -> dict[str, dict]:
     found = {}
-    for folder in sorted(paths.checkpoints.iterdir()) if paths.checkpoints.is_dir() else []:
-        manifest = folder / registry.MANIFEST
-        if manifest.is_file():
-            found[folder.name] = {**json.loads(manifest.read_text()), "mtime": manifest.stat().st_mtime}
+    for key in registry.checkpoint_keys(store):
+        manifest = f"{registry.checkpoint_key(key)}/{registry.MANIFEST}"
+        if store.exists(manifest):
+            found[key] = {**store.read_json(manifest), "mtime": store.modified(manifest)}
     return found
 
 
-def _raw_videos(paths: CosmosPaths) -> dict[str, dict]:
-    raw = read_partitions(paths.tables / "raw_videos")
+def _raw_videos(store: ArtefactStore) -> dict[str, dict]:
+    raw = store.read_partitions("raw_videos")
     return {} if raw.is_empty() else {r["content_hash"]: r for r in raw.filter(pl.col("status") == "ok").to_dicts()}
 
 
-def default_checkpoint(paths: CosmosPaths) -> str:
+def default_checkpoint(store: ArtefactStore) -> str:
     """The promoted checkpoint, else the newest one."""
-    if (pointer := registry.promoted(paths.checkpoints)) is not None:
+    if (pointer := registry.promoted(store)) is not None:
         return pointer["checkpoint"]
-    checkpoints = _checkpoints(paths)
+    checkpoints = _checkpoints(store)
     if not checkpoints:
         raise LineageNotFound("no checkpoint yet: nothing has been trained or dropped into the checkpoint inbox")
     return max(checkpoints, key=lambda k: checkpoints[k]["mtime"])
 
 
-def checkpoint_lineage(paths: CosmosPaths, key: str) -> dict:
-    checkpoints = _checkpoints(paths)
+def checkpoint_lineage(store: ArtefactStore, key: str) -> dict:
+    checkpoints = _checkpoints(store)
     if key not in checkpoints:
-        raise LineageNotFound(f"no checkpoint {key!r} under {paths.checkpoints}")
+        raise LineageNotFound(f"no checkpoint {key!r} under {store.ref(registry.CHECKPOINTS)}")
     manifest = checkpoints[key]
     version = manifest.get("dataset_version")
-    samples_path = paths.training_datasets / str(version) / "samples.parquet"
-    samples = pl.read_parquet(samples_path) if samples_path.is_file() else pl.DataFrame()
-    raw = _raw_videos(paths)
+    samples = snapshot_samples(store, str(version))
+    samples = pl.DataFrame() if samples is None else samples
+    raw = _raw_videos(store)
     videos = {}
     for sample in samples.to_dicts():
         source = sample["source_video_hash"]
@@ -61,7 +60,7 @@ def checkpoint_lineage(paths: CosmosPaths, key: str) -> dict:
             row = raw.get(source, {})
             videos[source] = {"content_hash": source, "original_name": row.get("landing_name") or sample["source_video_name"],
                               "ingest_batch": row.get("batch") or sample["batch"]}
-    promoted = registry.promoted(paths.checkpoints)
+    promoted = registry.promoted(store)
     return {
         "checkpoint": key,
         "promoted": bool(promoted and promoted["checkpoint"] == key),
@@ -76,10 +75,10 @@ def checkpoint_lineage(paths: CosmosPaths, key: str) -> dict:
     }
 
 
-def forward_lineage(paths: CosmosPaths, identifier: str) -> dict:
+def forward_lineage(store: ArtefactStore, identifier: str) -> dict:
     """Everything downstream of a raw video (content hash), a clip id or a sample / candidate id."""
-    clips = read_partitions(paths.tables / "video_clips")
-    raw = _raw_videos(paths)
+    clips = store.read_partitions("video_clips")
+    raw = _raw_videos(store)
     if identifier in raw:
         kind = "raw video"
         clip_ids = set(clips.filter(pl.col("source_hash") == identifier)["clip_id"]) if clips.height else set()
@@ -88,27 +87,27 @@ def forward_lineage(paths: CosmosPaths, identifier: str) -> dict:
     else:
         kind, clip_ids = "sample", set()
     datasets, checkpoints = [], []
-    manifests = _checkpoints(paths)
-    for folder in sorted(paths.training_datasets.iterdir()) if paths.training_datasets.is_dir() else []:
-        if not (folder / "samples.parquet").is_file():
+    manifests = _checkpoints(store)
+    for version in store.folders(TRAINING_DATASETS):
+        samples = snapshot_samples(store, version)
+        if samples is None:
             continue
-        samples = pl.read_parquet(folder / "samples.parquet")
         used = samples.filter(pl.col("source_clip_id").is_in(list(clip_ids)) | (pl.col("sample_id") == identifier))
         if used.height:
-            datasets.append({"dataset_version": folder.name, "samples": used["sample_id"].to_list(),
+            datasets.append({"dataset_version": version, "samples": used["sample_id"].to_list(),
                              "kinds": sorted(set(used["kind"]))})
-            checkpoints += [k for k, m in manifests.items() if m.get("dataset_version") == folder.name]
+            checkpoints += [k for k, m in manifests.items() if m.get("dataset_version") == version]
     if kind == "sample" and not datasets:
         raise LineageNotFound(f"{identifier!r} is no checkpoint, raw video content hash, clip id or training sample")
-    promoted = registry.promoted(paths.checkpoints)
+    promoted = registry.promoted(store)
     info = raw.get(identifier, {})
     return {"id": identifier, "kind": kind, "original_name": info.get("landing_name"), "ingest_batch": info.get("batch"),
             "clips": sorted(clip_ids), "datasets": datasets, "checkpoints": sorted(set(checkpoints)),
             "promoted_checkpoint_uses_it": bool(promoted and promoted["checkpoint"] in checkpoints)}
 
 
-def lineage(paths: CosmosPaths, identifier: str | None = None) -> dict:
-    key = identifier or default_checkpoint(paths)
-    if key in _checkpoints(paths):
-        return {"direction": "backward", **checkpoint_lineage(paths, key)}
-    return {"direction": "forward", **forward_lineage(paths, key)}
+def lineage(store: ArtefactStore, identifier: str | None = None) -> dict:
+    key = identifier or default_checkpoint(store)
+    if key in _checkpoints(store):
+        return {"direction": "backward", **checkpoint_lineage(store, key)}
+    return {"direction": "forward", **forward_lineage(store, key)}

@@ -1,68 +1,82 @@
-"""Checkpoints on disk: one folder per checkpoint (adapter + manifest), the promoted pointer with its
-history, and the inbox where an external trainer drops checkpoints with a manifest."""
+"""Checkpoints on the artefact store: one folder per checkpoint (adapter + manifest, the manifest
+published last), the promoted pointer with its history, and the inbox where an external trainer drops
+checkpoints with a manifest.
+
+PROMOTED.json and history.jsonl are rewritten whole (read, append, write: a rename locally, a PUT on an
+object store). That is safe because their one writer, ``promoted_checkpoint``, runs in the ``collection``
+pool, one step at a time; and the checkpoint inbox is scanned only by ``checkpoint_sensor``, whose ticks
+never overlap.
+"""
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from cosmos_assets.common.files import copy_and_hash_atomically, open_regular_file_no_follow, write_bytes_atomically
+from cosmos_assets.common.artefacts import CHECKPOINTS, ArtefactStore
+from cosmos_assets.common.files import copy_and_hash_atomically, open_regular_file_no_follow, sha256_of_stream, write_bytes_atomically
 from cosmos_assets.models.checkpoints import CorruptCheckpoint, ModelError, check_safetensors_file
 
 ADAPTER = "adapter.safetensors"
 MANIFEST = "manifest.json"
 REQUIRED_MANIFEST_KEYS = ("kind", "base_model")
+PROMOTED = f"{CHECKPOINTS}/PROMOTED.json"
+HISTORY = f"{CHECKPOINTS}/history.jsonl"
 
 
 class CheckpointMissing(ModelError):
     pass
 
 
-def checkpoint_dir(root: Path, key: str) -> Path:
-    return root / key
+def checkpoint_key(key: str) -> str:
+    """The store folder of checkpoint ``key``."""
+    return f"{CHECKPOINTS}/{key}"
 
 
-def write_manifest(folder: Path, manifest: dict) -> None:
-    write_bytes_atomically(folder / MANIFEST, (json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n").encode())
+def checkpoint_keys(store: ArtefactStore) -> list[str]:
+    return store.folders(CHECKPOINTS)
 
 
-def verified_checkpoint(folder: Path) -> dict:
+def manifest_json(manifest: dict) -> bytes:
+    return (json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n").encode()
+
+
+def verified_checkpoint(store: ArtefactStore, key: str) -> dict:
     """The manifest of a checkpoint whose adapter file exists and is intact, or a clear error."""
-    if not (folder / MANIFEST).is_file():
-        raise CheckpointMissing(f"checkpoint {folder.name}: no {MANIFEST} in {folder}")
-    manifest = json.loads((folder / MANIFEST).read_text())
-    adapter = folder / ADAPTER
-    if not adapter.is_file():
-        raise CheckpointMissing(f"checkpoint {folder.name}: the adapter file {adapter} is missing")
-    check_safetensors_file(adapter, f"checkpoint {folder.name}")
+    folder = checkpoint_key(key)
+    if not store.exists(f"{folder}/{MANIFEST}"):
+        raise CheckpointMissing(f"checkpoint {key}: no {MANIFEST} in {store.ref(folder)}")
+    manifest = store.read_json(f"{folder}/{MANIFEST}")
+    if not store.exists(f"{folder}/{ADAPTER}"):
+        raise CheckpointMissing(f"checkpoint {key}: the adapter file {store.ref(f'{folder}/{ADAPTER}')} is missing")
+    check_safetensors_file(adapter_path(store, key), f"checkpoint {key}")
     return manifest
 
 
-def promoted(root: Path) -> dict | None:
-    pointer = root / "PROMOTED.json"
-    return json.loads(pointer.read_text()) if pointer.is_file() else None
+def adapter_path(store: ArtefactStore, key: str) -> Path:
+    """A local copy of a checkpoint's adapter, for torch to load."""
+    return store.local_path(store.ref(f"{checkpoint_key(key)}/{ADAPTER}"))
 
 
-def promote(root: Path, key: str, evidence: dict) -> dict:
+def promoted(store: ArtefactStore) -> dict | None:
+    return store.read_json_if_exists(PROMOTED)
+
+
+def promote(store: ArtefactStore, key: str, evidence: dict) -> dict:
     """Point PROMOTED.json at ``key`` and append to history.jsonl once (a re-run adds nothing)."""
     entry = {"checkpoint": key, "promoted_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "evidence": evidence}
-    history = root / "history.jsonl"
-    previous = [json.loads(line) for line in history.read_text().splitlines()] if history.is_file() else []
+    previous = history(store)
     if previous and previous[-1]["checkpoint"] == key:
         return previous[-1]
-    write_bytes_atomically(root / "PROMOTED.json", json.dumps(entry, indent=2).encode())
-    with open(history, "a") as handle:
-        handle.write(json.dumps(entry) + "\n")
+    store.write_json(PROMOTED, entry)
+    store.write_bytes(HISTORY, "".join(json.dumps(e) + "\n" for e in previous + [entry]).encode())
     return entry
 
 
-def history(root: Path) -> list[dict]:
-    path = root / "history.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+def history(store: ArtefactStore) -> list[dict]:
+    return [json.loads(line) for line in store.read_bytes(HISTORY).decode().splitlines()] if store.exists(HISTORY) else []
 
 
 @dataclass(frozen=True)
@@ -71,10 +85,11 @@ class InboxResult:
     rejected: list[dict]  # {"item", "error_class", "error_message"}, recorded once
 
 
-def scan_checkpoint_inbox(inbox: Path, root: Path, ledger_path: Path, settle_seconds: float = 10.0) -> InboxResult:
+def scan_checkpoint_inbox(inbox: Path, store: ArtefactStore, ledger_path: Path, settle_seconds: float = 10.0) -> InboxResult:
     """Register each settled ``inbox/<name>/`` holding ``manifest.json`` + ``adapter.safetensors``.
 
-    Files are read without following links and copied (hashing as they go) into ``root/inbox-<digest>``;
+    Files are read without following links and copied (hashing as they go) into the store's
+    ``checkpoints/inbox-<digest>``;
     the key comes from the adapter's content, so the same checkpoint dropped twice is registered once.
     Bad drops are recorded with their error and never retried until they change.
     """
@@ -98,17 +113,18 @@ def scan_checkpoint_inbox(inbox: Path, root: Path, ledger_path: Path, settle_sec
             if not isinstance(manifest, dict) or any(k not in manifest for k in REQUIRED_MANIFEST_KEYS):
                 raise ValueError(f"{MANIFEST} needs the keys {', '.join(REQUIRED_MANIFEST_KEYS)}")
             check_safetensors_file(item / ADAPTER, f"inbox checkpoint {item.name!r}")
-            staging = root / f".tmp-{os.getpid()}-{item.name.encode().hex()[:32]}"
             with open_regular_file_no_follow(item / ADAPTER) as source:
-                digest, _ = copy_and_hash_atomically(source, staging / ADAPTER)
-            key = f"inbox-{digest[:16]}"
-            target = checkpoint_dir(root, key)
-            if target.exists():  # the same adapter bytes were registered before
-                shutil.rmtree(staging)
-            else:
-                write_manifest(staging, {**manifest, "source": "checkpoint_inbox", "inbox_name": item.name, "adapter_sha256": digest})
-                os.replace(staging, target)
-                registered.append(key)
+                digest, _ = sha256_of_stream(source)
+                key = f"inbox-{digest[:16]}"
+                if not store.exists(f"{checkpoint_key(key)}/{MANIFEST}"):  # else: these adapter bytes were registered before
+                    source.seek(0)
+                    with store.folder(checkpoint_key(key), marker=MANIFEST) as staging:
+                        copied, _ = copy_and_hash_atomically(source, staging / ADAPTER)
+                        if copied != digest:
+                            raise ValueError("the adapter changed while it was being copied")
+                        (staging / MANIFEST).write_bytes(manifest_json(
+                            {**manifest, "source": "checkpoint_inbox", "inbox_name": item.name, "adapter_sha256": digest}))
+                    registered.append(key)
             ledger[identity] = {"key": key}
         except (ModelError, CorruptCheckpoint, ValueError, OSError, UnicodeDecodeError) as error:
             entry = {"item": item.name, "error_class": error.__class__.__name__, "error_message": str(error)}

@@ -110,7 +110,7 @@ def _learning_rate(step: int, config: TrainingConfig) -> float:
     return config.learning_rate * min(1.0, (step + 1) / max(config.warmup_steps, 1))
 
 
-def _save_state(run_dir: Path, step: int, transformer, optimizer, losses: list[float], config: TrainingConfig) -> None:
+def _save_state(run_dir: Path, step: int, transformer, optimizer, losses: list[float], config: TrainingConfig) -> Path:
     tensors = {f"adapter/{k}": v.detach().cpu().contiguous() for k, v in lora_state_dict(transformer).items()}
     optimizer_state = optimizer.state_dict()
     for index, state in optimizer_state["state"].items():
@@ -119,9 +119,11 @@ def _save_state(run_dir: Path, step: int, transformer, optimizer, losses: list[f
     meta = {"step": step, "losses": losses, "config": asdict(config), "param_groups": optimizer_state["param_groups"]}
     partial = run_dir / f".{STATE_PREFIX}{step:08d}.{os.getpid()}.partial"
     save_file(tensors, str(partial), metadata={"training": json.dumps(meta)})
-    partial.replace(run_dir / f"{STATE_PREFIX}{step:08d}.safetensors")
+    state = run_dir / f"{STATE_PREFIX}{step:08d}.safetensors"
+    partial.replace(state)
     for older in sorted(run_dir.glob(f"{STATE_PREFIX}*.safetensors"))[:-2]:  # keep the last two
         older.unlink()
+    return state
 
 
 def latest_state(run_dir: Path) -> Path | None:
@@ -148,10 +150,12 @@ def _restore_state(path: Path, transformer, optimizer) -> tuple[int, list[float]
 
 
 def train_lora(base_transformer, sample_paths: list[Path], config: TrainingConfig, run_dir: Path,
-               log: Callable[[str], None] = print, stop_after: int | None = None) -> TrainingResult:
+               log: Callable[[str], None] = print, stop_after: int | None = None,
+               on_save: Callable[[Path], None] | None = None) -> TrainingResult:
     """Train an adapter on a copy of ``base_transformer`` (the base stays untouched for generation and
     evaluation); resume from ``run_dir`` if an earlier run saved state there. ``stop_after`` ends the
-    process's work after that many steps in this call (for tests of resumption)."""
+    process's work after that many steps in this call (for tests of resumption); ``on_save`` gets each
+    saved state file (to publish it where another machine can resume from it)."""
     if not sample_paths:
         raise ValueError("no training samples")
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -180,7 +184,9 @@ def train_lora(base_transformer, sample_paths: list[Path], config: TrainingConfi
         step += 1
         done_here += 1
         if step % config.save_interval == 0 or step == config.steps:
-            _save_state(run_dir, step, transformer, optimizer, losses, config)
+            state = _save_state(run_dir, step, transformer, optimizer, losses, config)
+            if on_save is not None:
+                on_save(state)
             log(f"step {step}/{config.steps}: loss {step_loss:.4f} (saved)")
         if stop_after is not None and done_here >= stop_after:
             break
