@@ -243,7 +243,8 @@ class ObjectStore(ArtefactStore):
         self.url = url.rstrip("/")
         self.scratch = Path(scratch).expanduser().absolute()
         # No listing cache: other processes and pods write to the same store, so every exists() asks it.
-        self.fs, root = fsspec.core.url_to_fs(self.url, use_listings_cache=False, skip_instance_cache=True)
+        # (fsspec reuses one filesystem instance per process for the same arguments, and a fresh one after a fork.)
+        self.fs, root = fsspec.core.url_to_fs(self.url, use_listings_cache=False)
         self._root = root.rstrip("/")
 
     def __repr__(self) -> str:

@@ -202,10 +202,10 @@ class DedupAssetConfig(dg.Config):
 
 
 def _pair_sheet(storage: CosmosStorage, rows: list[dict], by_id: dict[str, dict], limit: int = 8) -> str:
-    images, labels = [], []
+    images, labels, store = [], [], storage.store
     for row in rows[:limit]:
         for clip_id in (row["clip_id"], row["duplicate_of"]):
-            images.append(thumbnail_image(storage.store, by_id[clip_id]["thumbnail_path"]))
+            images.append(thumbnail_image(store, by_id[clip_id]["thumbnail_path"]))
         labels += [f"dropped {row['clip_id'][:8]}", f"dup of {row['duplicate_of'][:8]} ({row['similarity']:.3f})"]
     return markdown_image(encode_jpeg(contact_sheet(images, labels, columns=2)), "duplicate pairs")
 

@@ -388,13 +388,14 @@ def _side_by_side(storage: CosmosStorage, requests: pl.DataFrame, candidates: pl
     for request in shown:
         group = sorted(by_request[request["request_id"]], key=lambda r: (r["seed"] is None, r["seed"]))
         columns = max(columns, 1 + len(group))
+    store = storage.store
     for request in shown:
         group = sorted(by_request[request["request_id"]], key=lambda r: (r["seed"] is None, r["seed"]))
         tiles = [(request["source_thumbnail_path"], f"source {request['condition']}")]
         tiles += [(r["thumbnail_path"], f"seed {r['seed']}" + (" [tiny]" if r["tiny_random"] else "")) for r in group]
         tiles += [(None, "")] * (columns - len(tiles))
         for path, label in tiles:
-            images.append(thumbnail_image(storage.store, path))
+            images.append(thumbnail_image(store, path))
             labels.append(label)
     if not images:
         return "no candidates"
@@ -566,7 +567,8 @@ def _decision_sheet(storage: CosmosStorage, rows: list[dict], accepted: bool, li
     chosen = [r for r in rows if r["accepted"] == accepted and r["thumbnail_path"]][:limit]
     if not chosen:
         return "none"
-    images = [thumbnail_image(storage.store, r["thumbnail_path"]) for r in chosen]
+    store = storage.store
+    images = [thumbnail_image(store, r["thumbnail_path"]) for r in chosen]
     labels = [f"{'OK' if accepted else 'NO'} {r['condition'] or '?'} {r['score']:.2f}" if r["score"] is not None
               else f"NO {r['decision']}" for r in chosen]
     return markdown_image(encode_jpeg(contact_sheet(images, labels, columns=6, tile_width=128), quality=70),
