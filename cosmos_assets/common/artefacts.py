@@ -87,7 +87,9 @@ class ArtefactStore:
 
     # Each kind provides: ref, key_of, staging_path, commit, local_path, exists, list (keys of the files
     # below a prefix), folders (names of the folders right below one), read_bytes, modified, remove,
-    # lancedb_uri, _upload and _publish_folder.
+    # lancedb_uri and _publish_folder; an object store also _upload. What a step wrote stays in its
+    # scratch folder as the local copy of that key: a step pod's scratch goes with the pod, elsewhere
+    # nothing evicts it (delete COSMOS_SCRATCH at will, it is only a cache).
 
     @property
     def lancedb_options(self) -> dict | None:
