@@ -281,6 +281,22 @@ def attention_diagnostic(heads: int, tokens: int, head_dim: int, dtype) -> str:
                 row[name] = {"error": f"{error.__class__.__name__}: {str(error)[:300]}"}
             if caught:
                 row[name]["warnings"] = [str(w.message)[:400] for w in caught][:4]
+    from cosmos_assets.models import speedups
+
+    if speedups.flash4_available(DEVICE):  # FlashAttention-4 in the [B, S, H, D] layout it takes
+        try:
+            q4, k4, v4 = (t.transpose(1, 2).contiguous() for t in (q, k, v))
+            first, out = wall(lambda: speedups.flash4_attention(q4, k4, v4))  # the first call compiles its kernel
+            seconds, _ = wall(lambda: [speedups.flash4_attention(q4, k4, v4) for _ in range(5)])
+            ms = seconds / 5 * 1000
+            out = out.transpose(1, 2)
+            row["flash4"] = {"ms": round(ms, 2), "TFLOPs": round(flops / ms / 1e9, 0), "first_call_s": round(first, 1),
+                             "vs_flash": errors(out.float(), reference.float()),
+                             "vs_cudnn": errors(out.float(), cudnn_out.float())}
+        except Exception as error:
+            row["flash4"] = {"error": f"{error.__class__.__name__}: {str(error)[:600]}", "trace": traceback.format_exc()[-1500:]}
+    else:
+        row["flash4"] = {"error": "flash_attn.cute is not installed here"}
     try:
         direct = torch.ops.aten._scaled_dot_product_cudnn_attention(q, k, v, None, False, 0.0, False, False)[0]
         seconds, _ = wall(lambda: [torch.ops.aten._scaled_dot_product_cudnn_attention(q, k, v, None, False, 0.0, False, False)
@@ -367,12 +383,25 @@ def bench_predict2(args) -> None:
     config = transformer.config
     best = attention_diagnostic(config.num_attention_heads, inputs["hidden_states"][0, 0].numel() // 4,
                                 config.attention_head_dim, dtype) if DEVICE == "cuda" else "default"
+    from cosmos_assets.models.speedups import flash4_available
+
     fast = GeneratorSpeedups()  # what the generator resource uses on a GPU
+    # ``fast`` (attention "auto") runs FlashAttention-4 where it is installed; the cuDNN row is the path without it.
+    flash4 = fast if flash4_available(DEVICE) else None
+    cudnn = replace(fast, attention="cudnn")
     variants = [
         ("default (diffusers)", GeneratorSpeedups.off()),
         ("per-frame adaLN", GeneratorSpeedups(frame_adaln=True, attention="default", compile="off")),
-        ("per-frame adaLN + compile (all on)", fast),
-    ]
+        ("per-frame adaLN + compile, cuDNN attention", cudnn),
+    ] + ([("all on: + FlashAttention-4 (the resource's GPU default)", flash4)] if flash4 else [])
+    # The conditional and unconditional rows of one step as one batch of two: measured, and not worth doing (the
+    # products are already large enough to fill the GPU; see GPU_RESULTS.md).
+    pair_inputs = {k: (torch.cat([v, v]) if k in ("hidden_states", "timestep", "encoder_hidden_states", "condition_mask")
+                       else v) for k, v in inputs.items()}
+
+    def one_pair():
+        with torch.no_grad():
+            return transformer(**pair_inputs)[0]
     outputs, table = {}, []
     for label, speedups in variants:
         try:
@@ -387,6 +416,11 @@ def bench_predict2(args) -> None:
                        round(compile_s, 1) if compile_s else None, compile_error=state.get("compile_error"))
             if label != variants[0][0]:
                 row["vs_default"] = errors(outputs[label], outputs[variants[0][0]])
+            if speedups.compile != "off" or label == variants[-1][0]:  # both rows at once, for the compiled paths
+                wall(one_pair)  # compiles the batch-of-two graph
+                pair_times = [wall(one_pair)[0] * 1000 for _ in range(3)]
+                row["ms_per_pair_as_batch_of_two"] = round(statistics.median(pair_times), 1)
+                row["ms_per_pair_as_two_passes"] = round(2 * ms, 1)
             report(f"predict2_pass[{label}]", **row)
             table.append((label, ms))
         except Exception as error:
@@ -429,6 +463,15 @@ def bench_predict2(args) -> None:
                     again, _ = wall(lambda: vae.decode(latents, return_dict=False)[0])
                 row[f"cudnn_benchmark={benchmark}"] = {"first_s": round(first, 2), "second_s": round(again, 2)}
             torch.backends.cudnn.benchmark = False
+            with torch.no_grad():
+                plain = vae.decode(latents, return_dict=False)[0]
+                vae.to(memory_format=torch.channels_last_3d)
+                first, _ = wall(lambda: vae.decode(latents, return_dict=False)[0])
+                again, last = wall(lambda: vae.decode(latents, return_dict=False)[0])
+                vae.to(memory_format=torch.contiguous_format)
+            row["channels_last_3d"] = {"first_s": round(first, 2), "second_s": round(again, 2),
+                                       "vs_contiguous": errors(last.float(), plain.float())}
+            del plain, last
             video = torch.randn(1, 3, num_frames, height, width, device=DEVICE, dtype=dtype)
             with torch.no_grad():
                 for n in (num_frames, 5):
@@ -456,14 +499,19 @@ def bench_predict2(args) -> None:
     videos = {}
     # Video2World from the last 5 frames of a clip (2 latent frames), so that the transformer decides the other 22.
     request = GenerationRequest(prompt="a car on a highway in the rain", seed=0, conditioning_frames=frames[:5])
-    configurations = (("all on", fast),
-                      ("all on but the pipeline's own encode and postprocessing",
-                       replace(fast, conditioning_encode=False, device_postprocess=False)),
-                      ("default (all off)", GeneratorSpeedups.off()))
+    configurations = {"flash4": ("all on (FlashAttention-4; the resource's GPU default)", flash4),
+                      "cudnn": ("all on but cuDNN attention", cudnn),
+                      "pipeline": ("cuDNN attention, the pipeline's own encode and postprocessing",
+                                   replace(cudnn, conditioning_encode=False, device_postprocess=False)),
+                      "off": ("default (all off)", GeneratorSpeedups.off())}
+    configurations = [configurations[key] for key in args.videos.split(",") if configurations[key][1] is not None]
     for label, speedups in configurations:
-        if label != "all on" and elapsed() > args.budget_s - 75:
+        if label != configurations[0][0] and elapsed() > args.budget_s - 75:
             report("predict2_video_skipped", label=label, reason=f"{elapsed():.0f} s used of a {args.budget_s} s budget")
             continue
+        if speedups.compile != "off":  # compilation (or a recompilation for another kernel) outside the timing
+            warm, _ = wall(lambda: generator(speedups, steps=2).generate(request))
+            report(f"predict2_video_warmup[{label}]", seconds=round(warm, 2))
         step_ends.clear()
         reset_peak()
         begin = time.perf_counter()
@@ -475,7 +523,7 @@ def bench_predict2(args) -> None:
                peak_GiB=peak_gib(), shape=list(video.frames.shape))
     type(pipe).__call__ = original
     labels = [label for label, _ in configurations]
-    for first, second in ((labels[0], labels[1]), (labels[0], labels[2])):
+    for first, second in zip([labels[0]] * (len(labels) - 1), labels[1:]):
         if first in videos and second in videos:
             a, b = videos[first].astype(np.int16), videos[second].astype(np.int16)
             mse = float(((a - b) ** 2).mean())
@@ -494,6 +542,8 @@ def main() -> None:
     parser.add_argument("--vlm-batch", type=int, default=4)
     parser.add_argument("--vlm-total-pixels", type=int, default=2 * 8192 * 28 * 28)
     parser.add_argument("--smoke", action="store_true", help="tiny sizes on the CPU: checks this script, times nothing")
+    parser.add_argument("--videos", default="flash4,cudnn,off",
+                        help="whole videos to time, in order: flash4 (where installed), cudnn, pipeline, off")
     args = parser.parse_args()
     global DEVICE
     if args.smoke:

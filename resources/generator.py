@@ -38,8 +38,9 @@ class VideoGeneratorResource(dg.ConfigurableResource):
     fps: Optional[int] = None
     # Speed switches of the transformer (cosmos_assets.models.speedups; bench/GPU_RESULTS.md, "Speed (issue 8)").
     frame_adaln: bool = Field(default=True, description="adaLN conditioning once per latent frame, not per token.")
-    attention_backend: str = Field(default="auto", description="SDPA kernel tried first: auto (cuDNN on Hopper), "
-                                                               "default, cudnn, flash or efficient.")
+    attention_backend: str = Field(default="auto", description="Attention kernel: auto (FlashAttention-4 where "
+                                                               "installed on Hopper+, else cuDNN first on Hopper), "
+                                                               "flash4, default, cudnn, flash or efficient.")
     compile_transformer: str = Field(default="auto", description="Regional torch.compile of the transformer blocks: "
                                                                  "auto (CUDA only), on or off.")
     encode_conditioning_only: bool = Field(default=True, description="Predict2: the VAE encodes the conditioning "

@@ -110,6 +110,48 @@ def test_the_generator_gives_the_same_video_with_and_without_the_speedups(tmp_pa
     assert np.abs(videos[0] - videos[1]).max() <= 1
 
 
+def test_the_flash4_layout_computes_what_the_sdpa_layout_computes(monkeypatch):
+    """FlashAttention-4 runs only on Hopper GPUs (its kernel is checked against cuDNN in bench/gpu_speed.py). Here
+    the code around it — projections, norms and rotary embedding in the [B, S, H, D] layout — runs with SDPA
+    standing in for the kernel, and must give diffusers' numbers."""
+    def sdpa_in_bshd_layout(query, key, value):
+        out = torch.nn.functional.scaled_dot_product_attention(*(t.transpose(1, 2) for t in (query, key, value)))
+        return out.transpose(1, 2)
+
+    transformer, config = tiny_transformer("predict2")
+    inputs = transformer_inputs("predict2", config, per_frame=True)
+    with torch.no_grad():
+        apply_generator_speedups(transformer, GeneratorSpeedups.off(), CPU)
+        reference = transformer(**inputs)[0]
+        monkeypatch.setattr(speedups, "flash4_attention", sdpa_in_bshd_layout)
+        monkeypatch.setattr(speedups, "flash4_available", lambda device: True)
+        settings = apply_generator_speedups(transformer, GeneratorSpeedups(attention="flash4"), CPU)
+        fast = transformer(**inputs)[0]
+    assert settings.attention == "flash4"
+    assert torch.allclose(fast, reference, rtol=1e-5, atol=1e-5)
+
+
+def test_flash4_falls_back_to_sdpa_where_it_cannot_run_and_is_chosen_where_it_can(monkeypatch):
+    assert GeneratorSpeedups(attention="flash4").resolved(CPU).attention == "default"
+    assert not speedups.flash4_available(CPU)
+    monkeypatch.setattr(speedups, "flash4_available", lambda device: True)  # as on a Hopper GPU with the package
+    assert GeneratorSpeedups().resolved(CPU).attention == "flash4"
+    assert GeneratorSpeedups(attention="cudnn").resolved(CPU).attention == "cudnn"  # an explicit choice stands
+
+
+def test_the_rotary_embedding_is_computed_once_per_video_shape():
+    transformer, config = tiny_transformer("predict2")
+    inputs = transformer_inputs("predict2", config, per_frame=True)
+    calls = []
+    transformer.rope.register_forward_hook(lambda *a: calls.append(1))
+    apply_generator_speedups(transformer, GeneratorSpeedups(), CPU)
+    with torch.no_grad():
+        first = transformer(**inputs)[0]
+        again = transformer(**inputs)[0]
+        transformer(**{**inputs, "fps": 24})
+    assert len(calls) == 2 and torch.equal(first, again)  # a new fps is a new table
+
+
 def test_encoding_only_the_conditioning_frames_and_postprocessing_on_the_device_change_no_bit(tmp_path, samples):
     from cosmos_assets.models.generator import GenerationRequest, defaults_for, load_generator
 

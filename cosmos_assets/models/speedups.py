@@ -6,10 +6,15 @@ Generator (diffusers ``CosmosTransformer3DModel``; Predict2, Predict 2.5 and Tra
   expands the conditioning to every token, so the adaLN MLPs (three per block and the output norm) run on all
   31,104 tokens of a 480p video. Here they run once per latent frame and the modulation is broadcast over the
   frame's tokens: the same arithmetic on T rows instead of T·H·W.
-- ``attention``: which fused attention kernel SDPA tries first. ``auto`` puts cuDNN's first on Hopper GPUs,
-  where it is faster than the flash kernel at these sequence lengths; same bf16 inputs and fp32 accumulation.
+- ``attention``: which attention kernel runs. ``auto`` is FlashAttention-4 on Hopper or newer where the
+  ``flash-attn-4`` package is installed (the deployment image has it), else cuDNN's SDPA kernel first on Hopper
+  (faster than SDPA's flash kernel at these sequence lengths); same bf16 inputs and fp32 accumulation.
 - ``compile``: regional ``torch.compile`` of the transformer block (the 28 blocks share one compiled graph),
   which fuses the elementwise work around the matrix products. ``auto``: on CUDA only.
+- ``attention="flash4"``: the video self-attention through FlashAttention-4's CuTe kernels (the optional
+  ``flash-attn-4`` package) in the ``[B, S, H, D]`` layout the projections produce, no transposes; cuDNN's order
+  where it is not installed or the GPU is older than Hopper.
+- The rotary embedding of a video shape is computed once, not on every pass (same values).
 
 Vision-language model (Qwen2.5-VL / Cosmos-Reason1 through transformers):
 
@@ -45,14 +50,48 @@ STATE = "_cosmos_speedups"  # attribute on patched modules holding their setting
 
 
 def resolve_attention(name: str, device: torch.device | str) -> str:
-    """``auto``: cuDNN first on Hopper or newer GPUs, the PyTorch default order elsewhere."""
+    """``auto``: FlashAttention-4 where it can run, else cuDNN first on Hopper or newer GPUs, else the PyTorch
+    default order. ``flash4`` where FlashAttention-4 can't run (CPU, pre-Hopper GPUs, package not installed) falls
+    back to SDPA as ``auto`` would, with a warning."""
+    device = torch.device(device)
+    if name in ("auto", "flash4") and flash4_available(device):
+        return "flash4"
+    if name == "flash4":
+        log.warning("attention=flash4: FlashAttention-4 can't run on %s here; using SDPA", device)
+        name = "auto"
     if name != "auto":
         return name
-    device = torch.device(device)
     if device.type == "cuda" and torch.cuda.is_available():
         major, _ = torch.cuda.get_device_capability(device)
         return "cudnn" if major >= 9 else "default"
     return "default"
+
+
+def flash4_available(device: torch.device | str) -> bool:
+    """FlashAttention-4 (``flash_attn.cute``) runs on Hopper and Blackwell GPUs, when the package is installed."""
+    device = torch.device(device)
+    if device.type != "cuda" or not torch.cuda.is_available() or torch.cuda.get_device_capability(device)[0] < 9:
+        return False
+    try:
+        import flash_attn.cute  # noqa: F401
+    except Exception:  # not installed, or built for another CUDA / torch
+        return False
+    return True
+
+
+@torch.library.custom_op("cosmos::flash4_attention", mutates_args=())
+def flash4_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """Non-causal attention of ``[B, S, H, D]`` tensors through FlashAttention-4. A custom op, so that a compiled
+    block calls it as one opaque kernel (dynamo can't trace the CuTe DSL)."""
+    from flash_attn.cute import flash_attn_func
+
+    out = flash_attn_func(query, key, value)
+    return out[0] if isinstance(out, tuple) else out
+
+
+@flash4_attention.register_fake
+def _flash4_attention_shape(query, key, value):
+    return torch.empty_like(query)
 
 
 @contextmanager
@@ -69,6 +108,8 @@ def attention_backend(name: str):
         "efficient": [SDPBackend.EFFICIENT_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.MATH],
         "cudnn-only": [SDPBackend.CUDNN_ATTENTION],  # no fallback: fails where cuDNN can't run the call
     }
+    if name == "flash4":  # the video self-attention calls FlashAttention-4; the text cross-attention stays on SDPA
+        name = "cudnn"
     if name not in orders:
         raise ValueError(f"attention backend {name!r}; expected auto, default or one of {', '.join(orders)}")
     try:
@@ -88,7 +129,7 @@ class GeneratorSpeedups:
     """Switches of the generator's transformer; the defaults are what the generator resource uses."""
 
     frame_adaln: bool = True
-    attention: str = "auto"  # auto | default | cudnn | flash | efficient
+    attention: str = "auto"  # auto | default | cudnn | flash | efficient | flash4
     compile: Literal["auto", "on", "off"] = "auto"
     compile_fullgraph: bool = True
     compile_backend: str = "inductor"  # tests trace with "eager" (no code generation)
@@ -139,7 +180,7 @@ def apply_generator_speedups(transformer, speedups: GeneratorSpeedups, device: t
         else:
             if kept is not None:
                 torch._dynamo.reset()
-            blocks = [_CompiledBlock(block) for block in transformer.transformer_blocks]
+            blocks = [_CompiledBlock(block, settings.attention == "flash4") for block in transformer.transformer_blocks]
             for block in blocks:
                 block.compile(dynamic=False, fullgraph=settings.compile_fullgraph, backend=settings.compile_backend)
             transformer.__dict__["_cosmos_compiled"] = (key, blocks)
@@ -151,7 +192,7 @@ def apply_generator_speedups(transformer, speedups: GeneratorSpeedups, device: t
 def _run_block(state: dict, index: int, block, args):
     compiled = state["blocks"]
     if compiled is None:
-        return _block_forward(block, *args)
+        return _block_forward(block, *args, flash4=state["settings"].attention == "flash4")
     if state.get("verified"):
         return compiled[index](*args)
     try:  # the first pass compiles; if compilation fails here, the same blocks run eagerly
@@ -160,18 +201,18 @@ def _run_block(state: dict, index: int, block, args):
         log.warning("torch.compile of the transformer blocks failed; running them eagerly: %s: %s",
                     error.__class__.__name__, error)
         state["blocks"], state["compile_error"] = None, f"{error.__class__.__name__}: {error}"[:500]
-        return _block_forward(block, *args)
+        return _block_forward(block, *args, flash4=state["settings"].attention == "flash4")
 
 
 class _CompiledBlock(torch.nn.Module):
     """One transformer block through ``_block_forward``; compiled per instance, traced once for all of them."""
 
-    def __init__(self, block) -> None:
+    def __init__(self, block, flash4: bool) -> None:
         super().__init__()
-        self.block = block
+        self.block, self.flash4 = block, flash4
 
     def forward(self, *args):
-        return _block_forward(self.block, *args)
+        return _block_forward(self.block, *args, flash4=self.flash4)
 
 
 def _modulation(norm, embedded, temb):
@@ -197,9 +238,12 @@ def _gated_add(x, gate, update):
     return (x.view(shape) + gate.unsqueeze(2) * update.view(shape)).view(batch, tokens, channels)
 
 
-def _attention(attn, x, context=None, mask=None, rotary=None):
+def _attention(attn, x, context=None, mask=None, rotary=None, flash4=False):
     """``CosmosAttnProcessor2_0`` (self- and text cross-attention) without its copies; other processors as they are."""
     from diffusers.models.transformers.transformer_cosmos import CosmosAttnProcessor2_0
+
+    if flash4 and context is None and mask is None and isinstance(attn.processor, CosmosAttnProcessor2_0):
+        return _flash4_self_attention(attn, x, rotary)
 
     if not isinstance(attn.processor, CosmosAttnProcessor2_0):
         if context is None:
@@ -219,12 +263,28 @@ def _attention(attn, x, context=None, mask=None, rotary=None):
     return attn.to_out[1](attn.to_out[0](out))
 
 
-def _block_forward(block, x, context, embedded, temb, rotary, extra_pos, mask, residual):
+def _flash4_self_attention(attn, x, rotary):
+    """The video self-attention in the ``[B, S, H, D]`` layout the projections give and FlashAttention-4 takes:
+    the same arithmetic as ``_attention`` without the two transposes in and the one out."""
+    from diffusers.models.embeddings import apply_rotary_emb
+
+    query = attn.norm_q(attn.to_q(x).unflatten(2, (attn.heads, -1)))
+    key = attn.norm_k(attn.to_k(x).unflatten(2, (attn.heads, -1)))
+    value = attn.to_v(x).unflatten(2, (attn.heads, -1))
+    if rotary is not None:
+        query = apply_rotary_emb(query, rotary, use_real=True, use_real_unbind_dim=-2, sequence_dim=1)
+        key = apply_rotary_emb(key, rotary, use_real=True, use_real_unbind_dim=-2, sequence_dim=1)
+    out = flash4_attention(query.contiguous(), key.contiguous(), value.contiguous())
+    return attn.to_out[1](attn.to_out[0](out.flatten(2, 3).type_as(query)))
+
+
+def _block_forward(block, x, context, embedded, temb, rotary, extra_pos, mask, residual, flash4=False):
     """``CosmosTransformerBlock.forward`` with conditioning per group of tokens (a latent frame, or the whole video)."""
     if extra_pos is not None:
         x = x + extra_pos
     shift, scale, gate = _modulation(block.norm1, embedded, temb)
-    x = _gated_add(x, gate, _attention(block.attn1, _modulate(block.norm1.norm, x, shift, scale), rotary=rotary))
+    x = _gated_add(x, gate, _attention(block.attn1, _modulate(block.norm1.norm, x, shift, scale), rotary=rotary,
+                                       flash4=flash4))
     shift, scale, gate = _modulation(block.norm2, embedded, temb)
     x = _gated_add(x, gate, _attention(block.attn2, _modulate(block.norm2.norm, x, shift, scale), context, mask))
     shift, scale, gate = _modulation(block.norm3, embedded, temb)
@@ -232,6 +292,16 @@ def _block_forward(block, x, context, embedded, temb, rotary, extra_pos, mask, r
     if residual is not None:
         x = x + residual
     return x
+
+
+def _rotary_embedding(transformer, state: dict, hidden_states: torch.Tensor, fps):
+    """``transformer.rope`` depends only on the video's shape, the fps and the device: computed once per video shape
+    (the pipeline's 70 passes otherwise rebuild the same 31k-row tables each time)."""
+    key = (tuple(hidden_states.shape[2:]), fps, hidden_states.device)
+    cached = state.get("rope")
+    if cached is None or cached[0] != key:
+        state["rope"] = cached = (key, transformer.rope(hidden_states, fps=fps))
+    return cached[1]
 
 
 def _fast_transformer_forward(self, hidden_states, timestep, encoder_hidden_states, block_controlnet_hidden_states=None,
@@ -257,7 +327,7 @@ def _fast_transformer_forward(self, hidden_states, timestep, encoder_hidden_stat
                 [hidden_states, padding_mask_resized.unsqueeze(2).repeat(batch_size, 1, num_frames, 1, 1)], dim=1)
         if attention_mask is not None:
             attention_mask = attention_mask.unsqueeze(1).unsqueeze(1)  # [B, 1, 1, S]
-        image_rotary_emb = self.rope(hidden_states, fps=fps)
+        image_rotary_emb = _rotary_embedding(self, state, hidden_states, fps)
         extra_pos_emb = self.learnable_pos_embed(hidden_states) if self.config.extra_pos_embed_type else None
 
         p_t, p_h, p_w = self.config.patch_size
