@@ -1,7 +1,7 @@
 """Write deploy/requirements.lock: every package the image installs, with its exact version.
 
 The pins are the project's runtime requirements as installed (and tested) in this environment, plus
-what only the image needs (``s3fs`` for ``s3://`` URLs), resolved by pip against those pins. Test-only
+what only the image needs (``s3fs`` for ``s3://`` URLs, FlashAttention-4 for GPU attention), resolved by pip against those pins. Test-only
 extras (pytest, playwright) stay out. Run it with the project's venv after changing dependencies:
 
     .venv/bin/python deploy/lock.py
@@ -20,7 +20,14 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 PROJECT = "cosmos-flywheel"
-IMAGE_ONLY = ["s3fs==2026.9.0"]  # fsspec's S3 filesystem, released in step with fsspec
+IMAGE_ONLY = [
+    "s3fs==2026.9.0",  # fsspec's S3 filesystem, released in step with fsspec
+    # FlashAttention-4 (CuTe DSL kernels, compiled on first use) for the generator's attention on Hopper and newer:
+    # Predict2 41.5 s -> 39.3 s per video on an H100 (bench/GPU_RESULTS.md). cu13 libraries, as torch is built for
+    # CUDA 13.
+    "flash-attn-4==4.0.0b36",
+    "nvidia-cutlass-dsl[cu13]==4.8.1",
+]
 LOCK = Path(__file__).with_name("requirements.lock")
 
 
