@@ -29,6 +29,7 @@ Vision-language model (Qwen2.5-VL / Cosmos-Reason1 through transformers):
 
 from __future__ import annotations
 
+import functools
 import logging
 import types
 from collections import OrderedDict
@@ -63,8 +64,17 @@ def resolve_attention(name: str, device: torch.device | str) -> str:
         return name
     if device.type == "cuda" and torch.cuda.is_available():
         major, _ = torch.cuda.get_device_capability(device)
+        if major >= 9:
+            _say_flash4_is_missing(str(device))
         return "cudnn" if major >= 9 else "default"
     return "default"
+
+
+@functools.lru_cache(maxsize=None)
+def _say_flash4_is_missing(device: str) -> None:
+    """Once per device: a Hopper GPU without FlashAttention-4 runs ~5 % slower (bench/GPU_RESULTS.md)."""
+    log.warning("FlashAttention-4 is not installed (pip install '.[gpu]'); the generator's attention on %s uses "
+                "cuDNN through SDPA, about 5 %% slower per video", device)
 
 
 def flash4_available(device: torch.device | str) -> bool:
