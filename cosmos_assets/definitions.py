@@ -9,7 +9,7 @@ from cosmos_assets.curation.assets import curation_job, filtered_clips, raw_vide
 from cosmos_assets.curation.dataset_assets import (
     clip_captions,
     clip_embeddings,
-    clip_embeddings_unique_ids,
+    lancedb_unique_clip_ids,
     curated_dataset,
     dataset_job,
     deduplicated_clips,
@@ -127,7 +127,7 @@ def build_definitions(profile: str | None = None) -> dg.Definitions:
         assets=[raw_videos, video_clips_and_scores, filtered_clips, clip_captions, clip_embeddings, deduplicated_clips,
                 generation_prompts, synthetic_videos, critique_scores, accepted_videos,
                 curated_dataset, training_dataset, generator_checkpoint, checkpoint_evaluation, promoted_checkpoint],
-        asset_checks=[clip_embeddings_unique_ids, accepted_videos_rates_in_bounds, no_worse_than_base],
+        asset_checks=[lancedb_unique_clip_ids, accepted_videos_rates_in_bounds, no_worse_than_base],
         jobs=[curation_job, dataset_job, generation_job, critique_job, inbox_job, training_job, evaluation_job],
         sensors=[landing_zone_sensor, curated_dataset_sensor, generation_round_sensor, synthetic_batch_sensor, retraining_sensor, checkpoint_sensor],
         executor=executor,

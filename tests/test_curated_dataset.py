@@ -90,7 +90,7 @@ def test_embeddings_live_in_lancedb_once_per_clip_with_their_models(rounds):
     instance = dg.DagsterInstance.from_config(str(paths.dagster_home))
     try:
         check = instance.event_log_storage.get_latest_asset_check_execution_by_key(
-            [dg.AssetCheckKey(dg.AssetKey("clip_embeddings"), "clip_embeddings_unique_ids")]
+            [dg.AssetCheckKey(dg.AssetKey("deduplicated_clips"), "lancedb_unique_clip_ids")]
         )
         [execution] = check.values()
         assert execution.status.value == "SUCCEEDED"

@@ -191,35 +191,48 @@ def test_a_crash_mid_upload_leaves_nothing_under_the_key(s3, tmp_path):
     assert bucket_keys(client, bucket) == ["prod/artefacts/raw/ff/big.mp4"]
 
 
-CONCURRENT_WRITER = textwrap.dedent("""
-    import sys
-    from cosmos_assets.curation.vector_store import ClipVectorStore
+def embedding_rows(ids: list[str], batch: str, caption: str = "a road") -> pl.DataFrame:
+    from cosmos_assets.curation.dataset_assets import CLIP_EMBEDDINGS
 
-    store = ClipVectorStore(sys.argv[1], storage_options={"allow_http": "true"})
-    writer = int(sys.argv[2])
-    for step in range(6):
-        ids = [f"clip-{(step + i) % 8}" for i in range(4)]  # overlapping ids across steps and writers
-        rows = [{"clip_id": i, "batch": f"writer-{writer}", "video_embedding": [1.0, 0.0], "text_embedding": [0.0, 1.0]}
-                for i in ids]
-        store.upsert("clips__test__2d", rows, 2, 2)
-""")
+    rows = [{"clip_id": i, "batch": batch, "caption": caption, "video_embedding": [1.0, 0.0],
+             "text_embedding": [0.0, 1.0], "lancedb_table": "clips__test__2d"} for i in ids]
+    return pl.DataFrame([{k: r.get(k) for k in CLIP_EMBEDDINGS} for r in rows], schema=CLIP_EMBEDDINGS)
 
 
-@pytest.mark.slow
-def test_concurrent_lancedb_writers_on_s3_leave_one_row_per_clip(s3):
-    """No file lock on S3: Lance's commit conflict handling is what keeps concurrent upserts correct."""
-    from cosmos_assets.curation.vector_store import ClipVectorStore
+@pytest.mark.parametrize("where", ["local folder", "s3"])
+def test_lancedb_gets_each_batch_once_from_its_one_writer_and_a_rewritten_batch_again(where, request, tmp_path):
+    """LanceDB's one writer (deduplicated_clips, one at a time in the collection pool) upserts the
+    clip_embeddings tables it has not written yet; racing writers on S3 left duplicate ids, so no other
+    step writes it."""
+    from cosmos_assets.common.artefacts import table_key
+    from cosmos_assets.curation.dataset_assets import _write_embeddings_to_lancedb, vector_store
+    from resources import CosmosStorage
 
-    bucket, _ = s3
-    uri = f"s3://{bucket}/prod/lancedb"
-    store = ClipVectorStore(uri, storage_options={"allow_http": "true"})
-    store.upsert("clips__test__2d", [{"clip_id": "clip-0", "video_embedding": [1.0, 0.0], "text_embedding": [0.0, 1.0]}], 2, 2)
-    writers = [subprocess.Popen([sys.executable, "-c", CONCURRENT_WRITER, uri, str(n)], cwd=ROOT, stderr=subprocess.PIPE, text=True)
-               for n in range(4)]
-    for writer in writers:
-        assert writer.wait(timeout=300) == 0, writer.stderr.read()[-2000:]
-    ids = store.read("clips__test__2d", ["clip_id"])["clip_id"].to_list()
-    assert sorted(ids) == [f"clip-{i}" for i in range(8)] and store.duplicate_ids("clips__test__2d") == []
+    url = None
+    if where == "s3":
+        bucket, _ = request.getfixturevalue("s3")
+        url = f"s3://{bucket}/prod"
+    storage = CosmosStorage(home=str(tmp_path / "home"), object_store_url=url)
+    store, vectors = storage.store, vector_store(storage)
+    store.write_parquet(table_key("clip_embeddings", "batch-000001-a"), embedding_rows(["c1", "c2"], "batch-000001-a"))
+    store.write_parquet(table_key("clip_embeddings", "batch-000002-b"), embedding_rows(["c2", "c3"], "batch-000002-b"))
+
+    assert _write_embeddings_to_lancedb(storage, vectors, "clips__test__2d", chunk_rows=1) == 4
+    assert _write_embeddings_to_lancedb(storage, vectors, "clips__test__2d", chunk_rows=1) == 0  # nothing new
+    rows = vectors.read("clips__test__2d")
+    assert sorted(rows["clip_id"]) == ["c1", "c2", "c3"]  # c2 twice in the batches, once in LanceDB
+
+    # A new caption prompt re-embeds batch 1: its rows are updated in place, nothing is added.
+    time.sleep(1.1)  # a later modification time, also at S3's one-second resolution
+    store.write_parquet(table_key("clip_embeddings", "batch-000001-a"), embedding_rows(["c1", "c2"], "batch-000001-a", "a wet road"))
+    assert _write_embeddings_to_lancedb(storage, vectors, "clips__test__2d", chunk_rows=1) == 2
+    rows = vectors.read("clips__test__2d")
+    assert rows.height == 3 and set(rows.filter(pl.col("clip_id") == "c1")["caption"]) == {"a wet road"}
+
+    # A crash after an upsert and before its record is written repeats that upsert: still one row per clip.
+    store.remove("artefacts/lancedb_written/clips__test__2d.json")
+    assert _write_embeddings_to_lancedb(storage, vectors, "clips__test__2d", chunk_rows=1) == 4
+    assert vectors.duplicate_ids("clips__test__2d") == [] and vectors.read("clips__test__2d").height == 3
 
 
 # --- the flywheel on S3, end to end -----------------------------------------------------------------------

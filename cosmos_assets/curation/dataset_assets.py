@@ -9,13 +9,14 @@ import dagster as dg
 import numpy as np
 import polars as pl
 
+from cosmos_assets.common.artefacts import ARTEFACTS, table_key
 from cosmos_assets.common.files import sha256_of_file
 from cosmos_assets.common.pictures import contact_sheet, encode_jpeg, markdown_image
 from cosmos_assets.curation import captions as captioning
 from cosmos_assets.curation.assets import GROUP, _md_table, filtered_clips, ingest_batches, thumbnail_image
 from cosmos_assets.curation.dataset import card_markdown, dataset_version, export_dataset, split_of
 from cosmos_assets.curation.dedup import DedupConfig, exact_duplicates, semantic_dedup
-from cosmos_assets.curation.vector_store import KEY, VIDEO_VECTOR, ClipVectorStore, table_name
+from cosmos_assets.curation.vector_store import COLUMNS, KEY, TEXT_VECTOR, VIDEO_VECTOR, ClipVectorStore, table_name
 from cosmos_assets.models.frames import sample_frames
 from resources import CosmosStorage, EmbedderResource, VisionLanguageResource
 
@@ -27,6 +28,11 @@ CLIP_CAPTIONS = {
 }
 
 EMBEDDING_FRAMES = 8  # frames per clip for the video embedding, spread over the clip
+
+# clip_embeddings' table: the LanceDB row of each clip (vector_store.COLUMNS and both vectors) and its table name.
+_POLARS_TYPES = {"string": pl.String, "int64": pl.Int64, "double": pl.Float64, "bool": pl.Boolean}
+CLIP_EMBEDDINGS = {name: _POLARS_TYPES[str(kind)] for name, kind in COLUMNS.items()} | {
+    VIDEO_VECTOR: pl.List(pl.Float32), TEXT_VECTOR: pl.List(pl.Float32), "lancedb_table": pl.String}
 
 
 def _table(rows: list[dict], schema: dict) -> pl.DataFrame:
@@ -133,16 +139,16 @@ def _current_captions(captions: pl.DataFrame) -> dict[str, dict]:
 class EmbeddingConfig(dg.Config):
     frames_per_clip: int = EMBEDDING_FRAMES
     clips_per_batch: int = 8
-    write_chunk_rows: int = 512
 
 
-@dg.asset(partitions_def=ingest_batches, group_name=GROUP, pool="gpu", kinds={"pytorch", "lancedb"}, owners=["team:curation"])
+@dg.asset(partitions_def=ingest_batches, group_name=GROUP, pool="gpu", kinds={"pytorch", "parquet"}, owners=["team:curation"])
 def clip_embeddings(
     context: dg.AssetExecutionContext, config: EmbeddingConfig, embedders: EmbedderResource, storage: CosmosStorage,
     filtered_clips: pl.DataFrame, clip_captions: pl.DataFrame, clip_scores: pl.DataFrame,
 ) -> dg.Output[pl.DataFrame]:
-    """Video and caption embeddings of every kept clip, upserted by clip id into the LanceDB table of the
-    video model, with the clip's scores, caption, source and path."""
+    """Video and caption embeddings of every kept clip, with the clip's scores, caption, source and path: the
+    rows ``deduplicated_clips`` upserts by clip id into the LanceDB table of the video model. Embedding runs on
+    many GPUs at once; LanceDB gets one writer (see vector_store)."""
     video, text = embedders.video(), embedders.text()
     captions = _current_captions(clip_captions)
     scores = {r["clip_id"]: r for r in clip_scores.to_dicts()}
@@ -176,29 +182,42 @@ def clip_embeddings(
             })
         context.log.info(f"embedded {min(start + config.clips_per_batch, len(clips))}/{len(clips)} clips")
     name = table_name(video.name, video.dim)
-    store = vector_store(storage)
-    total = store.upsert(name, rows, video.dim, text.dim, config.write_chunk_rows) if rows else (store.read(name, [KEY]).height)
-    manifest = pl.DataFrame({"clip_id": [r[KEY] for r in rows], "lancedb_table": [name] * len(rows),
-                             "video_model": [video.name] * len(rows), "text_model": [text.name] * len(rows)},
-                            schema={"clip_id": pl.String, "lancedb_table": pl.String, "video_model": pl.String, "text_model": pl.String})
-    return dg.Output(manifest, metadata={
-        "embedded": len(rows), "lancedb_table": name, "table_rows": total, "video_model": f"{video.name}@{video.version}",
+    table = _table([{**row, "lancedb_table": name} for row in rows], CLIP_EMBEDDINGS)
+    return dg.Output(table, metadata={
+        "embedded": len(rows), "lancedb_table": name, "video_model": f"{video.name}@{video.version}",
         "video_dim": video.dim, "text_model": f"{text.name}@{text.version}",
     })
 
 
-@dg.asset_check(asset=clip_embeddings, blocking=True, description="No clip id appears twice in any embeddings table.")
-def clip_embeddings_unique_ids(storage: CosmosStorage) -> dg.AssetCheckResult:
-    store = vector_store(storage)
-    duplicates = {name: store.duplicate_ids(name) for name in store.table_names()}
-    duplicates = {name: ids for name, ids in duplicates.items() if ids}
-    return dg.AssetCheckResult(passed=not duplicates, metadata={"duplicated_ids": dg.MetadataValue.json(duplicates)})
+def _write_embeddings_to_lancedb(storage: CosmosStorage, vectors: ClipVectorStore, name: str, chunk_rows: int) -> int:
+    """Upsert into LanceDB table ``name`` the clip_embeddings tables of batches not written yet, or rewritten
+    since (a new caption prompt re-embeds a batch). Which batch table was written, as of which modification
+    time, is recorded after each batch's upsert: a crash in between repeats only that batch's upsert, and an
+    upsert by clip id repeated changes nothing. Returns the number of rows written."""
+    store = storage.store
+    record_key = f"{ARTEFACTS}/lancedb_written/{name}.json"
+    written_as_of = store.read_json_if_exists(record_key) or {}
+    rows_written = 0
+    for batch in store.table_partitions("clip_embeddings"):
+        stamp = store.modified(table_key("clip_embeddings", batch))
+        if written_as_of.get(batch) == stamp:
+            continue
+        table = store.read_parquet(table_key("clip_embeddings", batch))
+        if "lancedb_table" in table.columns:
+            rows = table.filter(pl.col("lancedb_table") == name).drop("lancedb_table").to_dicts()
+            if rows:
+                vectors.upsert(name, rows, len(rows[0][VIDEO_VECTOR]), len(rows[0][TEXT_VECTOR]), chunk_rows)
+                rows_written += len(rows)
+        written_as_of[batch] = stamp
+        store.write_json(record_key, written_as_of)
+    return rows_written
 
 
 class DedupAssetConfig(dg.Config):
     eps: float = 0.01  # a clip is a duplicate when its cosine similarity to a kept clip exceeds 1 - eps
     n_clusters: Optional[int] = None
     seed: int = 0
+    write_chunk_rows: int = 512  # rows per LanceDB commit
 
 
 def _pair_sheet(storage: CosmosStorage, rows: list[dict], by_id: dict[str, dict], limit: int = 8) -> str:
@@ -216,14 +235,18 @@ def deduplicated_clips(
 ) -> dg.Output[pl.DataFrame]:
     """Every embedded clip of the whole collection, kept or dropped as a duplicate of a named kept clip:
     exact duplicates by clip content hash, then SemDeDup over the video embeddings. Older clips win, so
-    a clip landing today that duplicates last week's is the one dropped."""
+    a clip landing today that duplicates last week's is the one dropped. First it writes the new batches'
+    embeddings into LanceDB: this step, one at a time in the ``collection`` pool, is LanceDB's only writer."""
     video = embedders.video()
     name = table_name(video.name, video.dim)
     store = vector_store(storage)
+    newly_written = _write_embeddings_to_lancedb(storage, store, name, config.write_chunk_rows)
+    context.log.info(f"wrote {newly_written} new or updated embedding rows into LanceDB table {name}")
     table = store.read(name)
     schema = {"clip_id": pl.String, "kept": pl.Boolean, "duplicate_of": pl.String, "similarity": pl.Float64, "reason": pl.String}
     if table.is_empty():
-        return dg.Output(pl.DataFrame(schema=schema), metadata={"kept": 0, "dropped_as_duplicates": 0})
+        return dg.Output(pl.DataFrame(schema=schema), metadata={"kept": 0, "dropped_as_duplicates": 0,
+                                                                "lancedb_rows_written": newly_written})
     table = table.sort(["batch_sequence", "source_name", "start_s", KEY])
     ids = table[KEY].to_list()
     priority = np.arange(len(ids))
@@ -252,6 +275,8 @@ def deduplicated_clips(
     by_id = {r[KEY]: r for r in result.to_dicts()}
     context.log.info(f"kept {len(kept_ids)} of {len(ids)} clips; {len(dropped)} duplicates")
     return dg.Output(result, metadata={
+        "lancedb_rows_written": newly_written,
+        "lancedb_table_rows": len(ids),
         "kept": len(kept_ids),
         "dropped_as_duplicates": len(dropped),
         "dropped_exact": sum(r["reason"] == "exact" for r in dropped),
@@ -264,6 +289,15 @@ def deduplicated_clips(
 class CuratedDatasetConfig(dg.Config):
     validation_fraction: float = 0.1
     shard_max_clips: int = 1000
+
+
+@dg.asset_check(asset=deduplicated_clips, blocking=True,
+                description="No clip id appears twice in any LanceDB embeddings table.")
+def lancedb_unique_clip_ids(storage: CosmosStorage) -> dg.AssetCheckResult:
+    store = vector_store(storage)
+    duplicates = {name: store.duplicate_ids(name) for name in store.table_names()}
+    duplicates = {name: ids for name, ids in duplicates.items() if ids}
+    return dg.AssetCheckResult(passed=not duplicates, metadata={"duplicated_ids": dg.MetadataValue.json(duplicates)})
 
 
 @dg.asset(group_name=GROUP, pool="collection", kinds={"python", "parquet"}, owners=["team:curation"])

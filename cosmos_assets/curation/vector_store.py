@@ -4,20 +4,18 @@ A table per model because vectors of two models have different sizes and meaning
 meet in one search. Model name and version are columns too, so a table's rows say what made them.
 Writes are upserts by clip id, so a re-run after a crash updates rows instead of adding them.
 
-Concurrent writers: on a local folder a file lock admits one at a time (the lock costs nothing there).
-On an object store (``s3://``) there is no file lock; Lance's own commits serialize the writers instead:
-a commit that lost the race to another is detected and retried against the newer version, so concurrent
-``merge_insert`` calls by clip id leave one row per id (tests/test_object_store.py runs four writers at
-once on a real S3 server and finds no duplicate). The whole-collection writer (de-duplication marking
-``kept``) runs in the ``collection`` pool, one step at a time.
+One writer at a time, by construction: the only writer is ``deduplicated_clips``, which runs in the
+``collection`` pool (one step at a time) and upserts each batch's embeddings before marking ``kept``.
+Concurrent ``merge_insert`` calls are not safe on an object store: S3 has no atomic commit for Lance
+without a separate commit lock, and four processes racing upserts of overlapping ids on an S3 server
+(moto's, as in the tests) left 15 rows for 6 clip ids. A file lock would only help on one machine, so
+there is none.
 """
 
 from __future__ import annotations
 
-import fcntl
 from datetime import timedelta
 import re
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -77,9 +75,8 @@ class ClipVectorStore:
         import lancedb
 
         self.uri, self.index_min_rows = str(uri), index_min_rows
-        self.root = None if "://" in self.uri else Path(self.uri)  # a local folder: writers take a file lock
-        if self.root is not None:
-            self.root.mkdir(parents=True, exist_ok=True)
+        if "://" not in self.uri:
+            Path(self.uri).mkdir(parents=True, exist_ok=True)
         # read_consistency_interval 0: see other processes' commits on every read.
         self.db = lancedb.connect(self.uri, read_consistency_interval=timedelta(0), storage_options=storage_options)
 
@@ -95,28 +92,15 @@ class ClipVectorStore:
     def exists(self, name: str) -> bool:
         return name in self.table_names()
 
-    @contextmanager
-    def _single_writer(self, name: str):
-        if self.root is None:  # an object store: Lance's commit conflict handling (module docstring)
-            yield
-            return
-        with open(self.root / f".{name}.lock", "a+") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
-
     def upsert(self, name: str, rows: list[dict], video_dim: int, text_dim: int, chunk_rows: int = 512) -> int:
         """Insert or update rows by clip id, ``chunk_rows`` per commit; returns the table's row count."""
         table_schema = schema(video_dim, text_dim)
-        with self._single_writer(name):
-            table = self.db.create_table(name, schema=table_schema, exist_ok=True)
-            for start in range(0, len(rows), chunk_rows):
-                data = pa.Table.from_pylist(rows[start:start + chunk_rows], schema=table_schema)
-                (table.merge_insert(KEY).when_matched_update_all().when_not_matched_insert_all().execute(data))
-            self._index_if_large(table)
-            return table.count_rows()
+        table = self.db.create_table(name, schema=table_schema, exist_ok=True)
+        for start in range(0, len(rows), chunk_rows):
+            data = pa.Table.from_pylist(rows[start:start + chunk_rows], schema=table_schema)
+            (table.merge_insert(KEY).when_matched_update_all().when_not_matched_insert_all().execute(data))
+        self._index_if_large(table)
+        return table.count_rows()
 
     def _index_if_large(self, table) -> None:
         from lancedb.index import IvfFlat
@@ -132,13 +116,12 @@ class ClipVectorStore:
 
     def mark_kept(self, name: str, kept_ids: set[str], dropped_ids: set[str]) -> None:
         """Record de-duplication decisions so search sees only kept clips (re-running repeats them)."""
-        with self._single_writer(name):
-            table = self.db.open_table(name)
-            for value, ids in ((True, kept_ids), (False, dropped_ids)):
-                ordered = sorted(ids)
-                for start in range(0, len(ordered), 1000):
-                    listed = ", ".join("'" + i.replace("'", "''") + "'" for i in ordered[start:start + 1000])
-                    table.update(where=f"{KEY} IN ({listed})", values={"kept": value})
+        table = self.db.open_table(name)
+        for value, ids in ((True, kept_ids), (False, dropped_ids)):
+            ordered = sorted(ids)
+            for start in range(0, len(ordered), 1000):
+                listed = ", ".join("'" + i.replace("'", "''") + "'" for i in ordered[start:start + 1000])
+                table.update(where=f"{KEY} IN ({listed})", values={"kept": value})
 
     def read(self, name: str, columns: list[str] | None = None) -> pl.DataFrame:
         if not self.exists(name):
