@@ -82,6 +82,12 @@ def flash4_available(device: torch.device | str) -> bool:
     device = torch.device(device)
     if device.type != "cuda" or not torch.cuda.is_available() or torch.cuda.get_device_capability(device)[0] < 9:
         return False
+    return _flash4_importable()
+
+
+@functools.lru_cache(maxsize=1)
+def _flash4_importable() -> bool:
+    # Once per process: every generate resolves its settings, and a failed import would search sys.path again.
     try:
         import flash_attn.cute  # noqa: F401
     except Exception:  # not installed, or built for another CUDA / torch
