@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 from cosmos_assets.curation.probe import primary_video_stream
+from cosmos_assets.common.encoding import h264_options
 from cosmos_assets.common.files import atomic_path, write_bytes_atomically
 from cosmos_assets.curation.scores import ClipSignals, SignalAccumulator
 from cosmos_assets.curation.shots import Span
@@ -182,7 +183,7 @@ def _open_clip(span, clip_path, thumb_path, width, height, rate, config) -> _Ope
     output = av.open(str(tmp_path), "w", format="mp4", options={"movflags": "+faststart"})
     video = output.add_stream("libx264", rate=rate)
     video.width, video.height, video.pix_fmt = width, height, "yuv420p"
-    video.options = {"preset": config.preset, "crf": str(config.crf)}
+    video.options = h264_options(config.preset, config.crf)
     return _OpenClip(
         span=span,
         path=Path(clip_path),

@@ -15,6 +15,7 @@ import av
 import cv2
 import numpy as np
 
+from cosmos_assets.common.encoding import h264_options
 from cosmos_assets.common.files import atomic_path, write_bytes_atomically
 from cosmos_assets.models.frames import sample_frames
 from cosmos_assets.models.generator import blur_control, edge_control
@@ -108,7 +109,7 @@ def write_mp4(destination: str | os.PathLike, frames: np.ndarray, fps: float, cr
         with av.open(str(tmp), "w", format="mp4", options={"movflags": "+faststart"}) as output:
             stream = output.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
             stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-            stream.options = {"preset": preset, "crf": str(crf)}
+            stream.options = h264_options(preset, crf)
             for rgb in frames:
                 for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")):
                     output.mux(packet)
