@@ -74,12 +74,14 @@ def model_resources(profile: str, home: str) -> dict:
     )
     generator_kind = env("COSMOS_GENERATOR", "transfer2.5" if local else "predict2")
     generator = VideoGeneratorResource(
+        home=home,
         kind=generator_kind,
         model=env("COSMOS_GENERATOR_MODEL", f"tiny:{generator_kind}" if local else DEFAULT_MODELS[generator_kind]),
         revision=env("COSMOS_GENERATOR_REVISION"),
         device=device,
     )
     trainer = TrainerResource(
+        home=home,
         kind="predict2.5",
         base_model=env("COSMOS_TRAINER_BASE_MODEL", "tiny:predict2.5" if local else DEFAULT_MODELS["predict2.5"]),
         device=device,
