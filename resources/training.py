@@ -2,21 +2,17 @@
 
 from typing import Literal
 
-import dagster as dg
-
 from cosmos_assets.models.catalog import resolve_model
 from cosmos_assets.models.generator import load_pipeline
-from cosmos_assets.models.runtime import MODELS, choose_device, choose_dtype
+from resources.models import ModelResource
 
 
-class TrainerResource(dg.ConfigurableResource):
+class TrainerResource(ModelResource):
     """A Cosmos 2.5 generator (flow-matching LoRA; Predict2's EDM parameterisation is not trained here)."""
 
     kind: Literal["predict2.5", "transfer2.5"] = "predict2.5"
     base_model: str = "nvidia/Cosmos-Predict2.5-2B"  # a directory, a cached model id, or tiny:predict2.5
     revision: str | None = None
-    device: str = "auto"
-    dtype: str = "auto"
     # Run sizes per profile (the local profile trains the tiny model for a few steps on the CPU);
     # the assets' own config can override each for one run.
     steps: int = 10_000
@@ -30,9 +26,6 @@ class TrainerResource(dg.ConfigurableResource):
 
     def pipeline(self):
         """(checkpoint, pipeline) of the base model, loaded once per process."""
-        checkpoint = resolve_model(self.base_model, role=f"trainer base ({self.kind})", revision=self.revision)
-        device = choose_device(self.device)
-        return checkpoint, load_pipeline(checkpoint, self.kind, device, choose_dtype(device, self.dtype))
-
-    def teardown_after_execution(self, context) -> None:
-        MODELS.release()
+        checkpoint = resolve_model(self.base_model, role=f"trainer base ({self.kind})", models_root=self.models_root,
+                                   revision=self.revision)
+        return checkpoint, load_pipeline(checkpoint, self.kind, self.torch_device(), self.torch_dtype())

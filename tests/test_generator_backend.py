@@ -15,12 +15,13 @@ import pytest
 import torch
 from PIL import Image
 
-from cosmos_assets.models import tiny_generators
+from cosmos_assets.models import catalog, tiny_generators
+from cosmos_assets.models.catalog import GENERATOR_KINDS
 from cosmos_assets.models.checkpoints import (
     TINY_MARKER, CorruptCheckpoint, ModelError, ModelNotAvailable, UnsafeCheckpoint, resolve_checkpoint,
 )
 from cosmos_assets.models.generator import (
-    DEFAULTS, GENERATOR_KINDS, GenerationRequest, GuardrailMissing, blur_control, defaults_for, edge_control,
+    DEFAULTS, GenerationRequest, GuardrailMissing, blur_control, defaults_for, edge_control,
     load_generator, open_generator,
 )
 from cosmos_assets.models.runtime import MODELS
@@ -81,7 +82,7 @@ def copy_checkpoint(source: Path, dest: Path, keep_marker: bool = True) -> Path:
 def test_tiny_checkpoint_is_a_small_marked_diffusers_pipeline_in_safetensors(tiny_checkpoints, kind):
     path = tiny_checkpoints[kind]
     index = (path / "model_index.json").read_text()
-    assert tiny_generators.PIPELINE_CLASSES[kind] in index
+    assert catalog.PIPELINE_CLASSES[kind] in index
     assert (path / TINY_MARKER).is_file()
     weights = [p for p in path.rglob("*") if p.is_file() and p.suffix in (".safetensors", ".bin", ".pt", ".pth")]
     assert weights and all(p.suffix == ".safetensors" for p in weights)
@@ -91,7 +92,7 @@ def test_tiny_checkpoint_is_a_small_marked_diffusers_pipeline_in_safetensors(tin
 
 
 def test_transfer_checkpoint_has_one_marked_controlnet_per_control(tiny_checkpoints):
-    folder = tiny_checkpoints["transfer2.5"] / tiny_generators.CONTROLNETS_FOLDER
+    folder = tiny_checkpoints["transfer2.5"] / catalog.CONTROLNETS_FOLDER
     assert sorted(p.name for p in folder.iterdir()) == sorted(tiny_generators.TINY_CONTROLS)
     for control in tiny_generators.TINY_CONTROLS:
         assert resolve_checkpoint(str(folder / control), role="controlnet").tiny_random

@@ -81,6 +81,6 @@ def test_loading_transnetv2_leaves_global_torch_state_alone():
 
     before = torch.are_deterministic_algorithms_enabled()
     state = torch.random.get_rng_state()
-    ShotDetectorResource(device="cpu", bf16=False).get()
+    ShotDetectorResource(device="cpu", dtype="float32").get()
     assert torch.are_deterministic_algorithms_enabled() == before
     assert torch.equal(torch.random.get_rng_state(), state)

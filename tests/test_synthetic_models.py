@@ -45,8 +45,7 @@ def world(tmp_path_factory, samples):
     pl.DataFrame([clip]).write_parquet(paths.tables / "curated_dataset" / "all.parquet")  # what curated_dataset writes
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny models gain nothing from threads; on a busy 2-core machine they spin-wait
-    with pytest.MonkeyPatch.context() as patch, dg.instance_for_test() as instance:
-        patch.setenv("COSMOS_HOME", str(paths.home))  # tiny checkpoints are built under $COSMOS_HOME/models
+    with dg.instance_for_test() as instance:
         yield paths, instance
     torch.set_num_threads(threads)
 
@@ -55,7 +54,7 @@ def resources(paths, **overrides) -> dict:
     home = str(paths.home)
     return {"io_manager": ParquetTableIOManager(home=home), "storage": CosmosStorage(home=home),
             "synthetic": SyntheticSettings(), "vlm": VisionLanguageResource(home=home, model="tiny:vlm", device="cpu"),
-            "generator": VideoGeneratorResource(kind="transfer2.5", model="tiny:transfer2.5", device="cpu", steps=2), **overrides}
+            "generator": VideoGeneratorResource(home=home, kind="transfer2.5", model="tiny:transfer2.5", device="cpu", steps=2), **overrides}
 
 
 def materialize(world, partition, selection, run_config, extra_assets=(), **resource_overrides):

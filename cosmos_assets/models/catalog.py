@@ -10,22 +10,36 @@ from cosmos_assets.models.checkpoints import Checkpoint, resolve_checkpoint
 
 TINY_PREFIX = "tiny:"
 
+# The generator kinds (the `kind` of the generator and trainer resources) and the diffusers pipeline
+# class that loads each.
+PREDICT2 = "predict2"
+PREDICT25 = "predict2.5"
+TRANSFER25 = "transfer2.5"
+GENERATOR_KINDS = (PREDICT2, PREDICT25, TRANSFER25)
+PIPELINE_CLASSES = {
+    PREDICT2: "Cosmos2VideoToWorldPipeline",
+    PREDICT25: "Cosmos2_5_PredictBasePipeline",
+    TRANSFER25: "Cosmos2_5_TransferPipeline",
+}
+# A Transfer 2.5 checkpoint keeps each control's ControlNet as a checkpoint of its own under
+# controlnets/<control>/ (on the Hub they are separate revisions of one repository).
+CONTROLNETS_FOLDER = "controlnets"
+
 # What the `gpu` profile loads by default (users point these at local directories or cached ids).
 DEFAULT_MODELS = {
     "vlm": "nvidia/Cosmos-Reason1-7B",
     "video_embedder": "google/siglip-so400m-patch14-384",
-    "predict2": "nvidia/Cosmos-Predict2-2B-Video2World",
-    "predict2.5": "nvidia/Cosmos-Predict2.5-2B",
-    "transfer2.5": "nvidia/Cosmos-Transfer2.5-2B",
+    PREDICT2: "nvidia/Cosmos-Predict2-2B-Video2World",
+    PREDICT25: "nvidia/Cosmos-Predict2.5-2B",
+    TRANSFER25: "nvidia/Cosmos-Transfer2.5-2B",
 }
 
 
 def resolve_model(source: str, *, role: str, models_root: Path | None = None, revision: str | None = None) -> Checkpoint:
     if source.startswith(TINY_PREFIX):
         if models_root is None:
-            from cosmos_assets.settings import CosmosPaths, cosmos_home
-
-            models_root = CosmosPaths(cosmos_home()).models
+            raise ValueError(f"{role}: {source!r} is built under COSMOS_HOME/models; give its resource `home` "
+                             "(the profile in cosmos_assets.definitions does)")
         from cosmos_assets.models.tiny import ensure_tiny
 
         checkpoint = resolve_checkpoint(str(ensure_tiny(models_root, source[len(TINY_PREFIX):])), role=role)

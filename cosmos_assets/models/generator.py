@@ -26,18 +26,17 @@ import numpy as np
 import torch
 from PIL import Image
 
+from cosmos_assets.models.catalog import (
+    CONTROLNETS_FOLDER, GENERATOR_KINDS, PIPELINE_CLASSES, PREDICT2, PREDICT25, TRANSFER25, TINY_PREFIX, resolve_model,
+)
 from cosmos_assets.models.checkpoints import TINY_LABEL, Checkpoint, ModelError, resolve_checkpoint
 from cosmos_assets.models.runtime import MODELS, choose_device, choose_dtype
 from cosmos_assets.models.speedups import (
     GeneratorSpeedups, apply_generator_speedups, encode_conditioning_only, predict2_frames,
 )
-from cosmos_assets.models.tiny_generators import (
-    CONTROLNETS_FOLDER, PIPELINE_CLASSES, PREDICT2, PREDICT25, TRANSFER25, TinyPassThroughSafetyChecker,
-)
+from cosmos_assets.models.tiny_generators import TinyPassThroughSafetyChecker
 
 log = logging.getLogger(__name__)
-
-GENERATOR_KINDS = (PREDICT2, PREDICT25, TRANSFER25)
 CONTROL_NAMES = ("edge", "blur", "depth", "seg")
 ROLE = "generator"
 HOW_TO_PROVIDE = ("Build a tiny random checkpoint for tests with `cosmos models build-tiny`, or put a diffusers-format "
@@ -429,16 +428,14 @@ def load_generator(checkpoint: Checkpoint, kind: str, device: str | torch.device
     return VideoGenerator(kind, checkpoint, pipeline, device, dtype, defaults, sources, speedups)
 
 
-def open_generator(kind: str, model: str, revision: str | None = None, device: str = "auto", dtype: str = "auto",
-                   controlnets: Mapping[str, str] | None = None, speedups: GeneratorSpeedups | None = None,
-                   **default_overrides) -> VideoGenerator:
-    """Resolve ``model`` (a directory, a Hub id already in the cache, or ``tiny:<kind>``) and load it as a
-    ``kind`` generator."""
-    from cosmos_assets.models.catalog import TINY_PREFIX, resolve_model
-
+def open_generator(kind: str, model: str, revision: str | None = None, models_root: Path | None = None,
+                   device: str = "auto", dtype: str = "auto", controlnets: Mapping[str, str] | None = None,
+                   speedups: GeneratorSpeedups | None = None, **default_overrides) -> VideoGenerator:
+    """Resolve ``model`` (a directory, a Hub id already in the cache, or ``tiny:<kind>``, built under
+    ``models_root``) and load it as a ``kind`` generator."""
     check_kind(kind)
     if model.startswith(TINY_PREFIX):
-        checkpoint = resolve_model(model, role=f"{ROLE} ({kind})")
+        checkpoint = resolve_model(model, role=f"{ROLE} ({kind})", models_root=models_root)
     else:
         checkpoint = resolve_checkpoint(model, role=f"{ROLE} ({kind})", revision=revision, how_to_provide=HOW_TO_PROVIDE)
     return load_generator(checkpoint, kind, device, dtype, defaults_for(kind, **default_overrides), controlnets, speedups)

@@ -23,22 +23,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cosmos_assets.models.catalog import CONTROLNETS_FOLDER, PIPELINE_CLASSES, PREDICT2, PREDICT25, TRANSFER25
 from cosmos_assets.models.checkpoints import write_tiny_marker
 
-PREDICT2 = "predict2"
-PREDICT25 = "predict2.5"
-TRANSFER25 = "transfer2.5"
-
-PIPELINE_CLASSES = {
-    PREDICT2: "Cosmos2VideoToWorldPipeline",
-    PREDICT25: "Cosmos2_5_PredictBasePipeline",
-    TRANSFER25: "Cosmos2_5_TransferPipeline",
-}
 # Controls the tiny Transfer checkpoint ships: the two whose control videos are derived here with plain
 # image operations. Depth and segmentation ControlNets need a depth / segmentation model to make their
 # inputs, so they exist only where a real checkpoint provides them.
 TINY_CONTROLS = ("edge", "blur")
-CONTROLNETS_FOLDER = "controlnets"
 
 
 class TinyPassThroughSafetyChecker:

@@ -24,7 +24,7 @@ import numpy as np
 from cosmos_assets.common.artefacts import ArtefactStore
 from cosmos_assets.common.files import sha256_of_file, stable_id
 from cosmos_assets.models.checkpoints import TINY_LABEL
-from cosmos_assets.models.tiny_generators import PIPELINE_CLASSES, TRANSFER25
+from cosmos_assets.models.catalog import PIPELINE_CLASSES, TRANSFER25
 from cosmos_assets.synthetic.augment import CLASSICAL_GENERATOR, CLASSICAL_VERSION, augment
 from cosmos_assets.synthetic.video import Geometry, control_video, middle_frame, write_jpeg, write_mp4
 
