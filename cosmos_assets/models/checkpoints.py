@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,7 +84,9 @@ def _from_hub_cache(model_id: str, revision: str | None, role: str, how_to_provi
 
 
 def _missing_message(source: str, role: str, how_to_provide: str, why: str) -> str:
-    cache = os.environ.get("HF_HUB_CACHE") or os.environ.get("HF_HOME") or "~/.cache/huggingface"
+    from huggingface_hub import constants
+
+    cache = constants.HF_HUB_CACHE  # the library's own resolution of HF_HUB_CACHE / HF_HOME
     return (
         f"The {role} model {source!r} is not on this machine ({why}). Nothing is downloaded at run time: "
         f"put the checkpoint in a local directory and configure that path, or fetch it into the Hugging Face "
