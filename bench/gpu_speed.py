@@ -159,7 +159,7 @@ def bench_vlm(args) -> None:
 
 def decode_breakdown(vlm, settings) -> None:
     """Where a decode step's time goes: the captured model step alone, and the sampling alone."""
-    from cosmos_assets.models.speedups import _next_tokens
+    from cosmos_assets.models.vlm_speedups import _next_tokens
 
     state = vlm.decoder.states[next(reversed(vlm.decoder.states))]
     row = {"rows": state.rows, "cache_length": state.length}
@@ -182,7 +182,7 @@ def vlm_numerics(vlm, prompt, settings) -> None:
     forward of prompt + tokens; and the prefill logits with and without the device preprocessing / batched windows."""
     from transformers.video_utils import VideoMetadata
 
-    from cosmos_assets.models.speedups import _DecodeState
+    from cosmos_assets.models.vlm_speedups import _DecodeState
     from cosmos_assets.models.vlm import VLMSpeedups, _messages
 
     model, processor = vlm.model, vlm.processor
@@ -247,7 +247,7 @@ def attention_diagnostic(heads: int, tokens: int, head_dim: int, dtype) -> str:
 
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    from cosmos_assets.models.speedups import attention_backend
+    from cosmos_assets.models.generator_speedups import attention_backend
 
     generator = torch.Generator(DEVICE).manual_seed(0)
     q, k, v = (torch.randn(1, tokens, heads, head_dim, device=DEVICE, dtype=dtype, generator=generator).transpose(1, 2)
@@ -281,13 +281,13 @@ def attention_diagnostic(heads: int, tokens: int, head_dim: int, dtype) -> str:
                 row[name] = {"error": f"{error.__class__.__name__}: {str(error)[:300]}"}
             if caught:
                 row[name]["warnings"] = [str(w.message)[:400] for w in caught][:4]
-    from cosmos_assets.models import speedups
+    from cosmos_assets.models import generator_speedups
 
-    if speedups.flash4_available(DEVICE):  # FlashAttention-4 in the [B, S, H, D] layout it takes
+    if generator_speedups.flash4_available(DEVICE):  # FlashAttention-4 in the [B, S, H, D] layout it takes
         try:
             q4, k4, v4 = (t.transpose(1, 2).contiguous() for t in (q, k, v))
-            first, out = wall(lambda: speedups.flash4_attention(q4, k4, v4))  # the first call compiles its kernel
-            seconds, _ = wall(lambda: [speedups.flash4_attention(q4, k4, v4) for _ in range(5)])
+            first, out = wall(lambda: generator_speedups.flash4_attention(q4, k4, v4))  # the first call compiles its kernel
+            seconds, _ = wall(lambda: [generator_speedups.flash4_attention(q4, k4, v4) for _ in range(5)])
             ms = seconds / 5 * 1000
             out = out.transpose(1, 2)
             row["flash4"] = {"ms": round(ms, 2), "TFLOPs": round(flops / ms / 1e9, 0), "first_call_s": round(first, 1),
@@ -323,7 +323,7 @@ class _Captured(Exception):
 
 def bench_predict2(args) -> None:
     from cosmos_assets.models.generator import GenerationRequest, VideoGenerator, defaults_for
-    from cosmos_assets.models.speedups import GeneratorSpeedups, apply_generator_speedups
+    from cosmos_assets.models.generator_speedups import GeneratorSpeedups, apply_generator_speedups
     from cosmos_assets.models.tiny_generators import build_random_generator
 
     from cosmos_assets.models import tiny_generators
@@ -383,7 +383,7 @@ def bench_predict2(args) -> None:
     config = transformer.config
     best = attention_diagnostic(config.num_attention_heads, inputs["hidden_states"][0, 0].numel() // 4,
                                 config.attention_head_dim, dtype) if DEVICE == "cuda" else "default"
-    from cosmos_assets.models.speedups import flash4_available
+    from cosmos_assets.models.generator_speedups import flash4_available
 
     fast = GeneratorSpeedups()  # what the generator resource uses on a GPU
     # ``fast`` (attention "auto") runs FlashAttention-4 where it is installed; the cuDNN row is the path without it.

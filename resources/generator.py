@@ -12,7 +12,7 @@ from pydantic import Field
 
 from cosmos_assets.models.catalog import GENERATOR_KINDS
 from cosmos_assets.models.generator import VideoGenerator, open_generator
-from cosmos_assets.models.speedups import GeneratorSpeedups
+from cosmos_assets.models.generator_speedups import GeneratorSpeedups
 from resources.models import ModelResource
 
 
@@ -34,7 +34,7 @@ class VideoGeneratorResource(ModelResource):
     height: Optional[int] = None
     width: Optional[int] = None
     fps: Optional[int] = None
-    # Speed switches of the transformer (cosmos_assets.models.speedups; bench/GPU_RESULTS.md, "Speed (issue 8)").
+    # Speed switches of the transformer (cosmos_assets.models.generator_speedups; bench/GPU_RESULTS.md, "Speed (issue 8)").
     frame_adaln: bool = Field(default=True, description="adaLN conditioning once per latent frame, not per token.")
     attention_backend: str = Field(default="auto", description="Attention kernel: auto (FlashAttention-4 where "
                                                                "installed on Hopper+, else cuDNN first on Hopper), "

@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from cosmos_assets.models import speedups, tiny_generators
+from cosmos_assets.models import generator_speedups, tiny_generators, vlm_speedups
 from cosmos_assets.models.checkpoints import resolve_checkpoint
 from cosmos_assets.models.frames import sample_frames
-from cosmos_assets.models.speedups import GeneratorSpeedups, StaticDecoder, apply_generator_speedups
+from cosmos_assets.models.generator_speedups import GeneratorSpeedups, apply_generator_speedups
+from cosmos_assets.models.vlm_speedups import StaticDecoder
 from cosmos_assets.models.tiny import build_tiny_vlm
 from cosmos_assets.models.vlm import GenerationSettings, VideoPrompt, VideoSizing, VLMSpeedups, load_transformers_vlm
 
@@ -80,7 +81,7 @@ def test_compiled_blocks_trace_as_one_graph_shared_by_every_block():
         settings = apply_generator_speedups(transformer, GeneratorSpeedups(compile="on", compile_backend="eager"), CPU)
         compiled = transformer(**inputs)[0]
         again = transformer(**inputs)[0]
-    state = transformer.__dict__[speedups.STATE]
+    state = transformer.__dict__[generator_speedups.STATE]
     assert settings.compile == "on" and state["blocks"] is not None and "compile_error" not in state
     assert counters["stats"]["unique_graphs"] == 1  # four blocks, one traced graph, no graph breaks
     assert torch.allclose(compiled, reference, rtol=1e-5, atol=1e-5) and torch.equal(compiled, again)
@@ -123,8 +124,8 @@ def test_the_flash4_layout_computes_what_the_sdpa_layout_computes(monkeypatch):
     with torch.no_grad():
         apply_generator_speedups(transformer, GeneratorSpeedups.off(), CPU)
         reference = transformer(**inputs)[0]
-        monkeypatch.setattr(speedups, "flash4_attention", sdpa_in_bshd_layout)
-        monkeypatch.setattr(speedups, "flash4_available", lambda device: True)
+        monkeypatch.setattr(generator_speedups, "flash4_attention", sdpa_in_bshd_layout)
+        monkeypatch.setattr(generator_speedups, "flash4_available", lambda device: True)
         settings = apply_generator_speedups(transformer, GeneratorSpeedups(attention="flash4"), CPU)
         fast = transformer(**inputs)[0]
     assert settings.attention == "flash4"
@@ -133,8 +134,8 @@ def test_the_flash4_layout_computes_what_the_sdpa_layout_computes(monkeypatch):
 
 def test_flash4_falls_back_to_sdpa_where_it_cannot_run_and_is_chosen_where_it_can(monkeypatch):
     assert GeneratorSpeedups(attention="flash4").resolved(CPU).attention == "default"
-    assert not speedups.flash4_available(CPU)
-    monkeypatch.setattr(speedups, "flash4_available", lambda device: True)  # as on a Hopper GPU with the package
+    assert not generator_speedups.flash4_available(CPU)
+    monkeypatch.setattr(generator_speedups, "flash4_available", lambda device: True)  # as on a Hopper GPU with the package
     assert GeneratorSpeedups().resolved(CPU).attention == "flash4"
     assert GeneratorSpeedups(attention="cudnn").resolved(CPU).attention == "cudnn"  # an explicit choice stands
 
@@ -260,10 +261,10 @@ def test_batched_vision_windows_equal_the_per_window_loop(vlm, prompts):
     outputs = []
     with torch.no_grad():
         for batched in (False, True):
-            speedups.batch_vision_windows(vlm.model, batched)
+            vlm_speedups.batch_vision_windows(vlm.model, batched)
             outputs.append(visual(inputs["pixel_values_videos"], grid_thw=inputs["video_grid_thw"]).pooler_output)
     layouts = [layout for module in visual.modules() for _, layout in module.__dict__.get("_window_layouts", {}).values()]
-    speedups.batch_vision_windows(vlm.model, vlm.speedups.batched_vision)
+    vlm_speedups.batch_vision_windows(vlm.model, vlm.speedups.batched_vision)
     assert any(index is not None for index, *_ in layouts)  # uneven windows: the padded, masked call ran
     assert any(index is None for index, *_ in layouts)  # the full-attention layer: equal frame pairs, no mask
     assert torch.allclose(outputs[0], outputs[1], rtol=1e-5, atol=1e-6)

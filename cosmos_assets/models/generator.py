@@ -31,7 +31,7 @@ from cosmos_assets.models.catalog import (
 )
 from cosmos_assets.models.checkpoints import TINY_LABEL, Checkpoint, ModelError, resolve_checkpoint
 from cosmos_assets.models.runtime import MODELS, choose_device, choose_dtype
-from cosmos_assets.models.speedups import (
+from cosmos_assets.models.generator_speedups import (
     GeneratorSpeedups, apply_generator_speedups, encode_conditioning_only, predict2_frames,
 )
 from cosmos_assets.models.tiny_generators import TinyPassThroughSafetyChecker
@@ -284,7 +284,7 @@ class VideoGenerator:
     def __init__(self, kind: str, checkpoint: Checkpoint, pipeline, device: torch.device, dtype: torch.dtype,
                  defaults: GenerationDefaults | None = None, controlnets: Mapping[str, ControlNetSource] | None = None,
                  speedups: GeneratorSpeedups | None = None):
-        """``speedups``: switches of the transformer's fast path (``speedups.GeneratorSpeedups``; its defaults
+        """``speedups``: switches of the transformer's fast path (``generator_speedups.GeneratorSpeedups``; its defaults
         when None). The pipeline may be shared: each ``generate`` applies this generator's switches."""
         check_kind(kind)
         self.kind = kind

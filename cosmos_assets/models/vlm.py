@@ -22,7 +22,7 @@ from PIL import Image
 from cosmos_assets.models.checkpoints import Checkpoint, ModelError
 from cosmos_assets.models.frames import fit_pixel_budget
 from cosmos_assets.models.runtime import MODELS
-from cosmos_assets.models.speedups import Sampling, StaticDecoder, PhaseClock, batch_vision_windows, fit_frames_on_device
+from cosmos_assets.models.vlm_speedups import Sampling, StaticDecoder, PhaseClock, batch_vision_windows, fit_frames_on_device
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ class VLMSpeedups:
     - ``share_prefill``: the K trials of a prompt decode from one encode + prefill of the video (off: ``generate``
       with ``num_return_sequences``, which encodes and prefills it K times).
     - ``static_decode``: with ``share_prefill``, decode in a static KV cache with this package's sampling loop
-      (``speedups.StaticDecoder``) instead of ``generate`` continuing from the shared cache.
+      (``vlm_speedups.StaticDecoder``) instead of ``generate`` continuing from the shared cache.
     - ``cuda_graphs``: with ``static_decode`` on CUDA, the decode step is captured once and replayed per token.
     - ``device_preprocess``: frames are resized, normalised and patchified on the model's device instead of with
       PIL and the processor on the CPU.
