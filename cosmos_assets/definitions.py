@@ -36,15 +36,18 @@ from resources.storage import ParquetTableIOManager
 from cosmos_assets.common.artefacts import OBJECT_STORE_ENV
 from cosmos_assets.training.assets import (
     checkpoint_evaluation,
+    checkpoint_inbox_job,
     evaluation_job,
     generator_checkpoint,
+    inbox_checkpoint,
     no_worse_than_base,
     promoted_checkpoint,
     training_dataset,
     training_job,
 )
+from resources.retraining import RetrainingSettings
 from sensors import LandingZoneSettings, curated_dataset_sensor, landing_zone_sensor
-from sensors.training import RetrainingSettings, checkpoint_sensor, retraining_sensor
+from sensors.training import checkpoint_sensor, retraining_sensor
 
 
 def model_resources(profile: str, home: str) -> dict:
@@ -128,9 +131,9 @@ def build_definitions(profile: str | None = None) -> dg.Definitions:
     defs = dg.Definitions(
         assets=[raw_videos, video_clips_and_scores, filtered_clips, clip_captions, clip_embeddings, deduplicated_clips,
                 generation_prompts, synthetic_videos, critique_scores, accepted_videos,
-                curated_dataset, training_dataset, generator_checkpoint, checkpoint_evaluation, promoted_checkpoint],
+                curated_dataset, training_dataset, generator_checkpoint, inbox_checkpoint, checkpoint_evaluation, promoted_checkpoint],
         asset_checks=[lancedb_unique_clip_ids, accepted_videos_rates_in_bounds, no_worse_than_base],
-        jobs=[curation_job, dataset_job, generation_job, critique_job, inbox_job, training_job, evaluation_job],
+        jobs=[curation_job, dataset_job, generation_job, critique_job, inbox_job, training_job, evaluation_job, checkpoint_inbox_job],
         sensors=[landing_zone_sensor, curated_dataset_sensor, generation_round_sensor, synthetic_batch_sensor, retraining_sensor, checkpoint_sensor],
         executor=executor,
         resources={

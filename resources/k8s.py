@@ -106,6 +106,7 @@ ASSET_POD_CLASSES: dict[str, str] = {
     "critique_scores": "gpu-reason-7b",
     "accepted_videos": "cpu-light",
     "training_dataset": "cpu-dataset",
+    "inbox_checkpoint": "cpu-light",
     "generator_checkpoint": "gpu-train-2b",
     "checkpoint_evaluation": "gpu-eval",
     "promoted_checkpoint": "cpu-light",

@@ -12,7 +12,9 @@ def latest_materialization_id(instance: dg.DagsterInstance, asset: str) -> int |
     return records[0].storage_id if records else None
 
 
-@dg.sensor(job=dataset_job, minimum_interval_seconds=10, default_status=dg.DefaultSensorStatus.RUNNING)
+@dg.sensor(job=dataset_job, minimum_interval_seconds=10, default_status=dg.DefaultSensorStatus.RUNNING,
+           description="Rebuilds the de-duplicated clips and the curated dataset once new clip embeddings land "
+                       "(several batches finishing together share one run).")
 def curated_dataset_sensor(context: dg.SensorEvaluationContext):
     latest = latest_materialization_id(context.instance, "clip_embeddings")
     if latest is None or str(latest) == context.cursor:

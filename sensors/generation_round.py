@@ -32,8 +32,6 @@ def generation_round_sensor(context: dg.SensorEvaluationContext):
     cursor = str(records[-1].storage_id)
     if not keys:
         return dg.SensorResult(skip_reason="new dataset materializations hold no clips", cursor=cursor)
-    # Added here as well as requested, so the run requests validate in any evaluator (as landing_zone_sensor does).
-    context.instance.add_dynamic_partitions(generation_rounds.name, keys)
     return dg.SensorResult(
         run_requests=[dg.RunRequest(run_key=key, partition_key=key) for key in keys],
         dynamic_partitions_requests=[generation_rounds.build_add_request(keys)],

@@ -58,8 +58,6 @@ def synthetic_batch_sensor(context: dg.SensorEvaluationContext, storage: CosmosS
     ledger.plan_batches(paths.synthetic_inbox, synthetic.inbox_settle_seconds, synthetic.inbox_missing_grace_seconds)
     batches = ledger.batches_after(state.get("inbox_batch", 0))
     keys = [batch.key for batch in batches]
-    if keys:
-        context.instance.add_dynamic_partitions(generation_rounds.name, keys)
     requests += [dg.RunRequest(job_name=inbox_job.name, partition_key=batch.key, run_key=batch.key,
                                tags={"cosmos/manifest": batch.manifest_name[:200]}) for batch in batches]
     cursor = json.dumps({"synthetic_videos": last_event,

@@ -1,54 +1,23 @@
 """retraining_sensor: enough new samples since the last checkpoint's dataset → one training run.
-checkpoint_sensor: a new checkpoint (trained here, or dropped into checkpoint_inbox/) → its evaluation."""
+checkpoint_sensor: a new checkpoint (trained here, or dropped into checkpoint_inbox/) → its evaluation.
 
+Both only decide: they read tables, the instance and the inbox, and return run requests with the plan in the
+run config. Writing the training snapshot and copying an inbox checkpoint into the store happen in the runs
+(``training_dataset``, ``inbox_checkpoint``), with logs, retries and lineage.
+"""
 
 import json
 
 import dagster as dg
-import polars as pl
 
 from cosmos_assets.training import registry
-from cosmos_assets.training.assets import evaluation_job, training_job, training_runs
-from cosmos_assets.training.datasets import (
-    MixConfig, plan_training_dataset, real_samples, snapshot_samples, synthetic_samples, write_snapshot,
+from cosmos_assets.training.assets import (
+    checked_accepted_partitions, checkpoint_inbox_job, evaluation_job, plan_training_mix, training_job, training_runs,
 )
+from cosmos_assets.training.datasets import snapshot_samples
 from resources import CosmosStorage
-from sensors.curated_dataset import latest_materialization_id
+from resources.retraining import RetrainingSettings
 from sensors.landing_zone import LandingZoneSettings
-
-
-class RetrainingSettings(dg.ConfigurableResource):
-    synthetic_share: float = 0.5
-    min_new_samples: int = 2
-
-    def mix(self) -> MixConfig:
-        return MixConfig(self.synthetic_share, self.min_new_samples)
-
-
-def checked_accepted_partitions(instance: dg.DagsterInstance) -> set[str]:
-    """Generation rounds whose latest accepted_videos came from a successful run: its blocking rate check
-    passed. A round that failed the check never reaches a training mix."""
-    latest: dict[str, object] = {}
-    records = instance.fetch_materializations(dg.AssetKey("accepted_videos"), limit=10_000).records
-    for record in records:  # newest first
-        latest.setdefault(record.partition_key, record)
-    passed = set()
-    for partition, record in latest.items():
-        run = instance.get_run_by_id(record.run_id)
-        if run is not None and run.status == dg.DagsterRunStatus.SUCCESS:
-            passed.add(partition)
-    return passed
-
-
-def plan_from_tables(storage: CosmosStorage, mix: MixConfig, instance: dg.DagsterInstance) -> tuple[str, pl.DataFrame] | None:
-    store = storage.store
-    curated = store.read_table("curated_dataset")
-    if curated is None:
-        return None
-    real = real_samples(curated)
-    rounds = checked_accepted_partitions(instance)
-    accepted = store.read_partitions("accepted_videos", only=rounds)
-    return plan_training_dataset(real, synthetic_samples(accepted, real), mix)
 
 
 def last_trained_samples(storage: CosmosStorage, instance: dg.DagsterInstance) -> set[str]:
@@ -59,40 +28,68 @@ def last_trained_samples(storage: CosmosStorage, instance: dg.DagsterInstance) -
     return set(samples["sample_id"]) if samples is not None else set()
 
 
-@dg.sensor(job=training_job, minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING)
+@dg.sensor(job=training_job, minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING,
+           description="Starts a training run once enough samples (curated clips + accepted synthetic videos) are new "
+                       "since the last checkpoint's dataset; the run key is the planned dataset version.")
 def retraining_sensor(context: dg.SensorEvaluationContext, storage: CosmosStorage, retraining: RetrainingSettings):
-    plan = plan_from_tables(storage, retraining.mix(), context.instance)
+    rounds = checked_accepted_partitions(context.instance)
+    plan = plan_training_mix(storage.store, retraining.mix(), rounds)
     if plan is None:
         return dg.SkipReason("no curated dataset yet")
     version, samples = plan
     new = set(samples["sample_id"]) - last_trained_samples(storage, context.instance)
     if len(new) < retraining.min_new_samples:
         return dg.SkipReason(f"{len(new)} new sample(s) since the last checkpoint; retraining at {retraining.min_new_samples}")
-    write_snapshot(storage.store, version, samples, retraining.mix())
-    # The partition exists before the request names it (Dagster validates requested keys).
-    context.instance.add_dynamic_partitions(training_runs.name, [version])
-    # The run key is the dataset version: crossing the threshold with the same data triggers once.
-    return dg.RunRequest(run_key=version, partition_key=version, tags={"cosmos/new_samples": str(len(new))})
+    # The run key is the dataset version: crossing the threshold with the same data triggers once. The rounds go
+    # in the run config, so training_dataset plans the very mix decided on here (and refuses one that moved on).
+    return dg.SensorResult(
+        run_requests=[dg.RunRequest(
+            run_key=version, partition_key=version, tags={"cosmos/new_samples": str(len(new))},
+            run_config={"ops": {"training_dataset": {"config": {"generation_rounds": sorted(rounds)}}}})],
+        dynamic_partitions_requests=[training_runs.build_add_request([version])],
+    )
 
 
-@dg.sensor(job=evaluation_job, minimum_interval_seconds=15, default_status=dg.DefaultSensorStatus.RUNNING)
+def _inbox_requests(context, storage: CosmosStorage, settle_seconds: float, seen: dict) -> tuple[list, list[str]]:
+    """Run requests for settled inbox drops not seen before. A drop is looked at once per change (its identity is
+    its name and newest modification time, remembered in the cursor); bad drops are logged once, with their class."""
+    requests, keys = [], []
+    for drop in registry.settled_inbox_drops(storage.paths.checkpoint_inbox, settle_seconds):
+        if drop.identity in seen:
+            continue
+        try:
+            key = registry.inbox_checkpoint_key(drop.path)
+        except registry.INBOX_ERRORS as error:
+            seen[drop.identity] = f"{error.__class__.__name__}: {error}"[:500]
+            context.log.warning(f"checkpoint inbox: {drop.name!r} set aside: {seen[drop.identity]}")
+            continue
+        seen[drop.identity] = key
+        keys.append(key)
+        requests.append(dg.RunRequest(
+            job_name=checkpoint_inbox_job.name, run_key=f"register-{key}", partition_key=key,
+            tags={"cosmos/inbox_item": drop.name[:200]},
+            run_config={"ops": {"inbox_checkpoint": {"config": {"inbox_item": drop.name}}}}))
+    return requests, keys
+
+
+@dg.sensor(jobs=[evaluation_job, checkpoint_inbox_job], minimum_interval_seconds=15, default_status=dg.DefaultSensorStatus.RUNNING,
+           description="Evaluates each new generator checkpoint against its base; a checkpoint dropped into "
+                       "$COSMOS_HOME/checkpoint_inbox/<name>/ is registered, evaluated and promoted in one run.")
 def checkpoint_sensor(context: dg.SensorEvaluationContext, storage: CosmosStorage, landing_zone: LandingZoneSettings):
-    cursor = json.loads(context.cursor) if context.cursor else {"after": 0}
+    cursor = json.loads(context.cursor) if context.cursor else {}
+    after, seen = cursor.get("after", 0), cursor.get("inbox", {})
     requests = []
     records = context.instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey("generator_checkpoint"), after_storage_id=cursor["after"]), limit=100,
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("generator_checkpoint"), after_storage_id=after), limit=100,
     ).records
     for record in records:
-        requests.append(dg.RunRequest(run_key=f"evaluate-{record.partition_key}", partition_key=record.partition_key))
-        cursor["after"] = max(cursor["after"], record.storage_id)
-    inbox = registry.scan_checkpoint_inbox(storage.paths.checkpoint_inbox, storage.store,
-                                           storage.paths.tables / "checkpoint_inbox_ledger.json", landing_zone.settle_seconds)
-    for rejected in inbox.rejected:
-        context.log.warning(f"checkpoint inbox: {rejected['item']!r} set aside: {rejected['error_class']}: {rejected['error_message']}")
-    if inbox.registered:
-        context.instance.add_dynamic_partitions(training_runs.name, inbox.registered)
-    for key in inbox.registered:
-        requests.append(dg.RunRequest(run_key=f"evaluate-{key}", partition_key=key))
+        requests.append(dg.RunRequest(job_name=evaluation_job.name, run_key=f"evaluate-{record.partition_key}",
+                                      partition_key=record.partition_key))
+        after = max(after, record.storage_id)
+    inbox_requests, keys = _inbox_requests(context, storage, landing_zone.settle_seconds, seen)
+    requests += inbox_requests
+    cursor = json.dumps({"after": after, "inbox": seen})
     if not requests:
-        return dg.SensorResult(skip_reason="no new checkpoint", cursor=json.dumps(cursor))
-    return dg.SensorResult(run_requests=requests, cursor=json.dumps(cursor))
+        return dg.SensorResult(skip_reason="no new checkpoint", cursor=cursor)
+    return dg.SensorResult(run_requests=requests, cursor=cursor,
+                           dynamic_partitions_requests=[training_runs.build_add_request(keys)] if keys else [])

@@ -117,3 +117,148 @@ def test_a_checkpoint_worse_than_its_base_by_the_margin_is_not_promoted(flywheel
     checks = [e.event_specific_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
     assert [c.passed for c in checks] == [False]
     assert registry.history(LocalStore(paths.home)) == history
+
+
+def test_the_checkpoint_pages_show_what_each_checkpoint_learned_from(flywheel):
+    paths, first, _ = flywheel
+    [key] = trained(first)
+    instance = dg.DagsterInstance.from_config(str(paths.dagster_home))
+    try:
+        for asset in ("generator_checkpoint", "promoted_checkpoint"):
+            [record] = instance.fetch_materializations(
+                dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[key]), limit=1).records
+            metadata = record.asset_materialization.metadata
+            lineage = checkpoint_lineage(LocalStore(paths.home), key)
+            assert metadata["real_samples"].value == lineage["real_samples"] >= 2
+            assert metadata["synthetic_samples"].value == lineage["synthetic_samples"] >= 1
+            table_md = metadata["learned_from"].value
+            for video in lineage["source_videos"]:  # each source video by name and a hash prefix `cosmos lineage` takes
+                assert f"`{video['original_name']}`" in table_md and video["content_hash"][:16] in table_md
+            synthetic = next(s for s in lineage["samples"] if s["kind"] == "synthetic")
+            assert synthetic["sample_id"] in table_md and synthetic["critic"] in table_md
+    finally:
+        instance.dispose()
+
+
+def _drop_checkpoint(paths, source_key, name):
+    drop = paths.checkpoint_inbox / name
+    shutil.copytree(paths.checkpoints / source_key, drop)
+    manifest = json.loads((drop / registry.MANIFEST).read_text())
+    (drop / registry.MANIFEST).write_text(json.dumps({**manifest, "note": "trained elsewhere"}))
+    for path in [drop, *drop.iterdir()]:
+        past = path.stat().st_mtime - 3600
+        os.utime(path, (past, past))
+
+
+class RefusingStore:
+    """The real store for reading; any write raises (the sensors' specification: they only decide)."""
+
+    WRITES = {"writing", "folder", "write_bytes", "write_json", "write_parquet", "commit", "remove", "staging_path"}
+
+    def __init__(self, store):
+        self._store = store
+
+    def __getattr__(self, name):
+        if name in self.WRITES:
+            raise AssertionError(f"a sensor wrote to the artefact store ({name})")
+        return getattr(self._store, name)
+
+
+def test_every_sensor_only_decides_it_never_writes_to_the_store(flywheel, monkeypatch, samples):
+    paths, first, _ = flywheel
+    [key] = trained(first)
+    monkeypatch.setenv("COSMOS_HOME", str(paths.home))
+    monkeypatch.setenv("DAGSTER_HOME", str(paths.dagster_home))
+    from cosmos_assets.definitions import build_definitions
+    from resources import CosmosStorage
+
+    class ReadOnlyStorage(CosmosStorage):
+        @property
+        def store(self):
+            return RefusingStore(super().store)
+
+    _drop_checkpoint(paths, key, "from-another-trainer")
+    shutil.copy(samples / "asl_again.mkv", paths.landing / "asl_again.mkv")
+    os.utime(paths.landing / "asl_again.mkv", (0, 1_000_000_000))
+    defs = build_definitions("local")
+    storage = ReadOnlyStorage(home=str(paths.home))
+    before = sorted(p.relative_to(paths.home) for p in (paths.home / "artefacts").rglob("*"))
+    instance = dg.DagsterInstance.from_config(str(paths.dagster_home))
+    requested = {}
+    try:
+        for sensor in defs.sensors:
+            with dg.build_sensor_context(instance=instance, instance_ref=instance.get_ref(), cursor=None, definitions=defs,
+                                         resources={**defs.resources, "storage": storage}) as context:
+                tick = sensor.evaluate_tick(context)  # from a fresh cursor: everything in the tables is new to it
+            requested[sensor.name] = [r.job_name or sensor.job_name for r in tick.run_requests or []]
+    finally:
+        instance.dispose()
+    assert sorted(p.relative_to(paths.home) for p in (paths.home / "artefacts").rglob("*")) == before
+    assert "checkpoint_inbox_job" in requested["checkpoint_sensor"] and "evaluation_job" in requested["checkpoint_sensor"]
+    assert requested["landing_zone_sensor"] == ["curation_job"]
+    assert set(requested["retraining_sensor"]) <= {"training_job"}
+    assert requested["curated_dataset_sensor"] == ["dataset_job"]
+
+
+def test_a_checkpoint_dropped_into_the_inbox_is_registered_evaluated_and_promoted_in_a_run(flywheel):
+    paths, first, _ = flywheel
+    [key] = trained(first)
+    _drop_checkpoint(paths, key, "external-run-7")
+    summary = cosmos_run(paths, timeout=900)
+    inbox_runs = [r for r in summary["runs"] if r["job"] == "checkpoint_inbox_job"]
+    assert [r["status"] for r in inbox_runs] == ["SUCCESS"]
+    external = inbox_runs[0]["partition"]
+    assert external.startswith("inbox-")
+    manifest = registry.verified_checkpoint(LocalStore(paths.home), external)
+    assert manifest["inbox_name"] == "external-run-7" and manifest["note"] == "trained elsewhere"
+    assert (paths.tables / "checkpoint_evaluation" / f"{external}.parquet").is_file()
+    again = cosmos_run(paths, timeout=300)
+    assert not [r for r in again["runs"] if r["job"] == "checkpoint_inbox_job"], "a drop is registered once"
+
+
+def test_the_asset_graph_is_the_flywheel():
+    from cosmos_assets.definitions import build_definitions
+
+    graph = build_definitions("local").resolve_asset_graph()
+    upstream = {k.to_user_string() for k in graph.upstream_key_iterator(dg.AssetKey("promoted_checkpoint"))}
+    # The real path (curated clips) and the synthetic path (accepted videos) both reach the landed videos.
+    assert {"training_dataset", "curated_dataset", "accepted_videos", "raw_videos", "inbox_checkpoint"} <= upstream
+    training_parents = {k.to_user_string() for k in graph.get(dg.AssetKey("training_dataset")).parent_keys}
+    assert training_parents == {"curated_dataset", "accepted_videos"}
+    assert "curated_dataset" in {k.to_user_string() for k in graph.get(dg.AssetKey("checkpoint_evaluation")).parent_keys}
+
+
+@pytest.mark.slow
+def test_the_ui_shows_promoted_checkpoint_lineage_through_both_paths_and_its_samples(flywheel, tmp_path):
+    import ui_support as ui
+
+    if not ui.CHROMIUM.exists():
+        pytest.skip(f"no chromium at {ui.CHROMIUM}")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    expect = sync_api.expect
+    paths, first, _ = flywheel
+    lineage = checkpoint_lineage(LocalStore(paths.home), registry.promoted(LocalStore(paths.home))["checkpoint"])
+    server = ui.start_webserver(paths.home)
+    try:
+        with sync_api.sync_playwright() as playwright:
+            browser = ui.launch_chromium(playwright, tmp_path / "chromium-profile")
+            try:
+                page = browser.new_page()
+                page.set_default_timeout(30_000)
+                page.goto(f"{server.url}/assets/promoted_checkpoint?view=lineage&lineageScope=upstream&lineageDepth=12")
+                ui.dismiss_community_dialog(page)
+                for asset in ("training_dataset", "curated_dataset", "accepted_videos", "raw_videos"):
+                    expect(page.get_by_text(asset, exact=True).first).to_be_visible(timeout=30_000)
+                page.goto(f"{server.url}/assets/promoted_checkpoint")
+                row = page.locator("tr").filter(has=page.get_by_text("learned_from", exact=True))
+                row.get_by_text("[Show Markdown]").click()
+                dialog = page.get_by_role("dialog")
+                expect(dialog.get_by_text("Source videos")).to_be_visible()
+                for video in lineage["source_videos"]:
+                    expect(dialog.get_by_text(video["original_name"], exact=True).first).to_be_visible()
+                page.screenshot(path=str(tmp_path / "promoted_checkpoint.png"), full_page=True)
+            finally:
+                browser.close()
+    finally:
+        outcome = ui.stop_process_group(server.process)
+        assert not outcome["survivors"]

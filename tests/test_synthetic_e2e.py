@@ -167,6 +167,8 @@ def test_regenerating_a_round_after_a_crash_finishes_it_without_duplicates_or_a_
     # The same candidates, the same batch: synthetic_batch_sensor's next tick (the inbox test's run below) finds
     # the critique run key of this materialization already used.
     metadata = result.asset_materializations_for_node("synthetic_videos")[0].metadata
+    # Which generator checkpoint made the round is on its page (the classical generator has none, and says so).
+    assert metadata["generator_checkpoint"].value.startswith("classical-weather")
     assert critique_run_key(partition, metadata["batch_digest"].value) == _critique_run_key_used(paths)
 
 

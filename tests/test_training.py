@@ -144,8 +144,8 @@ def test_promotion_history_is_kept_and_a_rerun_adds_nothing(tmp_path):
     assert registry.promoted(store)["checkpoint"] == "tds-b"
 
 
-def test_the_checkpoint_inbox_registers_good_drops_once_and_sets_bad_ones_aside(tmp_path):
-    inbox, store, ledger = tmp_path / "inbox", LocalStore(tmp_path / "home"), tmp_path / "ledger.json"
+def test_the_checkpoint_inbox_keys_good_drops_by_content_and_sets_bad_ones_aside(tmp_path):
+    inbox, store = tmp_path / "inbox", LocalStore(tmp_path / "home")
     root = tmp_path / "home" / CHECKPOINTS
     write_adapter(inbox / "run-42")
     write_adapter(inbox / "same-bytes-again")
@@ -153,10 +153,24 @@ def test_the_checkpoint_inbox_registers_good_drops_once_and_sets_bad_ones_aside(
     (inbox / "symlinked").mkdir(parents=True)
     os.symlink(inbox / "run-42" / registry.ADAPTER, inbox / "symlinked" / registry.ADAPTER)
     shutil.copy(inbox / "run-42" / registry.MANIFEST, inbox / "symlinked" / registry.MANIFEST)
-    first = registry.scan_checkpoint_inbox(inbox, store, ledger, settle_seconds=0)
-    assert len(first.registered) == 1 and first.registered[0].startswith("inbox-")
-    assert sorted(r["item"] for r in first.rejected) == ["no-manifest-keys", "symlinked"]
-    assert registry.verified_checkpoint(store, first.registered[0])["source"] == "checkpoint_inbox"
-    again = registry.scan_checkpoint_inbox(inbox, store, ledger, settle_seconds=0)
-    assert again.registered == [] and again.rejected == []  # each drop is handled exactly once
-    assert not list(root.glob(".tmp-*"))
+    (inbox / "poison").mkdir()
+    write_adapter(inbox / "poison")
+    (inbox / "poison" / registry.MANIFEST).write_text("[" * 100_000 + "]" * 100_000)  # deeper than Python's parser goes
+    drops = {d.name: d for d in registry.settled_inbox_drops(inbox, settle_seconds=0)}
+    assert sorted(drops) == ["no-manifest-keys", "poison", "run-42", "same-bytes-again", "symlinked"]
+    keys, rejected = {}, {}
+    for name, drop in drops.items():
+        try:
+            keys[name] = registry.inbox_checkpoint_key(drop.path)
+        except registry.INBOX_ERRORS as error:
+            rejected[name] = error.__class__.__name__
+    assert rejected == {"no-manifest-keys": "ValueError", "poison": "JsonTooLarge", "symlinked": "ModelError"}
+    assert keys["run-42"] == keys["same-bytes-again"] and keys["run-42"].startswith("inbox-")
+    assert not root.exists(), "looking at the inbox writes nothing"
+    manifest = registry.register_inbox_checkpoint(store, drops["run-42"].path, keys["run-42"])
+    assert manifest["source"] == "checkpoint_inbox" and registry.verified_checkpoint(store, keys["run-42"])["inbox_name"] == "run-42"
+    again = registry.register_inbox_checkpoint(store, drops["same-bytes-again"].path, keys["run-42"])
+    assert again["inbox_name"] == "run-42", "the same adapter bytes are one checkpoint, registered once"
+    with pytest.raises(ValueError, match="changed after it was seen"):
+        registry.register_inbox_checkpoint(store, drops["run-42"].path, "inbox-0000000000000000")
+    assert registry.checkpoint_keys(store) == [keys["run-42"]] and not list(root.glob(".tmp-*"))

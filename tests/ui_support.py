@@ -124,6 +124,26 @@ def start_cosmos_demo(home: Path, settle_seconds: float = 1, ready_timeout: floa
     return server
 
 
+def start_webserver(home: Path, ready_timeout: float = 180) -> DemoServer:
+    """The Dagster UI alone (no daemon: nothing new runs) over an existing COSMOS_HOME, in its own process group."""
+    port = free_port()
+    log_path = home.parent / "webserver.log"
+    env = {**demo_environment(home, settle_seconds=10), "DAGSTER_HOME": str(home / "dagster")}
+    webserver = Path(sys.executable).with_name("dagster-webserver")
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen([str(webserver), "-h", "127.0.0.1", "-p", str(port), "-m", LOCATION], env=env,
+                                   cwd=home.parent, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+    server = DemoServer(process, port, home, log_path)
+    try:
+        wait_until(lambda: _answers_graphql(server), timeout=ready_timeout, interval=0.5,
+                   what=f"GraphQL at {server.url}/graphql", on_timeout=server.log_tail)
+    except BaseException:
+        stop_process_group(server.process)
+        raise
+    return server
+
+
 def _answers_graphql(server: DemoServer) -> bool:
     if server.process.poll() is not None:
         raise AssertionError(

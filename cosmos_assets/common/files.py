@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import shutil
 import stat
@@ -150,3 +151,47 @@ def display_name(raw: bytes | str) -> str:
     if isinstance(raw, str):
         raw = os.fsencode(raw)
     return raw.decode("utf-8", errors="backslashreplace")
+
+
+class JsonTooLarge(ValueError):
+    """A JSON document beyond the size or nesting depth this project reads from a drop zone."""
+
+
+def json_depth(text: str) -> int:
+    """The deepest nesting of arrays and objects in ``text`` (outside strings), without parsing it: Python's
+    parser recurses once per level, so a hostile document thousands of levels deep must be refused first."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
+
+
+def parse_bounded_json(data: bytes, what: str, max_bytes: int = 1_000_000, max_depth: int = 16):
+    """``data`` as JSON, refused with ``JsonTooLarge`` past ``max_bytes`` or ``max_depth`` levels of nesting,
+    or ``ValueError`` when it is not UTF-8 JSON. ``what`` names the document in the message."""
+    if len(data) > max_bytes:
+        raise JsonTooLarge(f"{what} is larger than {max_bytes} bytes")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{what} is not UTF-8: {error}") from None
+    if (depth := json_depth(text)) > max_depth:
+        raise JsonTooLarge(f"{what} nests {depth} levels deep; at most {max_depth} are read")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{what} is not valid JSON: {error}") from None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import io
+import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -125,3 +126,22 @@ def line_plot(values: Sequence[float], title: str, size: tuple[int, int] = (360,
     draw.line(list(zip(xs.tolist(), ys.tolist())), fill=BAR, width=2)
     draw.text((6, height - 14), f"min {low:.4g}  max {high:.4g}  last {points[-1]:.4g}", fill=FOREGROUND)
     return image
+
+
+def markdown_cell(value) -> str:
+    """Text cells (file names are user data) go in code spans: shown verbatim, never as markdown,
+    links or images. Backticks and line breaks cannot appear inside, and `|` is escaped for the table."""
+    if value is None:
+        return ""
+    if isinstance(value, (int, float)):
+        return f"{value:g}" if isinstance(value, float) else str(value)
+    text = re.sub(r"[\x00-\x1f\x7f`]", "?", str(value)).replace("|", "\\|")
+    return f"`{text}`"
+
+
+def markdown_table(rows: list[dict], columns: list[str]) -> str:
+    """A markdown table of ``rows`` (the UI renders it in an asset's metadata), one column per name."""
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for row in rows:
+        lines.append("| " + " | ".join(markdown_cell(row.get(c)) for c in columns) + " |")
+    return "\n".join(lines)

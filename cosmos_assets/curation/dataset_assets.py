@@ -58,7 +58,8 @@ class CaptionConfig(dg.Config):
     batch_size: int = 4
 
 
-@dg.asset(partitions_def=ingest_batches, group_name=GROUP, pool="gpu", kinds={"pytorch", "parquet"}, owners=["team:curation"])
+@dg.asset(partitions_def=ingest_batches, group_name=GROUP, pool="gpu", kinds={"pytorch", "parquet"}, owners=["team:curation"],
+          code_version="captions-1")
 def clip_captions(
     context: dg.AssetExecutionContext, config: CaptionConfig, vlm: VisionLanguageResource, embedders: EmbedderResource,
     filtered_clips: pl.DataFrame, clip_scores: pl.DataFrame, storage: CosmosStorage,
@@ -141,7 +142,8 @@ class EmbeddingConfig(dg.Config):
     clips_per_batch: int = 8
 
 
-@dg.asset(partitions_def=ingest_batches, group_name=GROUP, pool="gpu", kinds={"pytorch", "parquet"}, owners=["team:curation"])
+@dg.asset(partitions_def=ingest_batches, group_name=GROUP, pool="gpu", kinds={"pytorch", "parquet"}, owners=["team:curation"],
+          code_version="embeddings-1")
 def clip_embeddings(
     context: dg.AssetExecutionContext, config: EmbeddingConfig, embedders: EmbedderResource, storage: CosmosStorage,
     filtered_clips: pl.DataFrame, clip_captions: pl.DataFrame, clip_scores: pl.DataFrame,
@@ -229,7 +231,8 @@ def _pair_sheet(storage: CosmosStorage, rows: list[dict], by_id: dict[str, dict]
     return markdown_image(encode_jpeg(contact_sheet(images, labels, columns=2)), "duplicate pairs")
 
 
-@dg.asset(group_name=GROUP, pool="collection", deps=[clip_embeddings], kinds={"python", "lancedb"}, owners=["team:curation"])
+@dg.asset(group_name=GROUP, pool="collection", deps=[clip_embeddings], kinds={"python", "lancedb"}, owners=["team:curation"],
+          code_version="dedup-1")
 def deduplicated_clips(
     context: dg.AssetExecutionContext, config: DedupAssetConfig, embedders: EmbedderResource, storage: CosmosStorage,
 ) -> dg.Output[pl.DataFrame]:
@@ -300,7 +303,7 @@ def lancedb_unique_clip_ids(storage: CosmosStorage) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(passed=not duplicates, metadata={"duplicated_ids": dg.MetadataValue.json(duplicates)})
 
 
-@dg.asset(group_name=GROUP, pool="collection", kinds={"python", "parquet"}, owners=["team:curation"])
+@dg.asset(group_name=GROUP, pool="collection", kinds={"python", "parquet"}, owners=["team:curation"], code_version="dataset-1")
 def curated_dataset(
     context: dg.AssetExecutionContext, config: CuratedDatasetConfig, storage: CosmosStorage, deduplicated_clips: pl.DataFrame,
 ) -> dg.Output[pl.DataFrame]:

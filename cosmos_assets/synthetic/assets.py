@@ -261,7 +261,7 @@ def _inbox_requests(context, config, storage, synthetic, curated_dataset) -> tup
     return rows, {"manifest": batch.manifest_name, "generator": manifest.generator}
 
 
-@dg.asset(partitions_def=generation_rounds, group_name=GROUP, kinds={"python", "parquet"}, owners=OWNERS)
+@dg.asset(partitions_def=generation_rounds, group_name=GROUP, kinds={"python", "parquet"}, owners=OWNERS, code_version="prompts-1")
 def generation_prompts(
     context: dg.AssetExecutionContext, config: GenerationPromptsConfig, storage: CosmosStorage,
     synthetic: SyntheticSettings, vlm: VisionLanguageResource, curated_dataset: pl.DataFrame,
@@ -408,7 +408,9 @@ def batch_digest(candidates: pl.DataFrame) -> str:
     return stable_id("synthetic-batch", sorted(candidates["candidate_id"].to_list()))
 
 
-@dg.asset(partitions_def=generation_rounds, group_name=GROUP, pool="gpu", kinds={"pytorch", "parquet"}, owners=OWNERS)
+# code_version 2: deterministic H.264 settings (common/encoding.py) changed every candidate's bytes.
+@dg.asset(partitions_def=generation_rounds, group_name=GROUP, pool="gpu", kinds={"pytorch", "parquet"}, owners=OWNERS,
+          code_version="candidates-2")
 def synthetic_videos(
     context: dg.AssetExecutionContext, config: SyntheticVideosConfig, storage: CosmosStorage, synthetic: SyntheticSettings,
     generator: VideoGeneratorResource, generation_prompts: pl.DataFrame,
@@ -418,10 +420,12 @@ def synthetic_videos(
     copied into the store, with bad files recorded and set aside."""
     if is_inbox_batch(context.partition_key):
         rows, backend_name, model = _ingest_inbox(context, storage, generation_prompts), "external", ""
+        made_by = "external generators (see each row's generator and model)"
     else:
         backend = open_backend(config.backend or synthetic.generator_backend, generator)
         identity = backend.identity()
         rows, backend_name, model = _generate_round(context, storage, backend, generation_prompts), identity["backend"], identity["checkpoint"] or identity["model"]
+        made_by = generator_checkpoint_of(identity)
     table = _table(rows, SYNTHETIC_VIDEOS)
     ok = table.filter(pl.col("status") == "ok")
     failures = Counter(table.filter(pl.col("status") != "ok")["error_class"].to_list())
@@ -436,12 +440,22 @@ def synthetic_videos(
         "reused": int(ok["reused"].sum()) if ok.height else 0,
         "backend": backend_name,
         "model": model or "",
+        # The checkpoint → next round edge, which the acyclic asset graph cannot hold: each round's page says
+        # which generator checkpoint made its candidates (rows carry it per candidate).
+        "generator_checkpoint": made_by,
         "batch_digest": batch_digest(ok),
         **_tiny_label(bool(ok["tiny_random"].any()) if ok.height else False),
         "source_and_candidates": dg.MetadataValue.md(_side_by_side(storage, generation_prompts, table)),
         "failures": dg.MetadataValue.md(_md_table(table.filter(pl.col("status") != "ok").to_dicts(),
                                                   ["request_id", "seed", "error_class", "error_message"]) if failures else "none"),
     })
+
+
+def generator_checkpoint_of(identity: dict) -> str:
+    """The generator checkpoint behind a backend, as the UI shows it on a round."""
+    if identity["checkpoint"]:
+        return identity["checkpoint"] + (" (tiny random weights)" if identity["tiny_random"] else "")
+    return f"{identity['model']} {identity['model_version']} (classical augmentation: no model checkpoint)"
 
 
 # --- critique_scores -------------------------------------------------------------------------------------
@@ -506,7 +520,8 @@ def _vlm_rows(context, store, critic: ReasonCritic, candidates: list[dict], conf
     return rows
 
 
-@dg.asset(partitions_def=generation_rounds, group_name=GROUP, pool="gpu", kinds={"pytorch", "parquet"}, owners=OWNERS)
+@dg.asset(partitions_def=generation_rounds, group_name=GROUP, pool="gpu", kinds={"pytorch", "parquet"}, owners=OWNERS,
+          code_version="critique-1")
 def critique_scores(
     context: dg.AssetExecutionContext, config: CritiqueConfig, synthetic: SyntheticSettings, vlm: VisionLanguageResource,
     storage: CosmosStorage, synthetic_videos: pl.DataFrame, generation_prompts: pl.DataFrame,
@@ -575,7 +590,7 @@ def _decision_sheet(storage: CosmosStorage, rows: list[dict], accepted: bool, li
                           "accepted" if accepted else "rejected")
 
 
-@dg.asset(partitions_def=generation_rounds, group_name=GROUP, kinds={"python", "parquet"}, owners=OWNERS)
+@dg.asset(partitions_def=generation_rounds, group_name=GROUP, kinds={"python", "parquet"}, owners=OWNERS, code_version="selection-1")
 def accepted_videos(
     context: dg.AssetExecutionContext, config: AcceptanceConfig, storage: CosmosStorage, synthetic_videos: pl.DataFrame,
     critique_scores: pl.DataFrame,

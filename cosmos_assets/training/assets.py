@@ -1,6 +1,11 @@
-"""Post-training, evaluation and promotion: training_dataset → generator_checkpoint →
-checkpoint_evaluation → promoted_checkpoint, one partition per training run (its dataset version,
-or ``inbox-<digest>`` for a checkpoint an external trainer dropped in)."""
+"""Post-training, evaluation and promotion, one partition per training run: its dataset version, or
+``inbox-<digest>`` for a checkpoint an external trainer dropped in.
+
+    curated_dataset ─┐
+                     ├─> training_dataset ─> generator_checkpoint ─┐
+    accepted_videos ─┘                                             ├─> checkpoint_evaluation ─> promoted_checkpoint
+                                         inbox_checkpoint ─────────┘
+"""
 
 
 import copy
@@ -16,17 +21,22 @@ import polars as pl
 from PIL import Image
 
 from cosmos_assets.common.artefacts import TRAINING_DATASETS, TRAINING_RUNS, ArtefactStore, table_key
-from cosmos_assets.common.pictures import contact_sheet, encode_jpeg, encode_png, line_plot, markdown_image
-from cosmos_assets.curation.assets import _md_table
+from cosmos_assets.common.pictures import contact_sheet, encode_jpeg, encode_png, line_plot, markdown_image, markdown_table
 from cosmos_assets.models.checkpoints import TINY_LABEL, ModelError
 from cosmos_assets.models.frames import sample_frames
 from cosmos_assets.models.generator import GenerationRequest, VideoGenerator, defaults_for
 from cosmos_assets.models.lora import load_lora
 from cosmos_assets.synthetic.critics import MetricCritic, align_source
 from cosmos_assets.training import registry
+from cosmos_assets.training.datasets import (
+    MixConfig, plan_training_dataset, real_samples, sample_counts, samples_markdown, snapshot_samples, synthetic_samples,
+    write_snapshot,
+)
 from cosmos_assets.training.evaluation import ModelScores, frechet_distance, promotion_decision
 from cosmos_assets.training.trainer import STATE_PREFIX, TrainingConfig, cache_samples, latest_state, train_lora
+from pydantic import Field
 from resources import CosmosStorage, EmbedderResource
+from resources.retraining import RetrainingSettings
 from resources.training import TrainerResource
 
 training_runs = dg.DynamicPartitionsDefinition(name="training_runs")
@@ -42,25 +52,96 @@ def _frames(store: ArtefactStore, reference: str, config) -> np.ndarray:
     return np.stack([np.asarray(Image.fromarray(f).resize((config.width, config.height), Image.BICUBIC)) for f in frames])
 
 
-@dg.asset(partitions_def=training_runs, group_name=GROUP, kinds={"python", "parquet"}, owners=["team:training"])
-def training_dataset(context: dg.AssetExecutionContext, storage: CosmosStorage) -> dg.Output[pl.DataFrame]:
-    """The samples of this training run: curated real clips and accepted synthetic videos as planned by
-    the retraining sensor, one row each with its lineage (source clip, source video, batch; for
-    synthetic: request, seed, generator, critic, score)."""
-    store = storage.store
-    key = f"{TRAINING_DATASETS}/{context.partition_key}/samples.parquet"
-    if not store.exists(key):
-        raise dg.Failure(f"no dataset snapshot for {context.partition_key} at {store.ref(key)}")
-    samples = store.read_parquet(key)
-    counts = samples["kind"].value_counts()
-    return dg.Output(samples.with_columns(dataset_version=pl.lit(context.partition_key)), metadata={
-        "dataset_version": context.partition_key,
-        "samples": samples.height,
-        "real": int((samples["kind"] == "real").sum()),
-        "synthetic": int((samples["kind"] == "synthetic").sum()),
-        "by_kind": dg.MetadataValue.json({r["kind"]: r["count"] for r in counts.to_dicts()}),
+def checked_accepted_partitions(instance: dg.DagsterInstance) -> set[str]:
+    """Generation rounds whose latest accepted_videos came from a successful run: its blocking rate check
+    passed. A round that failed the check never reaches a training mix."""
+    latest: dict[str, object] = {}
+    for record in instance.fetch_materializations(dg.AssetKey("accepted_videos"), limit=10_000).records:  # newest first
+        latest.setdefault(record.partition_key, record)
+    passed = set()
+    for partition, record in latest.items():
+        run = instance.get_run_by_id(record.run_id)
+        if run is not None and run.status == dg.DagsterRunStatus.SUCCESS:
+            passed.add(partition)
+    return passed
+
+
+def plan_training_mix(store: ArtefactStore, mix: MixConfig, rounds: set[str]) -> tuple[str, pl.DataFrame] | None:
+    """(version, samples) of the mix the current curated dataset and the accepted videos of ``rounds`` make,
+    or None before the first curated dataset. Reads only; ``retraining_sensor`` and ``training_dataset`` both
+    plan with it, so the run builds exactly what the sensor decided on."""
+    curated = store.read_table("curated_dataset")
+    if curated is None:
+        return None
+    real = real_samples(curated)
+    return plan_training_dataset(real, synthetic_samples(store.read_partitions("accepted_videos", only=rounds), real), mix)
+
+
+class TrainingDatasetConfig(dg.Config):
+    generation_rounds: list[str] = Field(
+        default_factory=list,
+        description="The generation rounds (accepted_videos partitions) whose accepted videos may join the mix: "
+                    "retraining_sensor fills this in with the rounds that passed their rate check when it planned.")
+
+
+@dg.asset(partitions_def=training_runs, group_name=GROUP, kinds={"python", "parquet"}, owners=["team:training"],
+          deps=[dg.AssetDep("curated_dataset"),
+                # Every round may contribute: the mix reads the accepted videos of all rounds that passed their check.
+                dg.AssetDep("accepted_videos", partition_mapping=dg.AllPartitionMapping())],
+          code_version="mix-1")
+def training_dataset(context: dg.AssetExecutionContext, config: TrainingDatasetConfig, storage: CosmosStorage,
+                     retraining: RetrainingSettings) -> dg.Output[pl.DataFrame]:
+    """The samples of this training run: curated real clips and accepted synthetic videos, one row each with its
+    lineage (source clip, source video, batch; for synthetic: request, seed, generator, critic, score). Planned
+    from the tables, written once as an immutable snapshot named by its content-derived version (the partition)."""
+    store, version = storage.store, context.partition_key
+    samples = snapshot_samples(store, version)
+    if samples is None:
+        plan = plan_training_mix(store, retraining.mix(), set(config.generation_rounds))
+        if plan is None:
+            raise dg.Failure("no curated dataset yet: nothing to train on")
+        planned, samples = plan
+        if planned != version:
+            # The tables moved on since the sensor planned this version; the sensor plans the new one.
+            raise dg.Failure(f"the current tables make dataset version {planned}, not {version}: data changed since "
+                             "retraining_sensor planned it; its next tick plans the new version")
+        write_snapshot(store, version, samples, retraining.mix())
+        context.log.info(f"wrote the snapshot of {version}: {samples.height} samples")
+    else:
+        context.log.info(f"{version} was planned before: its snapshot is reused unchanged")
+    return dg.Output(samples.with_columns(dataset_version=pl.lit(version)), metadata={
+        "dataset_version": version,
+        **sample_counts(samples),
+        "generation_rounds": dg.MetadataValue.json(sorted(config.generation_rounds)),
         "contains_tiny_random_outputs": bool(samples["tiny_random"].fill_null(False).any()),
+        "learned_from": dg.MetadataValue.md(samples_markdown(samples)),
     })
+
+
+class InboxCheckpointConfig(dg.Config):
+    inbox_item: str = Field(description="The folder name under $COSMOS_HOME/checkpoint_inbox/ holding adapter.safetensors "
+                                        "and manifest.json (checkpoint_sensor fills this in).")
+
+
+@dg.asset(partitions_def=training_runs, group_name=GROUP, kinds={"python", "safetensors"}, owners=["team:training"],
+          code_version="inbox-1")
+def inbox_checkpoint(context: dg.AssetExecutionContext, config: InboxCheckpointConfig, storage: CosmosStorage) -> dg.Output[pl.DataFrame]:
+    """A checkpoint an external trainer dropped into the checkpoint inbox, checked (safetensors, manifest, no
+    links) and copied into the store under ``inbox-<adapter digest>`` (the partition), once."""
+    name = config.inbox_item
+    if not name or name != Path(name).name or name.startswith("."):
+        raise dg.Failure(f"UnsafePath: {name!r} is not a folder name inside the checkpoint inbox")
+    try:
+        manifest = registry.register_inbox_checkpoint(storage.store, storage.paths.checkpoint_inbox / name, context.partition_key)
+    except registry.INBOX_ERRORS as error:
+        raise dg.Failure(f"{error.__class__.__name__}: {error}") from None
+    adapter = storage.store.ref(f"{registry.checkpoint_key(context.partition_key)}/{registry.ADAPTER}")
+    row = pl.DataFrame([{"checkpoint": context.partition_key, "path": adapter, "inbox_name": name,
+                         "base_model": str(manifest.get("base_model")), "kind": str(manifest.get("kind")),
+                         "adapter_sha256": manifest.get("adapter_sha256")}])
+    return dg.Output(row, metadata={"checkpoint": context.partition_key, "path": adapter, "inbox_name": name,
+                                    "base_model": str(manifest.get("base_model")),
+                                    "trained_on": str(manifest.get("dataset_version") or "not stated by the external trainer")})
 
 
 def restore_run_state(store: ArtefactStore, key: str) -> Path:
@@ -109,7 +190,8 @@ class PostTrainingConfig(dg.Config):
                               **{k: values[k] if values[k] is not None else getattr(trainer, k) for k in sizes})
 
 
-@dg.asset(partitions_def=training_runs, group_name=GROUP, pool="gpu", kinds={"pytorch", "safetensors"}, owners=["team:training"])
+@dg.asset(partitions_def=training_runs, group_name=GROUP, pool="gpu", kinds={"pytorch", "safetensors"}, owners=["team:training"],
+          code_version="lora-1")
 def generator_checkpoint(
     context: dg.AssetExecutionContext, config: PostTrainingConfig, trainer: TrainerResource, storage: CosmosStorage,
     training_dataset: pl.DataFrame,
@@ -144,8 +226,18 @@ def generator_checkpoint(
         "resumed_from_step": result.resumed_from, "final_loss": float(result.losses[-1]),
         "base_model": checkpoint.label,
         "loss_curve": dg.MetadataValue.md(markdown_image(encode_png(line_plot(result.losses, "training loss")), "loss curve", "image/png")),
+        **_learned_from(training_dataset, key),
         **({"label": TINY_LABEL} if checkpoint.tiny_random else {}),
     })
+
+
+def _learned_from(samples: pl.DataFrame | None, checkpoint: str) -> dict:
+    """Per-sample lineage on a checkpoint's page: counts, and the table of source videos, clips and synthetic samples."""
+    if samples is None:
+        return {"learned_from": dg.MetadataValue.md("An external checkpoint: its training data is not known here.")}
+    counts = sample_counts(samples)
+    return {"real_samples": counts["real"], "synthetic_samples": counts["synthetic"], "source_videos": counts["source_videos"],
+            "learned_from": dg.MetadataValue.md(samples_markdown(samples, checkpoint))}
 
 
 class EvaluationConfig(dg.Config):
@@ -173,8 +265,10 @@ def _scores(outputs, critic: MetricCritic, embedder, real_features: np.ndarray, 
                        frechet_distance=frechet_distance(features, real_features)), scores
 
 
-@dg.asset(partitions_def=training_runs, group_name=GROUP, pool="gpu", deps=[generator_checkpoint], kinds={"pytorch"},
-          owners=["team:training"])
+@dg.asset(partitions_def=training_runs, group_name=GROUP, pool="gpu", kinds={"pytorch"}, owners=["team:training"],
+          # A partition's checkpoint is either trained here or registered from the inbox; the evaluation set is
+          # the curated dataset's held-out clips.
+          deps=[generator_checkpoint, inbox_checkpoint, dg.AssetDep("curated_dataset")], code_version="eval-1")
 def checkpoint_evaluation(
     context: dg.AssetExecutionContext, config: EvaluationConfig, trainer: TrainerResource, embedders: EmbedderResource,
     storage: CosmosStorage,
@@ -226,7 +320,7 @@ def checkpoint_evaluation(
         "base": dg.MetadataValue.json(asdict(base_scores)), "fine_tuned": dg.MetadataValue.json(asdict(tuned_scores)),
         "final_training_loss": float(manifest["losses"][-1]) if manifest.get("losses") else float("nan"),
         "feature_space": "EfficientNet-Lite0 ImageNet features (1280-d), per frame",
-        "scores": dg.MetadataValue.md(_md_table(rows, ["model", "acceptance_rate", "mean_score", "frechet_distance"])),
+        "scores": dg.MetadataValue.md(markdown_table(rows, ["model", "acceptance_rate", "mean_score", "frechet_distance"])),
         "base_vs_fine_tuned": dg.MetadataValue.md(markdown_image(encode_jpeg(sheet), "base (top) vs fine-tuned (bottom)")),
         **({"label": TINY_LABEL} if manifest.get("tiny_random") else {}),
     })
@@ -250,7 +344,8 @@ def no_worse_than_base(context: dg.AssetCheckExecutionContext, config: Promotion
 
 
 # The `collection` pool: the promotion registry has one writer at a time (registry.py says why that matters).
-@dg.asset(partitions_def=training_runs, group_name=GROUP, pool="collection", kinds={"python"}, owners=["team:training"])
+@dg.asset(partitions_def=training_runs, group_name=GROUP, pool="collection", kinds={"python"}, owners=["team:training"],
+          deps=[training_dataset], code_version="promote-1")
 def promoted_checkpoint(context: dg.AssetExecutionContext, storage: CosmosStorage, checkpoint_evaluation: pl.DataFrame) -> dg.Output[pl.DataFrame]:
     """Points PROMOTED.json at this checkpoint (only reached when the blocking evaluation check passed) and
     appends to the promotion history with the evidence."""
@@ -260,11 +355,15 @@ def promoted_checkpoint(context: dg.AssetExecutionContext, storage: CosmosStorag
                for h in registry.history(storage.store)]
     return dg.Output(pl.DataFrame(history), metadata={
         "promoted": entry["checkpoint"], "promoted_at": entry["promoted_at"],
-        "history": dg.MetadataValue.md(_md_table(history, ["checkpoint", "promoted_at"])),
+        "history": dg.MetadataValue.md(markdown_table(history, ["checkpoint", "promoted_at"])),
+        **_learned_from(snapshot_samples(storage.store, context.partition_key), context.partition_key),
     })
 
 
 training_job = dg.define_asset_job("training_job", selection=[training_dataset, generator_checkpoint],
                                    description="Post-train the generator on one planned dataset version.")
+checkpoint_inbox_job = dg.define_asset_job(
+    "checkpoint_inbox_job", selection=[inbox_checkpoint, checkpoint_evaluation, promoted_checkpoint],
+    description="Register a checkpoint dropped into the checkpoint inbox, evaluate it against its base and promote it if it passes.")
 evaluation_job = dg.define_asset_job("evaluation_job", selection=[checkpoint_evaluation, promoted_checkpoint],
                                      description="Evaluate one checkpoint against its base and promote it if it passes.")

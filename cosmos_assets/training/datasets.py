@@ -1,7 +1,8 @@
 """The training mix: curated real clips plus accepted synthetic videos, with a content-derived version.
 
-Planned by the retraining sensor (its run key is the version) and written once as a snapshot, so the
-training run learns from exactly the samples that triggered it, whatever lands in between.
+Planned from the tables (``retraining_sensor`` decides with the plan, ``training_dataset`` writes it, once, as
+a snapshot named by its content-derived version), so the training run learns from exactly the samples that
+triggered it, whatever lands in between.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from dataclasses import asdict, dataclass
 import polars as pl
 
 from cosmos_assets.common.artefacts import TRAINING_DATASETS, ArtefactStore
+from cosmos_assets.common.pictures import markdown_table
 
 SAMPLES = {
     "sample_id": pl.String, "kind": pl.String, "path": pl.String, "caption": pl.String, "source_clip_id": pl.String,
@@ -106,3 +108,48 @@ def snapshot_samples(store: ArtefactStore, version: str) -> pl.DataFrame | None:
     """The samples of a training dataset snapshot, or None when there is none."""
     key = f"{TRAINING_DATASETS}/{version}/samples.parquet"
     return store.read_parquet(key) if store.exists(key) else None
+
+
+def sample_counts(samples: pl.DataFrame) -> dict:
+    """How many samples of each kind a training mix holds, and from how many source videos."""
+    return {"samples": samples.height,
+            "real": int((samples["kind"] == "real").sum()),
+            "synthetic": int((samples["kind"] == "synthetic").sum()),
+            "source_videos": samples["source_video_hash"].drop_nulls().n_unique()}
+
+
+MAX_LISTED_SAMPLES = 200  # rows of the per-sample table shown in the UI; `cosmos lineage --json` has them all
+
+
+def samples_markdown(samples: pl.DataFrame, checkpoint: str | None = None) -> str:
+    """What a checkpoint learned from, for its page in the UI: the counts, one row per source video (name, content
+    hash, its clips and the synthetic videos made from them), and one row per sample with its lineage. Hash
+    prefixes and ids can be passed to ``cosmos lineage`` as they are shown."""
+    counts = sample_counts(samples)
+    head = (f"**Learned from {counts['real']} real clip(s) and {counts['synthetic']} accepted synthetic video(s), "
+            f"from {counts['source_videos']} source video(s).**")
+    if not samples.height:
+        return head
+    videos = (samples.filter(pl.col("source_video_hash").is_not_null())
+              .group_by("source_video_hash")
+              .agg(pl.col("source_video_name").drop_nulls().first().alias("source_video"),
+                   pl.col("source_clip_id").filter(pl.col("kind") == "real").n_unique().alias("real_clips"),
+                   (pl.col("kind") == "synthetic").sum().alias("synthetic_samples"),
+                   pl.col("source_clip_id").drop_nulls().unique().sort().str.slice(0, 8).str.join(", ").alias("clips"))
+              .sort("source_video"))
+    video_rows = [{**r, "content_hash": r["source_video_hash"][:16]} for r in videos.to_dicts()]
+    listed = samples.sort(["kind", "source_video_name", "sample_id"], nulls_last=True).head(MAX_LISTED_SAMPLES)
+    sample_rows = [{**r, "sample": r["sample_id"], "source_video_hash": (r["source_video_hash"] or "")[:16],
+                    "source_clip": (r["source_clip_id"] or "")[:8],
+                    "score": None if r["score"] is None else round(r["score"], 3)} for r in listed.to_dicts()]
+    more = samples.height - listed.height
+    search = f"`cosmos lineage {checkpoint} --json`" if checkpoint else "`cosmos lineage <checkpoint> --json`"
+    return "\n\n".join([
+        head,
+        "**Source videos**\n\n" + markdown_table(video_rows, ["source_video", "content_hash", "real_clips", "synthetic_samples", "clips"]),
+        "**Samples**\n\n" + markdown_table(sample_rows, ["kind", "sample", "source_video_name", "source_video_hash", "source_clip",
+                                                           "condition", "generator", "generator_model", "seed", "critic", "score",
+                                                           "generation_round"]),
+        (f"… and {more} more: {search} lists every sample. " if more else "")
+        + "Any id or hash prefix above can be passed to `cosmos lineage` to follow it forward.",
+    ])

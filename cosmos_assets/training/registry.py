@@ -4,24 +4,26 @@ checkpoints with a manifest.
 
 PROMOTED.json and history.jsonl are rewritten whole (read, append, write: a rename locally, a PUT on an
 object store). That is safe because their one writer, ``promoted_checkpoint``, runs in the ``collection``
-pool, one step at a time; and the checkpoint inbox is scanned only by ``checkpoint_sensor``, whose ticks
-never overlap.
+pool, one step at a time. The checkpoint inbox is looked at by ``checkpoint_sensor`` (read only) and a drop is
+copied into the store by the ``inbox_checkpoint`` asset, in a run.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from cosmos_assets.common.artefacts import CHECKPOINTS, ArtefactStore
-from cosmos_assets.common.files import copy_and_hash_atomically, open_regular_file_no_follow, sha256_of_stream, write_bytes_atomically
+from cosmos_assets.common.files import copy_and_hash_atomically, open_regular_file_no_follow, parse_bounded_json, sha256_of_stream
 from cosmos_assets.models.checkpoints import CorruptCheckpoint, ModelError, check_safetensors_file
 
 ADAPTER = "adapter.safetensors"
 MANIFEST = "manifest.json"
 REQUIRED_MANIFEST_KEYS = ("kind", "base_model")
+MAX_MANIFEST_BYTES = 1_000_000
 PROMOTED = f"{CHECKPOINTS}/PROMOTED.json"
 HISTORY = f"{CHECKPOINTS}/history.jsonl"
 
@@ -80,56 +82,67 @@ def history(store: ArtefactStore) -> list[dict]:
 
 
 @dataclass(frozen=True)
-class InboxResult:
-    registered: list[str]  # checkpoint keys, new this scan
-    rejected: list[dict]  # {"item", "error_class", "error_message"}, recorded once
+class InboxDrop:
+    """A settled ``inbox/<name>/`` folder: its name and the identity (name and newest change) that says
+    whether it was looked at before."""
+
+    name: str
+    path: Path
+    identity: str
 
 
-def scan_checkpoint_inbox(inbox: Path, store: ArtefactStore, ledger_path: Path, settle_seconds: float = 10.0) -> InboxResult:
-    """Register each settled ``inbox/<name>/`` holding ``manifest.json`` + ``adapter.safetensors``.
+INBOX_ERRORS = (ModelError, CorruptCheckpoint, ValueError, OSError, UnicodeDecodeError)
 
-    Files are read without following links and copied (hashing as they go) into the store's
-    ``checkpoints/inbox-<digest>``;
-    the key comes from the adapter's content, so the same checkpoint dropped twice is registered once.
-    Bad drops are recorded with their error and never retried until they change.
-    """
-    ledger = json.loads(ledger_path.read_text()) if ledger_path.is_file() else {}
-    registered, rejected = [], []
+
+def settled_inbox_drops(inbox: Path, settle_seconds: float = 10.0, now: float | None = None) -> list[InboxDrop]:
+    """The inbox's checkpoint folders untouched for ``settle_seconds`` (read only: nothing is written)."""
+    now = time.time() if now is None else now
+    drops = []
     for item in sorted(p for p in inbox.iterdir() if p.is_dir() and not p.is_symlink() and not p.name.startswith(".")) if inbox.is_dir() else []:
         files = [item / MANIFEST, item / ADAPTER]
-        stamp = max((f.lstat().st_mtime for f in files if f.exists()), default=item.lstat().st_mtime)
-        if time.time() - stamp < settle_seconds:
-            continue
-        identity = f"{item.name}:{stamp}"
-        if identity in ledger:
-            continue
-        try:
-            for f in files:
-                if f.is_symlink():
-                    raise ModelError(f"{f.name} is a symbolic link; checkpoints are read only from regular files")
-                if not f.is_file():
-                    raise CheckpointMissing(f"{f.name} is missing")
-            manifest = json.loads((item / MANIFEST).read_bytes()[:1_000_000])
-            if not isinstance(manifest, dict) or any(k not in manifest for k in REQUIRED_MANIFEST_KEYS):
-                raise ValueError(f"{MANIFEST} needs the keys {', '.join(REQUIRED_MANIFEST_KEYS)}")
-            check_safetensors_file(item / ADAPTER, f"inbox checkpoint {item.name!r}")
-            with open_regular_file_no_follow(item / ADAPTER) as source:
-                digest, _ = sha256_of_stream(source)
-                key = f"inbox-{digest[:16]}"
-                if not store.exists(f"{checkpoint_key(key)}/{MANIFEST}"):  # else: these adapter bytes were registered before
-                    source.seek(0)
-                    with store.folder(checkpoint_key(key), marker=MANIFEST) as staging:
-                        copied, _ = copy_and_hash_atomically(source, staging / ADAPTER)
-                        if copied != digest:
-                            raise ValueError("the adapter changed while it was being copied")
-                        (staging / MANIFEST).write_bytes(manifest_json(
-                            {**manifest, "source": "checkpoint_inbox", "inbox_name": item.name, "adapter_sha256": digest}))
-                    registered.append(key)
-            ledger[identity] = {"key": key}
-        except (ModelError, CorruptCheckpoint, ValueError, OSError, UnicodeDecodeError) as error:
-            entry = {"item": item.name, "error_class": error.__class__.__name__, "error_message": str(error)}
-            ledger[identity] = entry
-            rejected.append(entry)
-    ledger_path.parent.mkdir(parents=True, exist_ok=True)
-    write_bytes_atomically(ledger_path, json.dumps(ledger, indent=1).encode())
-    return InboxResult(registered, rejected)
+        stamp = max((f.lstat().st_mtime for f in files if os.path.lexists(f)), default=item.lstat().st_mtime)
+        if now - stamp >= settle_seconds:
+            drops.append(InboxDrop(item.name, item, f"{item.name}:{stamp}"))
+    return drops
+
+
+def _inbox_manifest(item: Path) -> dict:
+    for f in (item / MANIFEST, item / ADAPTER):
+        if f.is_symlink():
+            raise ModelError(f"{f.name} is a symbolic link; checkpoints are read only from regular files")
+        if not f.is_file():
+            raise CheckpointMissing(f"{f.name} is missing")
+    with open_regular_file_no_follow(item / MANIFEST) as stream:
+        manifest = parse_bounded_json(stream.read(MAX_MANIFEST_BYTES + 1), MANIFEST)
+    if not isinstance(manifest, dict) or any(k not in manifest for k in REQUIRED_MANIFEST_KEYS):
+        raise ValueError(f"{MANIFEST} needs the keys {', '.join(REQUIRED_MANIFEST_KEYS)}")
+    check_safetensors_file(item / ADAPTER, f"inbox checkpoint {item.name!r}")
+    return manifest
+
+
+def inbox_checkpoint_key(item: Path) -> str:
+    """The key a dropped checkpoint is registered under, ``inbox-<adapter digest>``, after checking the drop
+    (read only). The key comes from the adapter's content: the same adapter dropped twice is one checkpoint.
+    Raises one of ``INBOX_ERRORS`` for a drop that cannot be registered."""
+    _inbox_manifest(item)
+    with open_regular_file_no_follow(item / ADAPTER) as source:
+        digest, _ = sha256_of_stream(source)
+    return f"inbox-{digest[:16]}"
+
+
+def register_inbox_checkpoint(store: ArtefactStore, item: Path, key: str) -> dict:
+    """Copy a dropped checkpoint into the store as ``checkpoints/<key>`` (once: a published folder is kept)
+    and return its manifest. The copy is hashed as it goes and must match ``key``: a drop that changed
+    since the key was computed is refused rather than registered under someone else's name."""
+    manifest = _inbox_manifest(item)
+    if store.exists(f"{checkpoint_key(key)}/{MANIFEST}"):
+        return store.read_json(f"{checkpoint_key(key)}/{MANIFEST}")
+    with open_regular_file_no_follow(item / ADAPTER) as source:
+        with store.folder(checkpoint_key(key), marker=MANIFEST) as staging:
+            digest, _ = copy_and_hash_atomically(source, staging / ADAPTER)
+            if f"inbox-{digest[:16]}" != key:
+                raise ValueError(f"the adapter in {item.name!r} changed after it was seen (now inbox-{digest[:16]}, "
+                                 f"expected {key}); it will be registered again once it settles")
+            registered = {**manifest, "source": "checkpoint_inbox", "inbox_name": item.name, "adapter_sha256": digest}
+            (staging / MANIFEST).write_bytes(manifest_json(registered))
+    return registered
