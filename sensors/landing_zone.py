@@ -2,21 +2,38 @@
 
 
 import json
+import os
 
 import dagster as dg
+from pydantic import Field
 
 from cosmos_assets.curation.assets import curation_job, ingest_batches
 from cosmos_assets.curation.landing import LandingLedger, scan_landing_zone
 from resources import CosmosStorage
 
+FIRST_BATCH_FILES_ENV = "COSMOS_FIRST_BATCH_FILES"
+
 
 class LandingZoneSettings(dg.ConfigurableResource):
-    """How the landing zone is watched and batched."""
+    """How the landing zone is watched and batched. New files are batched smallest first."""
 
-    settle_seconds: float = 10.0  # a file is taken once untouched this long (uploads in progress are not)
-    max_files_per_batch: int = 50
-    max_bytes_per_batch: int = 8 * 1024**3
-    max_hash_bytes_per_tick: int = 4 * 1024**3  # bounds one tick's reading; the rest waits for the next
+    settle_seconds: float = Field(
+        default=10.0, description="A file is taken once untouched this long (uploads in progress are not).")
+    max_files_per_batch: int = Field(
+        default=50, description="Most files in one ingest batch (one dynamic partition of ingest_batches, one curation run).")
+    max_bytes_per_batch: int = Field(default=8 * 1024**3, description="Most bytes in one ingest batch.")
+    max_hash_bytes_per_tick: int = Field(
+        default=4 * 1024**3, description="Bounds one sensor tick's reading; the rest waits for the next tick.")
+    first_batch_files: int = Field(
+        # Read when the resource is built (like COSMOS_SETTLE_SECONDS): `cosmos demo` sets it to 1.
+        default_factory=lambda: int(os.environ.get(FIRST_BATCH_FILES_ENV, "0")),
+        description=(
+            "Files in the first batch of a drop; later batches double (1, 2, 4, ...) up to max_files_per_batch. "
+            "Small values show a drop's first clips after one short run, and a second batch curates beside it, "
+            "for about log2(max_files_per_batch) more partitions per drop. 0: every batch up to max_files_per_batch "
+            f"(the default; env {FIRST_BATCH_FILES_ENV})."
+        ),
+    )
 
 
 def evaluate_landing_zone(storage: CosmosStorage, settings: LandingZoneSettings, cursor: str | None):
@@ -36,6 +53,7 @@ def evaluate_landing_zone(storage: CosmosStorage, settings: LandingZoneSettings,
         max_files=settings.max_files_per_batch,
         max_bytes=settings.max_bytes_per_batch,
         max_hash_bytes=settings.max_hash_bytes_per_tick,
+        first_batch_files=settings.first_batch_files,
     )
     last_requested = json.loads(cursor)["last_requested_batch"] if cursor else 0
     batches = ledger.batches_after(last_requested)

@@ -144,3 +144,38 @@ def test_hostile_names_never_lead_outside_the_landing_zone(sensor_world, tmp_pat
     assert by_name["bad\\xff\\xfename..mp4"].content_hash is not None
     assert {"a b.mp4", "a_b.mp4", "x..y...mp4"} <= set(by_name)
     assert len({m.content_hash for m in batch.members if m.content_hash}) == 4
+
+
+def test_a_drop_is_batched_smallest_file_first(cosmos_env):
+    ledger = LandingLedger(cosmos_env.landing_ledger)
+    for name, size in (("big.mp4", 300), ("small.mp4", 100), ("medium.mp4", 200)):
+        land(cosmos_env, name, b"x" * size)
+    settled = scan_landing_zone(cosmos_env.landing, settle_seconds=30).settled
+    (batch,) = ledger.plan_batches(cosmos_env.landing, settled, max_files=50, max_bytes=10**9)
+    assert [m.name for m in batch.members] == ["small.mp4", "medium.mp4", "big.mp4"]
+
+
+def test_with_a_small_first_batch_the_demo_samples_start_with_the_smallest_video_alone(samples, sensor_world, monkeypatch):
+    paths, _, instance = sensor_world
+    monkeypatch.setenv("COSMOS_FIRST_BATCH_FILES", "1")  # what `cosmos demo` sets
+    defs = build_definitions()
+    for sample in samples.glob("*.m[pk][4v]"):
+        land(paths, f"samples/{sample.name}", sample.read_bytes())
+    tick = evaluate(defs, instance)
+    batches = [LandingLedger(paths.landing_ledger).batch(r.partition_key) for r in tick.run_requests]
+    assert [[m.name for m in b.members] for b in batches] == [
+        ["samples/asl_again.mkv"],  # 205 kB, 2.6 s: its clips come after one short run
+        ["samples/asl_walk.mkv", "samples/asl_book.mkv"],  # curates beside it on the other core
+        ["samples/bottle_conveyor.mp4", "samples/dashcam_solid_white_right.mp4"],
+    ]
+    assert [r.partition_key for r in tick.run_requests] == [b.key for b in batches] == instance.get_dynamic_partitions("ingest_batches")
+
+
+def test_a_small_first_batch_adds_only_a_few_partitions_to_a_bulk_drop(cosmos_env):
+    ledger = LandingLedger(cosmos_env.landing_ledger)
+    for index in range(200):
+        land(cosmos_env, f"bulk/{index:03d}.mp4", index.to_bytes(2, "big"))
+    settled = scan_landing_zone(cosmos_env.landing, settle_seconds=30).settled
+    batches = ledger.plan_batches(cosmos_env.landing, settled, max_files=50, max_bytes=10**9, first_batch_files=1)
+    assert [len(b.members) for b in batches] == [1, 2, 4, 8, 16, 32, 50, 50, 37]  # 9 partitions instead of 4
+    assert sum(len(b.members) for b in batches) == 200

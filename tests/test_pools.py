@@ -121,3 +121,13 @@ def test_a_hand_edited_instance_config_is_kept_and_a_limit_set_in_the_ui_survive
 def test_cosmos_writes_the_instance_where_dagster_home_points(cosmos_env):
     assert ensure_local_instance(CosmosPaths(cosmos_env.home)) == cosmos_env.dagster_home
     assert os.path.isfile(cosmos_env.dagster_home / "dagster.yaml")
+
+
+def test_each_cpu_step_of_the_pool_keeps_to_its_share_of_the_cores():
+    from cosmos_assets.settings import cpu_threads_per_step
+
+    assert cpu_threads_per_step(pool_limit=2, cpus=2) == 1  # two steps side by side, a core each
+    assert cpu_threads_per_step(pool_limit=2, cpus=16) == 8
+    assert cpu_threads_per_step(pool_limit=1, cpus=16) == 16  # one step at a time (a limit set in the UI)
+    assert cpu_threads_per_step(pool_limit=None, cpus=4) == 4  # no pool limit configured
+    assert cpu_threads_per_step(pool_limit=5, cpus=2) == 1

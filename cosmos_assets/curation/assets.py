@@ -3,6 +3,7 @@
 
 import os
 import re
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -17,10 +18,11 @@ from cosmos_assets.common.pictures import contact_sheet, encode_jpeg, encode_png
 from cosmos_assets.curation import schemas
 from cosmos_assets.curation.clips import TranscodeConfig
 from cosmos_assets.curation.landing import LandingLedger, assert_inside
-from cosmos_assets.curation.pipeline import ingest_member, split_video
+from cosmos_assets.curation.pipeline import SplitProgress, ingest_member, split_video
 from cosmos_assets.curation.probe import ProbeLimits
 from cosmos_assets.curation.scores import FilterThresholds, reason_code, rejection_reasons
 from cosmos_assets.curation.shots import SplitConfig
+from cosmos_assets.settings import cpu_threads_per_step, device_pool_limits
 from resources import CosmosStorage, ShotDetectorResource
 
 ingest_batches = dg.DynamicPartitionsDefinition(name="ingest_batches")
@@ -172,20 +174,32 @@ def video_clips_and_scores(
     H.264, and measure each clip in the same decode pass."""
     split = SplitConfig(config.method, config.threshold, config.min_clip_s, config.max_clip_s, config.trim_at_cuts_s, config.stride_s)
     transcode = TranscodeConfig(config.max_width, config.max_height, config.max_fps, config.preset, config.crf)
+    _use_a_share_of_the_cores(context)
     detector = shot_detector.get() if split.method != "fixed_stride" else None
     store = storage.store
     for folder in (store.staging_path(CLIPS), store.staging_path(THUMBNAILS)):
         if removed := remove_stale_temporaries(folder):
             context.log.info(f"removed {removed} temporary file(s) left by a crashed writer in {folder}")
     videos = raw_videos.filter(pl.col("status") == "ok").to_dicts()
+    progress = SplitProgress(videos)
     clip_rows, errors = [], []
-    for number, video in enumerate(videos, start=1):
+    for video in videos:
+        started = time.perf_counter()
         rows, error = split_video(video, store, split, transcode, detector)
         clip_rows.extend(rows)
+        line = progress.video_done(video, len(rows), time.perf_counter() - started)
         if error:
             errors.append(error)
             context.log.warning(f"{video['landing_name']!r}: {error['error_class']}: {error['error_message']}")
-        context.log.info(f"[{number}/{len(videos)}] {video['landing_name']!r}: {len(rows)} clips")
+        context.log.info(line)
+        # The step's outputs appear only when every video is split; an observation per finished video
+        # puts its clips (contact sheet, counts, progress) on the asset's page in the UI right away.
+        context.log_event(dg.AssetObservation(
+            asset_key="video_clips",
+            partition=context.partition_key,
+            description=line,
+            metadata=_video_partial_result(store, video, rows, error, progress),
+        ))
 
     signal_rows = [{"clip_id": r["clip_id"], "duration_s": r["duration_s"], **(r.pop("signals") or {})} for r in clip_rows]
     clips = schemas.table(clip_rows, schemas.VIDEO_CLIPS)
@@ -205,6 +219,41 @@ def video_clips_and_scores(
         },
     )
     yield dg.Output(scores, output_name="clip_scores", metadata=_score_metadata(scores))
+
+
+def _use_a_share_of_the_cores(context: dg.AssetExecutionContext) -> None:
+    """Without a GPU the `gpu` pool runs up to one step per core at once (``settings.device_pool_limits``);
+    each step's torch then keeps to its share of the cores (the rest of this run's steps share the
+    process, so they keep to it too). With a GPU the pool runs one step and the CPU is left as it is."""
+    if device_pool_limits().device != "cpu":
+        return
+    import torch
+
+    pool_limit = context.instance.event_log_storage.get_concurrency_info("gpu").limit
+    threads = cpu_threads_per_step(pool_limit)
+    if torch.get_num_threads() != threads:
+        context.log.info(f"`gpu` pool admits {pool_limit} CPU steps at once: this step uses {threads} thread(s)")
+        torch.set_num_threads(threads)
+
+
+def _video_partial_result(store: ArtefactStore, video: dict, rows: list[dict], error: dict | None, progress: SplitProgress) -> dict:
+    metadata = {
+        "source_name": video["landing_name"],
+        "source_hash": video["content_hash"],
+        "clips": len(rows),
+        "clip_seconds": round(sum(r["duration_s"] for r in rows), 2),
+        "videos_done": progress.done_videos,
+        "videos_in_batch": progress.total_videos,
+        "footage_done_s": round(progress.done_s, 2),
+        "footage_in_batch_s": round(progress.total_s, 2),
+    }
+    if error:
+        metadata["error"] = f"{error['error_class']}: {error['error_message']}"
+    elif rows:
+        metadata["contact_sheet"] = dg.MetadataValue.md(
+            _clip_contact_sheet(store, pl.DataFrame([{k: r[k] for k in ("thumbnail_path", "source_name", "start_s", "end_s")} for r in rows]),
+                                f"clips of {video['landing_name'][:40]}"))
+    return metadata
 
 
 def _score_metadata(scores: pl.DataFrame, thresholds: FilterThresholds | None = None) -> dict:

@@ -140,6 +140,40 @@ def open_landed_file(root: Path, relative_path: bytes):
     return open_regular_file_no_follow(path)
 
 
+def batch_sizes(first_batch_files: int, max_files: int) -> Iterator[int]:
+    """File caps of one drop's batches in order: ``first_batch_files``, then doubling up to ``max_files``.
+
+    0 (or anything at or above ``max_files``) means every batch may hold ``max_files``. A small first
+    batch puts a drop's first clips in front of the user after one short run, while doubling keeps a
+    bulk drop to a few partitions more than fixed-size batches would make (about log2 of
+    ``max_files``): 1, 2, 4, ... 32, then 50 at a time for the default cap.
+    """
+    cap = first_batch_files if 0 < first_batch_files < max_files else max_files
+    while True:
+        yield cap
+        cap = min(cap * 2, max_files)
+
+
+def group_members(members: list[BatchMember], max_files: int, max_bytes: int, first_batch_files: int = 0) -> list[list[BatchMember]]:
+    """Split members, in the given order, into batches bounded by file count (``batch_sizes``) and bytes.
+
+    Members refused before reading (no content hash: symlinks, paths outside the zone) cost nothing to
+    process; they ride along without counting against the file cap.
+    """
+    caps = batch_sizes(first_batch_files, max_files)
+    groups: list[list[BatchMember]] = []
+    cap = files = size = 0
+    for member in members:
+        counts = member.content_hash is not None
+        if not groups or (counts and (files >= cap or (files and size + member.size > max_bytes))):
+            groups.append([])
+            cap, files, size = next(caps), 0, 0
+        groups[-1].append(member)
+        files += counts
+        size += member.size
+    return groups
+
+
 class LandingLedger:
     """What the landing-zone sensor has seen and batched, in a small SQLite file."""
 
@@ -196,11 +230,14 @@ class LandingLedger:
         max_bytes: int,
         max_hash_bytes: int | None = None,
         now: float | None = None,
+        first_batch_files: int = 0,
     ) -> list[Batch]:
         """Hash new settled files and put the new content into new batches; returns those batches.
 
         ``max_hash_bytes`` bounds the reading done in one call (a sensor tick has a time limit);
-        what is left is picked up by the next call.
+        what is left is picked up by the next call. New content is batched smallest file first, so the
+        first batch of a drop is the quickest to curate; ``first_batch_files`` (see ``batch_sizes``)
+        makes that first batch small and the following ones grow.
         """
         now = time.time() if now is None else now
         fresh: list[tuple[LandedFile, str | None, str | None]] = []
@@ -241,23 +278,19 @@ class LandingLedger:
                     if content_hash is not None:
                         batched_hashes.add(content_hash)
                     new_members.append(BatchMember(entry.relative_path, entry.size, content_hash, note))
-                batches = self._insert_batches(db, new_members, max_files, max_bytes, now)
+                # Smallest first (then by name, so the plan is the same whatever order the scan had):
+                # the first batch's run finishes soonest, and within a batch the first clips come soonest.
+                new_members.sort(key=lambda m: (m.size, m.relative_path))
+                batches = self._insert_batches(db, new_members, max_files, max_bytes, now, first_batch_files)
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
         return batches
 
-    def _insert_batches(self, db, members: list[BatchMember], max_files: int, max_bytes: int, now: float):
-        groups: list[list[BatchMember]] = []
-        for member in members:
-            if (
-                not groups
-                or len(groups[-1]) >= max_files
-                or (groups[-1] and sum(m.size for m in groups[-1]) + member.size > max_bytes)
-            ):
-                groups.append([])
-            groups[-1].append(member)
+    def _insert_batches(self, db, members: list[BatchMember], max_files: int, max_bytes: int, now: float,
+                        first_batch_files: int = 0):
+        groups = group_members(members, max_files, max_bytes, first_batch_files)
         batches = []
         for group in groups:
             digest = hashlib.sha256(

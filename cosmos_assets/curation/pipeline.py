@@ -92,6 +92,26 @@ def ingest_member(
     return row
 
 
+class SplitProgress:
+    """Progress of one split step over its videos, by seconds of footage: done, left, and an estimate."""
+
+    def __init__(self, videos: list[dict]):
+        self.total_videos = len(videos)
+        self.total_s = sum(v["duration_s"] or 0.0 for v in videos)
+        self.done_videos = 0
+        self.done_s = 0.0
+        self.busy_s = 0.0
+
+    def video_done(self, video: dict, clips: int, seconds: float) -> str:
+        self.done_videos += 1
+        self.done_s += video["duration_s"] or 0.0
+        self.busy_s += seconds
+        left_s = self.total_s - self.done_s
+        estimate = f", about {left_s * self.busy_s / self.done_s:.0f} s to go" if self.done_s and left_s > 0 else ""
+        return (f"[{self.done_videos}/{self.total_videos}] {video['landing_name']!r}: {clips} clips in {seconds:.1f} s; "
+                f"{self.done_s:.0f} of {self.total_s:.0f} s of footage split{estimate}")
+
+
 def clip_id_for(source_hash: str, span: Span) -> str:
     """cosmos-curate style deterministic id: UUID5 of (source, start, end)."""
     return stable_id(source_hash, span.start_frame, span.end_frame)
