@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from shot_detection import OUT, build_test_video  # noqa: E402
 
 from cosmos_assets.curation import shots  # noqa: E402
+from cosmos_assets.models import transnetv2  # noqa: E402
 from cosmos_assets.curation.clips import TranscodeConfig  # noqa: E402
 
 
@@ -79,14 +80,15 @@ def prepare_dagster(home: Path):
 
 def full_curation(path: Path, home: Path, instance, job) -> dict:
     """What one landed file costs: landing → ledger batch (hashing) → the curation run."""
-    from cosmos_assets.curation.landing import LandingLedger, scan_landing_zone
+    from cosmos_assets.common.drop_zone import scan_drop_zone
+from cosmos_assets.curation.landing import LandingLedger
     from cosmos_assets.settings import CosmosPaths
 
     paths = CosmosPaths(home)
     paths.landing.mkdir(parents=True)
     shutil.copy(path, paths.landing / path.name)
     (batch,) = LandingLedger(paths.landing_ledger).plan_batches(
-        paths.landing, scan_landing_zone(paths.landing, 0).settled, 50, 10**12
+        paths.landing, scan_drop_zone(paths.landing, 0).settled, 50, 10**12
     )
     instance.add_dynamic_partitions("ingest_batches", [batch.key])
     result = job.execute_in_process(instance=instance, partition_key=batch.key)
@@ -103,18 +105,18 @@ def main() -> None:
         stream = container.streams.video[0]
         seconds = float(stream.frames / stream.average_rate)
         print(f"{video.name}: {stream.width}x{stream.height}, {stream.frames} frames, {seconds:.1f} s, "
-              f"{os.cpu_count()} CPUs, torch threads {shots.torch.get_num_threads()}")
+              f"{os.cpu_count()} CPUs, torch threads {transnetv2.torch.get_num_threads()}")
 
     scratch = Path(tempfile.mkdtemp(prefix="cosmos-bench-"))
     try:
         _, a, a_cpu = timed(decode_only, video)
         _, b, b_cpu = timed(transcode_only, video, scratch / "transcoded.mp4")
         frames, _, _ = timed(shots.decode_small_rgb, video)
-        detector = shots.TransNetV2ShotDetector()
+        detector = transnetv2.TransNetV2ShotDetector()
         # oneDNN builds its kernels on first use: warm both paths up before timing them
-        shots.reference_transition_probabilities(detector.model, frames[:200])
+        transnetv2.reference_transition_probabilities(detector.model, frames[:200])
         detector.transition_probabilities(frames[:200])
-        reference, c, c_cpu = timed(shots.reference_transition_probabilities, detector.model, frames)
+        reference, c, c_cpu = timed(transnetv2.reference_transition_probabilities, detector.model, frames)
         ours, d, d_cpu = timed(detector.transition_probabilities, frames)
         instance_context, instance, job = prepare_dagster(scratch / "home")
         try:

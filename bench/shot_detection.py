@@ -18,6 +18,7 @@ import av
 import numpy as np
 
 from cosmos_assets.curation import shots
+from cosmos_assets.models import transnetv2
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "out"
@@ -68,17 +69,17 @@ def main() -> None:
     frames, decode_s = timed(shots.decode_small_rgb, video)
     print(f"{video}: {len(frames)} frames decoded to 48x27 in {decode_s:.1f} s")
 
-    detector = shots.TransNetV2ShotDetector()
+    detector = transnetv2.TransNetV2ShotDetector()
     print(
         f"ours: window_frames={detector.window_frames} batch_windows={detector.batch_windows} "
-        f"device={detector.device} torch threads={shots.torch.get_num_threads()}"
+        f"device={detector.device} torch threads={transnetv2.torch.get_num_threads()}"
     )
     # A short warm-up for both (oneDNN builds its kernels on first use), then the timed runs.
-    shots.reference_transition_probabilities(detector.model, frames[:200])
+    transnetv2.reference_transition_probabilities(detector.model, frames[:200])
     detector.transition_probabilities(frames[:200])
     reference_s = ours_s = float("inf")
     for _ in range(args.repeat):
-        reference, seconds = timed(shots.reference_transition_probabilities, detector.model, frames)
+        reference, seconds = timed(transnetv2.reference_transition_probabilities, detector.model, frames)
         reference_s = min(reference_s, seconds)
         ours, seconds = timed(detector.transition_probabilities, frames)
         ours_s = min(ours_s, seconds)

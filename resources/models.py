@@ -9,10 +9,10 @@ import dagster as dg
 import torch
 from pydantic import Field
 
-from cosmos_assets.curation.shots import TransNetV2ShotDetector
 from cosmos_assets.models.catalog import resolve_model
 from cosmos_assets.models.embedders import load_efficientnet, load_minilm, load_siglip, CosmosEmbed1VideoEmbedder
 from cosmos_assets.models.runtime import MODELS, choose_device, choose_dtype
+from cosmos_assets.models.transnetv2 import TransNetV2ShotDetector
 from cosmos_assets.models.vlm import (
     CAPTION_SETTINGS,
     CRITIC_SETTINGS,
