@@ -1,6 +1,7 @@
 """Time to first result of `cosmos demo`: from the UI coming up to the first clips, on a fresh COSMOS_HOME.
 
     .venv/bin/python bench/first_clips.py [--tree DIR] [--label NAME] [--timeout S] [--keep]
+    .venv/bin/python bench/first_clips.py --baseline-tree OLD_DIR [--rounds N]   # old and new, alternating
 
 Starts `cosmos demo` (which execs `dagster dev`: webserver, daemon, code server) in its own process
 group on a free port, waits until the UI answers, then polls the Dagster instance once a second for:
@@ -167,16 +168,40 @@ def measure(tree: Path | None, timeout: float, keep: bool) -> dict:
     return result
 
 
+COLUMNS = ("ui_up_s_from_start", "first_clips_shown_s_from_ui", "first_video_clips_materialized_s_from_ui",
+           "all_clips_s_from_ui", "all_curated_s_from_ui")
+
+
+def side_by_side(results: list[dict]) -> str:
+    lines = ["| run | batches | " + " | ".join(COLUMNS) + " |", "|---|---|" + "---|" * len(COLUMNS)]
+    for r in results:
+        lines.append(f"| {r['label']} | {len(r.get('batches', {}))} | " + " | ".join(str(r.get(c)) for c in COLUMNS) + " |")
+    return "\n".join(lines)
+
+
 def main() -> int:
+    # Started in the background (nohup ... &), SIGINT is ignored; on SIGTERM leave through the finally
+    # blocks so the demo's process group is killed.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tree", type=Path, help="run this checkout of the project instead of the repository")
     parser.add_argument("--label", default="this tree")
+    parser.add_argument("--baseline-tree", type=Path, help="also run this checkout (the old behaviour), alternating with --tree")
+    parser.add_argument("--rounds", type=int, default=1, help="with --baseline-tree: how many old/new pairs")
     parser.add_argument("--timeout", type=float, default=900, help="give up this many seconds after the UI is up")
     parser.add_argument("--keep", action="store_true", help="keep the COSMOS_HOME (and demo.log) for inspection")
     args = parser.parse_args()
-    result = {"label": args.label, "cpus": os.cpu_count(), **measure(args.tree.resolve() if args.tree else None, args.timeout, args.keep)}
-    print(json.dumps(result, indent=2))
-    return 0 if result.get("all_curated_s_from_ui") is not None else 1
+    runs = [(args.label, args.tree)]
+    if args.baseline_tree:
+        runs = [("baseline", args.baseline_tree), (args.label, args.tree)] * args.rounds
+    results = []
+    for label, tree in runs:
+        result = {"label": label, "cpus": os.cpu_count(), "load_before": round(os.getloadavg()[0], 1),
+                  **measure(tree.resolve() if tree else None, args.timeout, args.keep)}
+        print(json.dumps(result, indent=2), flush=True)
+        results.append(result)
+    print(side_by_side(results))
+    return 0 if all(r.get("all_curated_s_from_ui") is not None for r in results) else 1
 
 
 if __name__ == "__main__":

@@ -72,9 +72,8 @@ def demo(args: argparse.Namespace) -> int:
         return 2
     paths = _prepare_environment()
     os.environ.setdefault("COSMOS_SETTLE_SECONDS", "3")
-    # Someone is watching: the smallest sample alone first (its clips after one short run), then
-    # batches of 2 and more curate beside it on the other cores (the `gpu` pool admits one step per core
-    # without a GPU).
+    # Someone is watching: the smallest sample alone first (its clips after one short run), while the
+    # other samples curate beside it on the other core (without a GPU the `gpu` pool admits a step per core).
     os.environ.setdefault("COSMOS_FIRST_BATCH_FILES", "1")
     land_sample_videos(paths)
     dagster = Path(sys.executable).with_name("dagster")

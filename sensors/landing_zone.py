@@ -2,38 +2,14 @@
 
 
 import json
-import os
 
 import dagster as dg
-from pydantic import Field
 
 from cosmos_assets.curation.assets import curation_job, ingest_batches
-from cosmos_assets.curation.landing import LandingLedger, scan_landing_zone
+from cosmos_assets.common.drop_zone import scan_drop_zone
+from cosmos_assets.curation.landing import LandingLedger
 from resources import CosmosStorage
-
-FIRST_BATCH_FILES_ENV = "COSMOS_FIRST_BATCH_FILES"
-
-
-class LandingZoneSettings(dg.ConfigurableResource):
-    """How the landing zone is watched and batched. New files are batched smallest first."""
-
-    settle_seconds: float = Field(
-        default=10.0, description="A file is taken once untouched this long (uploads in progress are not).")
-    max_files_per_batch: int = Field(
-        default=50, description="Most files in one ingest batch (one dynamic partition of ingest_batches, one curation run).")
-    max_bytes_per_batch: int = Field(default=8 * 1024**3, description="Most bytes in one ingest batch.")
-    max_hash_bytes_per_tick: int = Field(
-        default=4 * 1024**3, description="Bounds one sensor tick's reading; the rest waits for the next tick.")
-    first_batch_files: int = Field(
-        # Read when the resource is built (like COSMOS_SETTLE_SECONDS): `cosmos demo` sets it to 1.
-        default_factory=lambda: int(os.environ.get(FIRST_BATCH_FILES_ENV, "0")),
-        description=(
-            "Files in the first batch of a drop; later batches double (1, 2, 4, ...) up to max_files_per_batch. "
-            "Small values show a drop's first clips after one short run, and a second batch curates beside it, "
-            "for about log2(max_files_per_batch) more partitions per drop. 0: every batch up to max_files_per_batch "
-            f"(the default; env {FIRST_BATCH_FILES_ENV})."
-        ),
-    )
+from resources.landing import LandingZoneSettings
 
 
 def evaluate_landing_zone(storage: CosmosStorage, settings: LandingZoneSettings, cursor: str | None):
@@ -46,7 +22,7 @@ def evaluate_landing_zone(storage: CosmosStorage, settings: LandingZoneSettings,
     paths = storage.paths
     paths.landing.mkdir(parents=True, exist_ok=True)
     ledger = LandingLedger(paths.landing_ledger)
-    scan = scan_landing_zone(paths.landing, settings.settle_seconds)
+    scan = scan_drop_zone(paths.landing, settings.settle_seconds)
     ledger.plan_batches(
         paths.landing,
         scan.settled,

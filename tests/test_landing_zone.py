@@ -9,7 +9,8 @@ import pytest
 from dagster._core.definitions.partitions.context import partition_loading_context
 
 from conftest import age_file
-from cosmos_assets.curation.landing import LandingLedger, scan_landing_zone
+from cosmos_assets.common.drop_zone import scan_drop_zone
+from cosmos_assets.curation.landing import LandingLedger
 from cosmos_assets.definitions import build_definitions
 
 
@@ -82,12 +83,12 @@ def test_batches_are_bounded_by_file_count_and_bytes(cosmos_env):
     ledger = LandingLedger(cosmos_env.landing_ledger)
     for index in range(5):
         land(cosmos_env, f"f{index}.mp4", bytes([index]) * 100)
-    settled = scan_landing_zone(cosmos_env.landing, settle_seconds=30).settled
+    settled = scan_drop_zone(cosmos_env.landing, settle_seconds=30).settled
     batches = ledger.plan_batches(cosmos_env.landing, settled, max_files=2, max_bytes=10_000)
     assert [len(b.members) for b in batches] == [2, 2, 1]
     for index in range(5, 9):
         land(cosmos_env, f"f{index}.mp4", bytes([index]) * 100)
-    settled = scan_landing_zone(cosmos_env.landing, settle_seconds=30).settled
+    settled = scan_drop_zone(cosmos_env.landing, settle_seconds=30).settled
     batches = ledger.plan_batches(cosmos_env.landing, settled, max_files=10, max_bytes=250)
     assert [len(b.members) for b in batches] == [2, 2]
     assert len({b.key for b in ledger.batches_after(0)}) == 5
@@ -150,7 +151,7 @@ def test_a_drop_is_batched_smallest_file_first(cosmos_env):
     ledger = LandingLedger(cosmos_env.landing_ledger)
     for name, size in (("big.mp4", 300), ("small.mp4", 100), ("medium.mp4", 200)):
         land(cosmos_env, name, b"x" * size)
-    settled = scan_landing_zone(cosmos_env.landing, settle_seconds=30).settled
+    settled = scan_drop_zone(cosmos_env.landing, settle_seconds=30).settled
     (batch,) = ledger.plan_batches(cosmos_env.landing, settled, max_files=50, max_bytes=10**9)
     assert [m.name for m in batch.members] == ["small.mp4", "medium.mp4", "big.mp4"]
 
@@ -165,17 +166,17 @@ def test_with_a_small_first_batch_the_demo_samples_start_with_the_smallest_video
     batches = [LandingLedger(paths.landing_ledger).batch(r.partition_key) for r in tick.run_requests]
     assert [[m.name for m in b.members] for b in batches] == [
         ["samples/asl_again.mkv"],  # 205 kB, 2.6 s: its clips come after one short run
-        ["samples/asl_walk.mkv", "samples/asl_book.mkv"],  # curates beside it on the other core
-        ["samples/bottle_conveyor.mp4", "samples/dashcam_solid_white_right.mp4"],
+        # the rest curates beside it on the other core, smallest first
+        ["samples/asl_walk.mkv", "samples/asl_book.mkv", "samples/bottle_conveyor.mp4", "samples/dashcam_solid_white_right.mp4"],
     ]
     assert [r.partition_key for r in tick.run_requests] == [b.key for b in batches] == instance.get_dynamic_partitions("ingest_batches")
 
 
-def test_a_small_first_batch_adds_only_a_few_partitions_to_a_bulk_drop(cosmos_env):
+def test_a_small_first_batch_adds_one_partition_to_a_bulk_drop(cosmos_env):
     ledger = LandingLedger(cosmos_env.landing_ledger)
     for index in range(200):
         land(cosmos_env, f"bulk/{index:03d}.mp4", index.to_bytes(2, "big"))
-    settled = scan_landing_zone(cosmos_env.landing, settle_seconds=30).settled
+    settled = scan_drop_zone(cosmos_env.landing, settle_seconds=30).settled
     batches = ledger.plan_batches(cosmos_env.landing, settled, max_files=50, max_bytes=10**9, first_batch_files=1)
-    assert [len(b.members) for b in batches] == [1, 2, 4, 8, 16, 32, 50, 50, 37]  # 9 partitions instead of 4
+    assert [len(b.members) for b in batches] == [1, 50, 50, 50, 49]  # 5 partitions instead of 4
     assert sum(len(b.members) for b in batches) == 200

@@ -1,9 +1,7 @@
-"""The landing zone: finding settled files and grouping them into ingest batches, exactly once.
+"""The landing zone: settled raw videos grouped into ingest batches, exactly once.
 
-File names in the landing zone are data, never paths we trust. We walk the zone without following
-symlinks, open files with ``O_NOFOLLOW``, keep names as raw bytes, and name everything we write
-after content hashes, so no name (``..``, absolute, non-UTF-8, colliding after sanitising) can
-make us read or write outside the project's folders.
+The drop-zone rules (settling, name safety, ledgers) are ``common.drop_zone``'s; here is what is particular
+to landed video: content hashes, de-duplication by content, and batches.
 
 The ledger (SQLite beside the tables) is the memory of what has been seen: file identity
 (name, size, mtime) → content hash, and content hash → batch. Batches are created in one
@@ -13,39 +11,17 @@ can never put the same content in two batches.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import os
 import sqlite3
-import stat
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from cosmos_assets.common.files import display_name, open_regular_file_no_follow, sha256_of_stream
-
-# Names that upload tools use while a transfer is still running; never ingested.
-IN_PROGRESS_SUFFIXES = (".part", ".partial", ".tmp", ".crdownload", ".download", ".filepart", "~")
-
-
-@dataclass(frozen=True)
-class LandedFile:
-    relative_path: bytes  # raw bytes of the path below the landing root
-    size: int
-    mtime_ns: int
-    is_symlink: bool = False
-
-    @property
-    def name(self) -> str:
-        return display_name(self.relative_path)
-
-
-@dataclass(frozen=True)
-class ScanResult:
-    settled: list[LandedFile]
-    unsettled: list[LandedFile]
-
+from cosmos_assets.common.drop_zone import (
+    DroppedFile, OutsideDropZone, connect_ledger, hash_dropped_file,
+)
+from cosmos_assets.common.files import display_name
 
 @dataclass(frozen=True)
 class BatchMember:
@@ -70,88 +46,19 @@ class Batch:
         return sum(m.size for m in self.members)
 
 
-def _ignored(name: bytes) -> bool:
-    return name.startswith(b".") or name.lower().endswith(
-        tuple(s.encode() for s in IN_PROGRESS_SUFFIXES)
-    )
-
-
-def scan_landing_zone(root: Path, settle_seconds: float, now: float | None = None) -> ScanResult:
-    """List files below ``root`` (any depth) and split them into settled and still-changing.
-
-    A file is settled once its size and content have not changed for ``settle_seconds``: every
-    write and truncation moves mtime, so an upload in progress always looks recent. (A file renamed
-    into place keeps its old mtime, and that is right: a rename is atomic, the file is complete.)
-    Symlinks are reported (to be recorded as rejected) but never followed.
-    """
-    now = time.time() if now is None else now
-    root_bytes = os.fsencode(root)
-    settled: list[LandedFile] = []
-    unsettled: list[LandedFile] = []
-    if not os.path.isdir(root_bytes):
-        return ScanResult(settled, unsettled)
-    for directory, dirnames, filenames in os.walk(root_bytes, followlinks=False):
-        dirnames[:] = sorted(d for d in dirnames if not _ignored(d))
-        # Symlinked directories show up in dirnames; os.walk does not descend into them.
-        entries = list(filenames) + [
-            d for d in dirnames if os.path.islink(os.path.join(directory, d))
-        ]
-        for filename in sorted(entries):
-            if _ignored(filename):
-                continue
-            full = os.path.join(directory, filename)
-            try:
-                info = os.lstat(full)
-            except FileNotFoundError:
-                continue  # removed while we looked
-            relative = os.path.relpath(full, root_bytes)
-            if stat.S_ISLNK(info.st_mode):
-                settled.append(LandedFile(relative, 0, info.st_mtime_ns, is_symlink=True))
-                continue
-            if not stat.S_ISREG(info.st_mode):
-                continue  # sockets, fifos, devices: nothing to ingest
-            entry = LandedFile(relative, info.st_size, info.st_mtime_ns)
-            (settled if now - info.st_mtime >= settle_seconds else unsettled).append(entry)
-    return ScanResult(settled, unsettled)
-
-
-def hash_landed_file(root: Path, relative_path: bytes) -> str:
-    path = os.path.join(os.fsencode(root), relative_path)
-    assert_inside(root, path)
-    with open_regular_file_no_follow(path) as stream:
-        return sha256_of_stream(stream)[0]
-
-
-class OutsideLandingZone(PermissionError):
-    """A landed name whose real location is outside the landing zone (through a symlinked folder)."""
-
-
-def assert_inside(root: Path, path: bytes | str) -> None:
-    """Refuse a path whose real location (after resolving parent symlinks) leaves ``root``."""
-    real_root = os.path.realpath(os.fsencode(root))
-    real_parent = os.path.realpath(os.path.dirname(os.fsencode(path)))
-    if os.path.commonpath([real_root, real_parent]) != real_root:
-        raise OutsideLandingZone(f"{display_name(path)!r} resolves outside the landing zone")
-
-
-def open_landed_file(root: Path, relative_path: bytes):
-    path = os.path.join(os.fsencode(root), relative_path)
-    assert_inside(root, path)
-    return open_regular_file_no_follow(path)
-
-
 def batch_sizes(first_batch_files: int, max_files: int) -> Iterator[int]:
-    """File caps of one drop's batches in order: ``first_batch_files``, then doubling up to ``max_files``.
+    """File caps of one drop's batches in order: ``first_batch_files``, then ``max_files`` for the rest.
 
     0 (or anything at or above ``max_files``) means every batch may hold ``max_files``. A small first
-    batch puts a drop's first clips in front of the user after one short run, while doubling keeps a
-    bulk drop to a few partitions more than fixed-size batches would make (about log2 of
-    ``max_files``): 1, 2, 4, ... 32, then 50 at a time for the default cap.
+    batch puts a drop's first clips in front of the user after one short run, while the rest of the drop
+    curates beside it as one full-size batch (progress and each video's clips still show per video), so a
+    bulk drop costs one partition and one run more than without it. (Doubling batch sizes, 1, 2, 4, ...,
+    was measured too: on 2 cores its extra runs, each starting a worker and loading models, made the whole
+    demo take longer for the same first result.)
     """
-    cap = first_batch_files if 0 < first_batch_files < max_files else max_files
+    yield first_batch_files if 0 < first_batch_files < max_files else max_files
     while True:
-        yield cap
-        cap = min(cap * 2, max_files)
+        yield max_files
 
 
 def group_members(members: list[BatchMember], max_files: int, max_bytes: int, first_batch_files: int = 0) -> list[list[BatchMember]]:
@@ -204,16 +111,10 @@ class LandingLedger:
                 """
             )
 
-    @contextlib.contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
-        try:
-            db.execute("PRAGMA journal_mode=WAL")
-            yield db
-        finally:
-            db.close()
+    def _connect(self):
+        return connect_ledger(self.path)
 
-    def known_hash(self, db: sqlite3.Connection, entry: LandedFile) -> str | None | bool:
+    def known_hash(self, db: sqlite3.Connection, entry: DroppedFile) -> str | None | bool:
         row = db.execute(
             "SELECT size, mtime_ns, content_hash FROM seen_files WHERE relative_path = ?",
             (entry.relative_path,),
@@ -225,7 +126,7 @@ class LandingLedger:
     def plan_batches(
         self,
         root: Path,
-        settled: Iterable[LandedFile],
+        settled: Iterable[DroppedFile],
         max_files: int,
         max_bytes: int,
         max_hash_bytes: int | None = None,
@@ -237,10 +138,10 @@ class LandingLedger:
         ``max_hash_bytes`` bounds the reading done in one call (a sensor tick has a time limit);
         what is left is picked up by the next call. New content is batched smallest file first, so the
         first batch of a drop is the quickest to curate; ``first_batch_files`` (see ``batch_sizes``)
-        makes that first batch small and the following ones grow.
+        makes that first batch small.
         """
         now = time.time() if now is None else now
-        fresh: list[tuple[LandedFile, str | None, str | None]] = []
+        fresh: list[tuple[DroppedFile, str | None, str | None]] = []
         hashed_bytes = 0
         with self._connect() as db:
             for entry in settled:
@@ -252,8 +153,8 @@ class LandingLedger:
                 if max_hash_bytes is not None and hashed_bytes and hashed_bytes + entry.size > max_hash_bytes:
                     continue
                 try:
-                    content_hash = hash_landed_file(root, entry.relative_path)
-                except OutsideLandingZone as error:  # refuse and record it
+                    content_hash = hash_dropped_file(root, entry.relative_path)
+                except OutsideDropZone as error:  # refuse and record it
                     fresh.append((entry, None, f"{type(error).__name__}: {error}"))
                     continue
                 except OSError:
