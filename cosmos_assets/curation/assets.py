@@ -23,7 +23,9 @@ from cosmos_assets.curation.probe import ProbeLimits
 from cosmos_assets.curation.scores import FilterThresholds, reason_code, rejection_reasons
 from cosmos_assets.curation.shots import SplitConfig
 from cosmos_assets.settings import cpu_threads_per_step, device_pool_limits
+from pydantic import Field
 from resources import CosmosStorage, ShotDetectorResource
+from resources.config import config_from
 
 ingest_batches = dg.DynamicPartitionsDefinition(name="ingest_batches")
 
@@ -31,36 +33,20 @@ GROUP = "curation"
 CONTACT_SHEET_LIMIT = 24
 
 
-class RawVideosConfig(dg.Config):
-    max_file_bytes: int = ProbeLimits.max_file_bytes
-    max_width: int = ProbeLimits.max_width
-    max_height: int = ProbeLimits.max_height
-    max_duration_s: float = ProbeLimits.max_duration_s
-    remove_from_landing: bool = False  # delete landed files once recorded (ok or rejected)
+class RawVideosConfig(config_from(ProbeLimits)):
+    """Limits on landed videos (``ProbeLimits``), and what happens to the landed files."""
+
+    remove_from_landing: bool = Field(
+        default=False, description="Delete each landed file once it is recorded (ok or rejected): its bytes are "
+                                   "kept in the content-addressed raw store.")
 
 
-class SplitAndTranscodeConfig(dg.Config):
-    method: str = SplitConfig.method
-    threshold: float = SplitConfig.threshold
-    min_clip_s: float = SplitConfig.min_clip_s
-    max_clip_s: float = SplitConfig.max_clip_s
-    trim_at_cuts_s: float = SplitConfig.trim_at_cuts_s
-    stride_s: float = SplitConfig.stride_s
-    max_width: int = TranscodeConfig.max_width
-    max_height: int = TranscodeConfig.max_height
-    max_fps: float = TranscodeConfig.max_fps
-    preset: str = TranscodeConfig.preset
-    crf: int = TranscodeConfig.crf
+class SplitAndTranscodeConfig(config_from(SplitConfig, TranscodeConfig, exclude=("score_sample_fps", "thumbnail_width"))):
+    """How videos are split into clips (``SplitConfig``) and how clips are encoded (``TranscodeConfig``)."""
 
 
-class FilterConfig(dg.Config):
-    min_motion_global: float = FilterThresholds.min_motion_global
-    min_motion_patch_min: float = FilterThresholds.min_motion_patch_min
-    min_sharpness: float = FilterThresholds.min_sharpness
-    min_brightness: float = FilterThresholds.min_brightness
-    max_brightness: float = FilterThresholds.max_brightness
-    max_bar_fraction: float = FilterThresholds.max_bar_fraction
-    min_duration_s: float = FilterThresholds.min_duration_s
+class FilterConfig(config_from(FilterThresholds)):
+    """The thresholds a clip must pass to be kept (``FilterThresholds``)."""
 
 
 def _md_cell(value) -> str:
@@ -113,7 +99,7 @@ def raw_videos(
     the error class and message. Files are copied into a content-addressed raw store."""
     paths, store = storage.paths, storage.store
     batch = LandingLedger(paths.landing_ledger).batch(context.partition_key)
-    limits = ProbeLimits(config.max_file_bytes, config.max_width, config.max_height, config.max_duration_s)
+    limits = config.to_dataclass(ProbeLimits)
     if removed := remove_stale_temporaries(store.staging_path(RAW)):
         context.log.info(f"removed {removed} temporary file(s) left by a crashed copy")
     rows = []
@@ -172,8 +158,7 @@ def video_clips_and_scores(
 ):
     """Split each ok video at its shots (TransNetV2) or a fixed stride, transcode the clips to
     H.264, and measure each clip in the same decode pass."""
-    split = SplitConfig(config.method, config.threshold, config.min_clip_s, config.max_clip_s, config.trim_at_cuts_s, config.stride_s)
-    transcode = TranscodeConfig(config.max_width, config.max_height, config.max_fps, config.preset, config.crf)
+    split, transcode = config.to_dataclass(SplitConfig), config.to_dataclass(TranscodeConfig)
     _use_a_share_of_the_cores(context)
     detector = shot_detector.get() if split.method != "fixed_stride" else None
     store = storage.store
@@ -288,7 +273,7 @@ def filtered_clips(
 ) -> dg.Output[pl.DataFrame]:
     """Every clip of the batch with `kept` true when all its scores pass the configured thresholds,
     and the reasons for each rejection otherwise."""
-    thresholds = FilterThresholds(**config.model_dump())
+    thresholds = config.to_dataclass(FilterThresholds)
     scored = video_clips.join(clip_scores.drop("duration_s"), on="clip_id", how="left")
     reasons = [rejection_reasons(row, thresholds) for row in scored.iter_rows(named=True)]
     table = scored.select(video_clips.columns).with_columns(

@@ -21,19 +21,22 @@ import numpy as np
 from cosmos_assets.curation.probe import primary_video_stream
 from cosmos_assets.common.encoding import h264_options
 from cosmos_assets.common.files import atomic_path, write_bytes_atomically
+from cosmos_assets.common.knobs import knob
 from cosmos_assets.curation.scores import ClipSignals, SignalAccumulator
 from cosmos_assets.curation.shots import Span
 
 
 @dataclass(frozen=True)
 class TranscodeConfig:
-    max_width: int = 1280
-    max_height: int = 720
-    max_fps: float = 30.0
-    preset: str = "veryfast"
-    crf: int = 23
-    score_sample_fps: float = 2.0
-    thumbnail_width: int = 192
+    """How each clip is encoded (H.264) and sampled for its quality signals."""
+
+    max_width: int = knob(1280, "Widest clip in pixels; larger sources are scaled down, keeping the aspect ratio.")
+    max_height: int = knob(720, "Tallest clip in pixels; larger sources are scaled down, keeping the aspect ratio.")
+    max_fps: float = knob(30.0, "Highest clip frame rate in frames per second; faster sources drop frames.")
+    preset: str = knob("veryfast", "libx264 preset (ultrafast .. veryslow): encoding speed against file size.")
+    crf: int = knob(23, "libx264 constant rate factor (0..51): lower is better quality and larger files.")
+    score_sample_fps: float = knob(2.0, "Frames per second of each clip measured for the quality signals.")
+    thumbnail_width: int = knob(192, "Width of each clip's thumbnail in pixels.")
 
 
 @dataclass

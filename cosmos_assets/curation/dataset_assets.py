@@ -3,7 +3,6 @@ collection deduplicated_clips and the versioned curated_dataset."""
 
 
 import json
-from typing import Optional
 
 import dagster as dg
 import numpy as np
@@ -18,7 +17,9 @@ from cosmos_assets.curation.dataset import card_markdown, dataset_version, expor
 from cosmos_assets.curation.dedup import DedupConfig, exact_duplicates, semantic_dedup
 from cosmos_assets.curation.vector_store import COLUMNS, KEY, TEXT_VECTOR, VIDEO_VECTOR, ClipVectorStore, table_name
 from cosmos_assets.models.frames import sample_frames
+from pydantic import Field
 from resources import CosmosStorage, EmbedderResource, VisionLanguageResource
+from resources.config import config_from
 
 CLIP_CAPTIONS = {
     "clip_id": pl.String, "batch": pl.String, "window_index": pl.Int64, "window_start_s": pl.Float64,
@@ -50,12 +51,20 @@ def _batch_sequence(batch: str) -> int:
 
 
 class CaptionConfig(dg.Config):
-    captioner: str = "auto"  # auto: signals when the configured VLM is a tiny random one, else vlm
-    prompt_version: str = captioning.DEFAULT_PROMPT_VERSION
-    prompt: str = captioning.DEFAULT_PROMPT
-    window_frames: int = captioning.WINDOW_FRAMES
-    sample_fps: float = captioning.SAMPLE_FPS
-    batch_size: int = 4
+    """Who captions the kept clips, with which prompt, over which windows."""
+
+    captioner: str = Field(
+        default="auto", description="vlm: the `vlm` resource; signals: tags and quality signals, no VLM; auto: signals "
+                                    "when the configured VLM is a tiny random one, else vlm.")
+    prompt_version: str = Field(
+        default=captioning.DEFAULT_PROMPT_VERSION,
+        description="Name of the prompt; a new version captions every clip again, beside the old captions.")
+    prompt: str = Field(default=captioning.DEFAULT_PROMPT, description="The captioning prompt the VLM is given.")
+    window_frames: int = Field(
+        default=captioning.WINDOW_FRAMES, description="Source frames per caption window; longer clips get several windows.")
+    sample_fps: float = Field(default=captioning.SAMPLE_FPS,
+                              description="Frames per second sampled from each window for the VLM.")
+    batch_size: int = Field(default=4, description="Caption windows per VLM call.")
 
 
 @dg.asset(partitions_def=ingest_batches, group_name=GROUP, pool="gpu", kinds={"pytorch", "parquet"}, owners=["team:curation"],
@@ -138,8 +147,11 @@ def _current_captions(captions: pl.DataFrame) -> dict[str, dict]:
 
 
 class EmbeddingConfig(dg.Config):
-    frames_per_clip: int = EMBEDDING_FRAMES
-    clips_per_batch: int = 8
+    """How clips are sampled and batched for the video embedder."""
+
+    frames_per_clip: int = Field(default=EMBEDDING_FRAMES,
+                                 description="Frames spread over each clip for its video embedding.")
+    clips_per_batch: int = Field(default=8, description="Clips embedded per model call.")
 
 
 @dg.asset(partitions_def=ingest_batches, group_name=GROUP, pool="gpu", kinds={"pytorch", "parquet"}, owners=["team:curation"],
@@ -215,11 +227,10 @@ def _write_embeddings_to_lancedb(storage: CosmosStorage, vectors: ClipVectorStor
     return rows_written
 
 
-class DedupAssetConfig(dg.Config):
-    eps: float = 0.01  # a clip is a duplicate when its cosine similarity to a kept clip exceeds 1 - eps
-    n_clusters: Optional[int] = None
-    seed: int = 0
-    write_chunk_rows: int = 512  # rows per LanceDB commit
+class DedupAssetConfig(config_from(DedupConfig, include=("eps", "n_clusters", "seed"))):
+    """Semantic de-duplication (``DedupConfig``) and how embeddings are written to LanceDB."""
+
+    write_chunk_rows: int = Field(default=512, description="Rows per LanceDB commit when new embeddings are written.")
 
 
 def _pair_sheet(storage: CosmosStorage, rows: list[dict], by_id: dict[str, dict], limit: int = 8) -> str:
@@ -256,7 +267,7 @@ def deduplicated_clips(
     exact = exact_duplicates(table["clip_sha256"].to_list(), priority)
     survivors = np.flatnonzero(exact < 0)
     vectors = np.asarray(table[VIDEO_VECTOR].to_list(), dtype=np.float32)[survivors]
-    dedup_config = DedupConfig(eps=config.eps, n_clusters=config.n_clusters, seed=config.seed)
+    dedup_config = config.to_dataclass(DedupConfig)
     semantic = semantic_dedup(vectors, priority[survivors], dedup_config)
     duplicate_of, similarity, reason = [None] * len(ids), [None] * len(ids), [None] * len(ids)
     for index in np.flatnonzero(exact >= 0):
@@ -290,8 +301,11 @@ def deduplicated_clips(
 
 
 class CuratedDatasetConfig(dg.Config):
-    validation_fraction: float = 0.1
-    shard_max_clips: int = 1000
+    """How the dataset is split and sharded; both are part of its version."""
+
+    validation_fraction: float = Field(
+        default=0.1, description="Share (0..1) of clips held out for validation, chosen by clip id (stable across versions).")
+    shard_max_clips: int = Field(default=1000, description="Most clips per exported shard.")
 
 
 @dg.asset_check(asset=deduplicated_clips, blocking=True,

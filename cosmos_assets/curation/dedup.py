@@ -33,6 +33,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from cosmos_assets.common.knobs import knob
+
 # Float32 rounding in the cosine of two unit vectors is ~1e-7..1e-6; with this allowance eps = 0 still
 # drops clips whose embeddings point in the same direction instead of depending on rounding.
 COSINE_ROUNDING = 1e-5
@@ -61,44 +63,37 @@ MAX_PROJECTED_EPS = 0.25
 class DedupConfig:
     """Settings of ``semantic_dedup``.
 
-    eps: a clip is dropped when its cosine similarity to an earlier kept clip is ≥ 1 − eps (the
-        Cosmos cookbook uses 0.01; Open-Sora's cosine ≥ 0.98 is eps = 0.02). eps = 0 drops only clips
-        pointing in exactly the same direction.
-    n_clusters: k-means clusters; None picks about sqrt(1.5 n), which balances the cost of assigning
-        every clip to the centroids (∝ n·k) against comparing clips within clusters (∝ n²/k).
-    kmeans_iterations, kmeans_sample: Lloyd iterations on a random sample of this many clips (None:
-        24 per cluster); the clustering only needs to group near-duplicates, not to converge.
-    search_dim: dimension of the random projection the search runs in; None (or ≥ d) searches the
-        embeddings themselves.
-    probe_margin: a clip is compared with the kept clips of every cluster whose centroid similarity is
-        within this margin of its best one. None derives it from eps and the search dimension m as
-        5·sqrt(eps/m): a near-duplicate at cosine 1 − eps differs from its original by a vector of
-        length sqrt(2·eps), which shifts its similarities to two centroids by a difference with
-        standard deviation 2·sqrt(eps/m) when the difference points in no particular direction; the
-        margin is 2.5 of those. Measured on isotropic 768-d data projected to 128 (the hardest case:
-        no cluster structure; 200k rows, 550 clusters), with 3.6 clusters searched per clip on average
-        it misses 0.02 % of pairs at cosine 0.995 and 0.25 % at 0.99, where searching only the nearest
-        cluster misses 15 % and the two nearest 3.7 %. Real embeddings, with clearer cluster structure, search fewer clusters for
-        the same margin; a larger margin buys recall for near-duplicate differences that are aligned
-        with cluster boundaries.
-    max_probes: at most this many clusters searched per clip (bounds the cost of clips lying amid
-        many centroids).
-    round_rows: (clip, searched cluster) pairs per round, each a row of the search dimension; None
-        fills 256 MiB.
-    seed: k-means sample, initialisation and the projection.
-    device: torch device for the matrix products ("cpu", "cuda", "cuda:1", ...).
+    Why the probe margin's default is 5·sqrt(eps/m): a near-duplicate at cosine 1 − eps differs from its
+    original by a vector of length sqrt(2·eps), which shifts its similarities to two centroids by a
+    difference with standard deviation 2·sqrt(eps/m) when the difference points in no particular
+    direction; the margin is 2.5 of those. Measured on isotropic 768-d data projected to 128 (the hardest
+    case: no cluster structure; 200k rows, 550 clusters), with 3.6 clusters searched per clip on average
+    it misses 0.02 % of pairs at cosine 0.995 and 0.25 % at 0.99, where searching only the nearest cluster
+    misses 15 % and the two nearest 3.7 %. Real embeddings, with clearer cluster structure, search fewer
+    clusters for the same margin; a larger margin buys recall for near-duplicate differences that are
+    aligned with cluster boundaries.
     """
 
-    eps: float = 0.01
-    n_clusters: int | None = None
-    kmeans_iterations: int = 8
-    kmeans_sample: int | None = None
-    search_dim: int | None = 128
-    probe_margin: float | None = None
-    max_probes: int = 16
-    round_rows: int | None = None
-    seed: int = 0
-    device: str = "cpu"
+    eps: float = knob(
+        0.01, "A clip is dropped when its cosine similarity to an earlier kept clip is at least 1 - eps (0..1; the "
+              "Cosmos cookbook uses 0.01, Open-Sora's cosine 0.98 is 0.02; 0 drops only exact copies of a direction).")
+    n_clusters: int | None = knob(
+        None, "k-means clusters; unset picks about sqrt(1.5 n) for n clips, balancing assigning clips to centroids "
+              "(n*k) against comparing clips within clusters (n^2/k).")
+    kmeans_iterations: int = knob(
+        8, "Lloyd iterations of k-means; the clustering only has to group near-duplicates, not converge.")
+    kmeans_sample: int | None = knob(None, "Clips k-means is fitted on; unset: 24 per cluster.")
+    search_dim: int | None = knob(
+        128, "Dimension of the random projection the search runs in; unset (or at least the embedding's) searches "
+             "the embeddings themselves.")
+    probe_margin: float | None = knob(
+        None, "A clip is compared with the kept clips of every cluster whose centroid similarity is within this "
+              "margin (cosine) of its best one; unset: 5 * sqrt(eps / search_dim).")
+    max_probes: int = knob(16, "Most clusters searched per clip.")
+    round_rows: int | None = knob(
+        None, "(clip, searched cluster) pairs per round of the search; unset fills 256 MiB.")
+    seed: int = knob(0, "Seed of the k-means sample, its initialisation and the projection.")
+    device: str = knob("cpu", "Torch device of the matrix products: cpu, cuda or cuda:N.")
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.eps < 1.0:

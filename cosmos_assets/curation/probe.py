@@ -16,6 +16,8 @@ from pathlib import Path
 import av
 import numpy as np
 
+from cosmos_assets.common.knobs import knob
+
 MP4_FAMILY_BOX = b"ftyp"
 
 
@@ -30,10 +32,12 @@ class VideoRejected(Exception):
 
 @dataclass(frozen=True)
 class ProbeLimits:
-    max_file_bytes: int = 20 * 1024**3
-    max_width: int = 7680
-    max_height: int = 4320
-    max_duration_s: float = 4 * 3600.0
+    """What a landed video may be at most; larger ones are recorded as rejected, never decoded."""
+
+    max_file_bytes: int = knob(20 * 1024**3, "Largest file accepted, in bytes (default 20 GiB).")
+    max_width: int = knob(7680, "Widest video accepted, in pixels.")
+    max_height: int = knob(4320, "Tallest video accepted, in pixels.")
+    max_duration_s: float = knob(4 * 3600.0, "Longest video accepted, in seconds (default 4 hours).")
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass, field
 import cv2
 import numpy as np
 
+from cosmos_assets.common.knobs import knob
+
 MOTION_WIDTH = 160
 SHARPNESS_WIDTH = 320
 PATCH_GRID = 4
@@ -121,13 +123,19 @@ class SignalAccumulator:
 class FilterThresholds:
     """Keep a clip only if every signal is inside these bounds (defaults suit real footage)."""
 
-    min_motion_global: float = 0.001
-    min_motion_patch_min: float = 0.0
-    min_sharpness: float = 10.0
-    min_brightness: float = 0.06
-    max_brightness: float = 0.94
-    max_bar_fraction: float = 0.2
-    min_duration_s: float = 2.0
+    min_motion_global: float = knob(
+        0.001, "Least mean motion (optical flow, in frame widths per second); stiller clips are rejected as `static`.")
+    min_motion_patch_min: float = knob(
+        0.0, "Least motion of the stillest of 4x4 patches (frame widths per second); below it a frozen region "
+             "(an overlay, a paused feed) rejects the clip as `frozen_region`. 0 turns the check off.")
+    min_sharpness: float = knob(
+        10.0, "Least sharpness (variance of the Laplacian on a 320-px-wide copy, median over samples); "
+              "blurrier clips are rejected as `blurry`.")
+    min_brightness: float = knob(0.06, "Least mean luma (0 black .. 1 white); darker clips are rejected as `too_dark`.")
+    max_brightness: float = knob(0.94, "Most mean luma (0 black .. 1 white); brighter clips are rejected as `too_bright`.")
+    max_bar_fraction: float = knob(
+        0.2, "Most share (0..1) of the height or width taken by letterbox or pillarbox bars; more is rejected as `bars`.")
+    min_duration_s: float = knob(2.0, "Shortest clip kept, in seconds; shorter clips are rejected as `too_short`.")
 
 
 def rejection_reasons(row: dict, thresholds: FilterThresholds) -> list[str]:
