@@ -45,8 +45,9 @@ from cosmos_assets.training.assets import (
     training_dataset,
     training_job,
 )
+from resources.landing import LandingZoneSettings
 from resources.retraining import RetrainingSettings
-from sensors import LandingZoneSettings, curated_dataset_sensor, landing_zone_sensor
+from sensors import curated_dataset_sensor, landing_zone_sensor
 from sensors.training import checkpoint_sensor, retraining_sensor
 
 

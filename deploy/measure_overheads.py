@@ -28,7 +28,8 @@ import yaml  # noqa: E402
 from cosmos_assets.definitions import build_definitions  # noqa: E402
 from cosmos_assets.settings import CosmosPaths  # noqa: E402
 from postgres_support import running_postgres  # noqa: E402
-from sensors.landing_zone import LandingZoneSettings, evaluate_landing_zone  # noqa: E402
+from resources.landing import LandingZoneSettings  # noqa: E402
+from sensors.landing_zone import evaluate_landing_zone  # noqa: E402
 
 SAMPLE = ROOT / "cosmos_assets" / "samples" / "asl_walk.mkv"
 CURATION_STEPS = ["raw_videos", "video_clips", "clip_scores", "filtered_clips"]

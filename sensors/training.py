@@ -10,14 +10,15 @@ import json
 
 import dagster as dg
 
+from cosmos_assets.common.drop_zone import error_class, settled_folders
 from cosmos_assets.training import registry
 from cosmos_assets.training.assets import (
     checked_accepted_partitions, checkpoint_inbox_job, evaluation_job, plan_training_mix, training_job, training_runs,
 )
 from cosmos_assets.training.datasets import snapshot_samples
 from resources import CosmosStorage
+from resources.landing import LandingZoneSettings
 from resources.retraining import RetrainingSettings
-from sensors.landing_zone import LandingZoneSettings
 
 
 def last_trained_samples(storage: CosmosStorage, instance: dg.DagsterInstance) -> set[str]:
@@ -54,13 +55,13 @@ def _inbox_requests(context, storage: CosmosStorage, settle_seconds: float, seen
     """Run requests for settled inbox drops not seen before. A drop is looked at once per change (its identity is
     its name and newest modification time, remembered in the cursor); bad drops are logged once, with their class."""
     requests, keys = [], []
-    for drop in registry.settled_inbox_drops(storage.paths.checkpoint_inbox, settle_seconds):
+    for drop in settled_folders(storage.paths.checkpoint_inbox, settle_seconds):
         if drop.identity in seen:
             continue
         try:
             key = registry.inbox_checkpoint_key(drop.path)
         except registry.INBOX_ERRORS as error:
-            seen[drop.identity] = f"{error.__class__.__name__}: {error}"[:500]
+            seen[drop.identity] = f"{error_class(error)}: {error}"[:500]
             context.log.warning(f"checkpoint inbox: {drop.name!r} set aside: {seen[drop.identity]}")
             continue
         seen[drop.identity] = key

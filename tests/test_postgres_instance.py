@@ -48,7 +48,7 @@ FLOW_DEFINITIONS = textwrap.dedent('''
     import dagster as dg
 
     from cosmos_assets.definitions import build_definitions
-    from sensors import LandingZoneSettings
+    from resources.landing import LandingZoneSettings
 
     def one_file_per_batch(project: dg.Definitions) -> dg.Definitions:
         return dg.Definitions(
