@@ -6,7 +6,8 @@ import shutil
 import dagster as dg
 import polars as pl
 
-from cosmos_assets.curation.landing import LandingLedger, scan_landing_zone
+from cosmos_assets.common.drop_zone import scan_drop_zone
+from cosmos_assets.curation.landing import LandingLedger
 from cosmos_assets.definitions import build_definitions
 
 FIXED_STRIDE = {"method": "fixed_stride", "stride_s": 2.0, "min_clip_s": 1.0}
@@ -14,7 +15,7 @@ FIXED_STRIDE = {"method": "fixed_stride", "stride_s": 2.0, "min_clip_s": 1.0}
 
 def make_batch(paths, instance):
     ledger = LandingLedger(paths.landing_ledger)
-    (batch,) = ledger.plan_batches(paths.landing, scan_landing_zone(paths.landing, 0).settled, 50, 10**10)
+    (batch,) = ledger.plan_batches(paths.landing, scan_drop_zone(paths.landing, 0).settled, 50, 10**10)
     instance.add_dynamic_partitions("ingest_batches", [batch.key])
     return batch
 
@@ -75,10 +76,10 @@ def test_landed_files_are_removed_only_once_recorded_when_asked(cosmos_env, samp
 
 
 def test_file_names_show_verbatim_in_ui_tables_never_as_markdown():
-    from cosmos_assets.curation.assets import _md_table
+    from cosmos_assets.common.pictures import markdown_table
 
     hostile = "x](http://evil.example/a.png) ![y](http://evil.example/b.png)\n| injected | row |"
-    rendered = _md_table([{"landing_name": hostile, "width": 640}], ["landing_name", "width"])
+    rendered = markdown_table([{"landing_name": hostile, "width": 640}], ["landing_name", "width"])
     row = rendered.splitlines()[2]
     assert row.startswith("| `") and row.count("`") == 2 and "\n" not in row.strip()
     assert "\\| injected \\| row \\|" in row and row.endswith("| 640 |")

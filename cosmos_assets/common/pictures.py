@@ -1,4 +1,5 @@
-"""Pictures for the Dagster UI: contact sheets and histograms as small inline images.
+"""Pictures and tables for the Dagster UI: contact sheets, thumbnails and histograms as small inline
+images, markdown tables of rows.
 
 The UI has no image metadata type, but its markdown renders ``data:`` image URIs, so every picture
 is a small JPEG/PNG embedded in markdown. Keep them small: metadata lives in the instance database.
@@ -10,9 +11,13 @@ import base64
 import io
 import re
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+if TYPE_CHECKING:
+    from cosmos_assets.common.artefacts import ArtefactStore
 
 BACKGROUND = (24, 24, 28)
 FOREGROUND = (230, 230, 230)
@@ -34,6 +39,14 @@ def encode_png(image: Image.Image) -> bytes:
 
 def markdown_image(data: bytes, alt: str, mime: str = "image/jpeg") -> str:
     return f"![{alt}](data:{mime};base64,{base64.b64encode(data).decode('ascii')})"
+
+
+def thumbnail_image(store: ArtefactStore, reference: str | None, size: tuple[int, int] = (160, 90)) -> Image.Image:
+    """A stored thumbnail for a contact sheet, or a blank tile when it is missing (a sheet never fails a step)."""
+    try:
+        return Image.open(store.local_path(reference)).convert("RGB") if reference else Image.new("RGB", size)
+    except (OSError, ValueError):
+        return Image.new("RGB", size)
 
 
 def contact_sheet(

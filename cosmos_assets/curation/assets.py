@@ -2,7 +2,6 @@
 
 
 import os
-import re
 import time
 from collections import Counter
 from pathlib import Path
@@ -14,10 +13,19 @@ from PIL import Image
 
 from cosmos_assets.common.artefacts import CLIPS, RAW, THUMBNAILS, ArtefactStore
 from cosmos_assets.common.files import remove_stale_temporaries, sha256_of_file
-from cosmos_assets.common.pictures import contact_sheet, encode_jpeg, encode_png, histogram, markdown_image
+from cosmos_assets.common.pictures import (
+    contact_sheet,
+    encode_jpeg,
+    encode_png,
+    histogram,
+    markdown_image,
+    markdown_table,
+    thumbnail_image,
+)
 from cosmos_assets.curation import schemas
 from cosmos_assets.curation.clips import TranscodeConfig
-from cosmos_assets.curation.landing import LandingLedger, assert_inside
+from cosmos_assets.common.drop_zone import assert_inside
+from cosmos_assets.curation.landing import LandingLedger
 from cosmos_assets.curation.pipeline import SplitProgress, ingest_member, split_video
 from cosmos_assets.curation.probe import ProbeLimits
 from cosmos_assets.curation.scores import FilterThresholds, reason_code, rejection_reasons
@@ -47,32 +55,6 @@ class SplitAndTranscodeConfig(config_from(SplitConfig, TranscodeConfig, exclude=
 
 class FilterConfig(config_from(FilterThresholds)):
     """The thresholds a clip must pass to be kept (``FilterThresholds``)."""
-
-
-def _md_cell(value) -> str:
-    """Text cells (file names are user data) go in code spans: shown verbatim, never as markdown,
-    links or images. Backticks and line breaks cannot appear inside, and `|` is escaped for the table."""
-    if value is None:
-        return ""
-    if isinstance(value, (int, float)):
-        return f"{value:g}" if isinstance(value, float) else str(value)
-    text = re.sub(r"[\x00-\x1f\x7f`]", "?", str(value)).replace("|", "\\|")
-    return f"`{text}`"
-
-
-def _md_table(rows: list[dict], columns: list[str]) -> str:
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    for row in rows:
-        lines.append("| " + " | ".join(_md_cell(row.get(c)) for c in columns) + " |")
-    return "\n".join(lines)
-
-
-def thumbnail_image(store: ArtefactStore, reference: str | None, size: tuple[int, int] = (160, 90)) -> Image.Image:
-    """A stored thumbnail for a contact sheet, or a blank tile when it is missing (a sheet never fails a step)."""
-    try:
-        return Image.open(store.local_path(reference)).convert("RGB") if reference else Image.new("RGB", size)
-    except (OSError, ValueError):
-        return Image.new("RGB", size)
 
 
 def _clip_contact_sheet(store: ArtefactStore, clips: pl.DataFrame, title: str) -> str:
@@ -122,7 +104,7 @@ def raw_videos(
             "rejected_by_error_class": dg.MetadataValue.json(dict(rejected)),
             "total_bytes": batch.total_bytes,
             "files": dg.MetadataValue.md(
-                _md_table(rows, ["landing_name", "status", "error_class", "codec", "width", "height", "average_fps", "duration_s"])
+                markdown_table(rows, ["landing_name", "status", "error_class", "codec", "width", "height", "average_fps", "duration_s"])
             ),
         },
     )
@@ -200,7 +182,7 @@ def video_clips_and_scores(
             "clip_seconds": round(float(clips["duration_s"].sum()), 2) if clips.height else 0.0,
             "split_method": split.method,
             "contact_sheet": dg.MetadataValue.md(_clip_contact_sheet(store, clips, "clip thumbnails")) if clips.height else dg.MetadataValue.md("no clips"),
-            "failures": dg.MetadataValue.md(_md_table(errors, ["landing_name", "error_class", "error_message"])) if errors else dg.MetadataValue.md("none"),
+            "failures": dg.MetadataValue.md(markdown_table(errors, ["landing_name", "error_class", "error_message"])) if errors else dg.MetadataValue.md("none"),
         },
     )
     yield dg.Output(scores, output_name="clip_scores", metadata=_score_metadata(scores))

@@ -10,9 +10,9 @@ import polars as pl
 
 from cosmos_assets.common.artefacts import ARTEFACTS, table_key
 from cosmos_assets.common.files import sha256_of_file
-from cosmos_assets.common.pictures import contact_sheet, encode_jpeg, markdown_image
+from cosmos_assets.common.pictures import contact_sheet, encode_jpeg, markdown_image, markdown_table, thumbnail_image
 from cosmos_assets.curation import captions as captioning
-from cosmos_assets.curation.assets import GROUP, _md_table, filtered_clips, ingest_batches, thumbnail_image
+from cosmos_assets.curation.assets import GROUP, filtered_clips, ingest_batches
 from cosmos_assets.curation.dataset import card_markdown, dataset_version, export_dataset, split_of
 from cosmos_assets.curation.dedup import DedupConfig, exact_duplicates, semantic_dedup
 from cosmos_assets.curation.vector_store import COLUMNS, KEY, TEXT_VECTOR, VIDEO_VECTOR, ClipVectorStore, table_name
@@ -132,7 +132,7 @@ def clip_captions(
         "prompt_id": prompt_id,
         "tiny_random_weights": bool(identity["tiny_random"]),
         "status_counts": dg.MetadataValue.json({r["status"]: r["count"] for r in statuses.to_dicts()} if statuses is not None else {}),
-        "examples": dg.MetadataValue.md(_md_table(examples, ["clip_id", "status", "caption"]) if examples else "none new"),
+        "examples": dg.MetadataValue.md(markdown_table(examples, ["clip_id", "status", "caption"]) if examples else "none new"),
     })
 
 

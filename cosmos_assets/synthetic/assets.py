@@ -17,9 +17,16 @@ import polars as pl
 
 from cosmos_assets.common.artefacts import DATASETS, SYNTHETIC, table_key
 from cosmos_assets.common.files import remove_stale_temporaries, stable_id
-from cosmos_assets.common.pictures import contact_sheet, encode_jpeg, encode_png, histogram, markdown_image
-from cosmos_assets.curation.assets import _md_table, thumbnail_image
-from cosmos_assets.curation.landing import OutsideLandingZone
+from cosmos_assets.common.pictures import (
+    contact_sheet,
+    encode_jpeg,
+    encode_png,
+    histogram,
+    markdown_image,
+    markdown_table,
+    thumbnail_image,
+)
+from cosmos_assets.common.drop_zone import OutsideDropZone
 from cosmos_assets.curation.probe import VideoRejected
 from cosmos_assets.models.checkpoints import TINY_LABEL
 from cosmos_assets.models.frames import sample_frames
@@ -28,12 +35,15 @@ from cosmos_assets.synthetic.critics import (
     METRIC_COMPONENTS, MetricCritic, MetricCriticConfig, ReasonCritic, align_source, trials_json,
 )
 from cosmos_assets.synthetic.generation import candidate_id, generate_candidate, open_backend, request_geometry_of
-from cosmos_assets.synthetic.inbox import INBOX_PREFIX, InboxLedger, ManifestInvalid, ingest_file, member_path, parse_manifest
+from cosmos_assets.common.drop_zone import member_path
+from cosmos_assets.synthetic.inbox import INBOX_PREFIX, InboxLedger, ManifestInvalid, ingest_file, parse_manifest
 from cosmos_assets.synthetic.selection import DEFAULT_THRESHOLDS, check_rule, select
 from cosmos_assets.synthetic.video import (
     at_most, control_video, middle_frame, read_video, read_window, request_geometry, video_size, write_jpeg, write_mp4,
 )
+from pydantic import Field
 from resources import CosmosStorage, VisionLanguageResource
+from resources.config import config_from
 from resources.generator import VideoGeneratorResource
 from resources.synthetic import SyntheticSettings
 
@@ -100,20 +110,35 @@ def _tiny_label(tiny: bool) -> dict:
 
 
 class GenerationPromptsConfig(dg.Config):
-    conditions: list[str] = list(prompts.CONDITIONS)
-    seeds_per_request: int = 2  # N candidates per request (best-of-N keeps one)
-    base_seed: int = 0  # seeds are base_seed, base_seed + 1, ...
-    splits: list[str] = ["train"]  # synthetic data only from training clips: validation stays unseen
-    max_clips: Optional[int] = None
-    skip_clips_in_earlier_rounds: bool = True  # a new dataset version generates for its new clips only
-    max_width: Optional[int] = None  # None: the profile's (the `synthetic` resource)
-    seconds: Optional[float] = None
-    fps: Optional[int] = None
-    control_inputs: list[str] = ["edge", "blur"]  # control videos derived from each source window
-    transfer_control: str = "edge"  # the one Transfer 2.5 runs per generation (its diffusers pipeline takes one)
-    transfer_control_weight: float = 0.9
-    prompt_writer: str = "auto"  # auto: the VLM when it is an endpoint, else templates; template; vlm
-    negative_prompt: str = prompts.DEFAULT_NEGATIVE_PROMPT
+    """Which clips of the dataset get synthetic variants, under which conditions, and how the prompts are written."""
+
+    conditions: list[str] = Field(
+        default=list(prompts.CONDITIONS),
+        description=f"Conditions each source window is rendered under, from: {', '.join(prompts.CONDITIONS)}.")
+    seeds_per_request: int = Field(
+        default=2, description="Candidates per request (N of best-of-N: one seed each; the best is accepted).")
+    base_seed: int = Field(default=0, description="Seeds of a request are base_seed, base_seed + 1, ...")
+    splits: list[str] = Field(
+        default=["train"], description="Dataset splits whose clips are sources (validation clips stay unseen by training).")
+    max_clips: Optional[int] = Field(default=None, description="At most this many source clips per round; unset: all.")
+    skip_clips_in_earlier_rounds: bool = Field(
+        default=True, description="A new dataset version generates for its new clips only, not again for every clip.")
+    max_width: Optional[int] = Field(
+        default=None, description="Candidate width in pixels; unset: the profile's (the `synthetic` resource).")
+    seconds: Optional[float] = Field(
+        default=None, description="Candidate length in seconds; unset: the profile's (the `synthetic` resource).")
+    fps: Optional[int] = Field(
+        default=None, description="Candidate frames per second; unset: the profile's (the `synthetic` resource).")
+    control_inputs: list[str] = Field(
+        default=["edge", "blur"], description="Control videos derived from each source window (edge, blur).")
+    transfer_control: str = Field(
+        default="edge", description="The control Transfer 2.5 is conditioned on (its diffusers pipeline takes one).")
+    transfer_control_weight: float = Field(default=0.9, description="Weight (0..1) of the Transfer 2.5 control.")
+    prompt_writer: str = Field(
+        default="auto", description="template: prompts from templates; vlm: written by the `vlm` resource; auto: the "
+                                    "VLM when it is an endpoint, else templates.")
+    negative_prompt: str = Field(default=prompts.DEFAULT_NEGATIVE_PROMPT,
+                                 description="What the generator is steered away from.")
 
 
 def _round_dataset(storage: CosmosStorage, curated_dataset: pl.DataFrame, partition: str) -> tuple[str, pl.DataFrame]:
@@ -287,7 +312,7 @@ def generation_prompts(
         "prompt_status": dg.MetadataValue.json(dict(statuses)),
         **{k: (dg.MetadataValue.text(v) if isinstance(v, str) else v) for k, v in facts.items()},
         **_tiny_label(bool(table["tiny_random"].any()) if table.height else False),
-        "examples": dg.MetadataValue.md(_md_table([{**e, "prompt": e["prompt"][:200]} for e in examples],
+        "examples": dg.MetadataValue.md(markdown_table([{**e, "prompt": e["prompt"][:200]} for e in examples],
                                                   ["condition", "prompt_status", "prompt"]) if examples else "no requests"),
     })
 
@@ -296,7 +321,11 @@ def generation_prompts(
 
 
 class SyntheticVideosConfig(dg.Config):
-    backend: Optional[str] = None  # classical | generator; None: the profile's (the `synthetic` resource)
+    """Which backend makes this round's candidates."""
+
+    backend: Optional[str] = Field(
+        default=None, description="classical (CPU augmentation) or generator (the `generator` resource); unset: the "
+                                  "profile's (the `synthetic` resource).")
 
 
 def _failed_row(base: dict, error_class: str, message: str) -> dict:
@@ -356,7 +385,7 @@ def _ingest_inbox(context, storage, requests: pl.DataFrame) -> list[dict]:
                                     request["error_message"] if request else "the request is not in generation_prompts")
             try:
                 relative = member_path(batch.manifest_path, entry.file)
-            except OutsideLandingZone as error:
+            except OutsideDropZone as error:
                 raise VideoRejected("UnsafePath", str(error)) from None
             ingested = ingest_file(paths.synthetic_inbox, relative, store, lambda digest: f"{external}/{digest[:2]}/{digest}.mp4",
                                    entry.sha256)
@@ -431,7 +460,7 @@ def synthetic_videos(
     failures = Counter(table.filter(pl.col("status") != "ok")["error_class"].to_list())
     if table.height and not ok.height and not is_inbox_batch(context.partition_key):
         raise dg.Failure(f"no candidate could be generated: {dict(failures)}",
-                         metadata={"failures": dg.MetadataValue.md(_md_table(rows, ["request_id", "seed", "error_class", "error_message"]))})
+                         metadata={"failures": dg.MetadataValue.md(markdown_table(rows, ["request_id", "seed", "error_class", "error_message"]))})
     context.log.info(f"{ok.height} candidate(s), {table.height - ok.height} rejected or failed")
     return dg.Output(table, metadata={
         "candidates": ok.height,
@@ -446,7 +475,7 @@ def synthetic_videos(
         "batch_digest": batch_digest(ok),
         **_tiny_label(bool(ok["tiny_random"].any()) if ok.height else False),
         "source_and_candidates": dg.MetadataValue.md(_side_by_side(storage, generation_prompts, table)),
-        "failures": dg.MetadataValue.md(_md_table(table.filter(pl.col("status") != "ok").to_dicts(),
+        "failures": dg.MetadataValue.md(markdown_table(table.filter(pl.col("status") != "ok").to_dicts(),
                                                   ["request_id", "seed", "error_class", "error_message"]) if failures else "none"),
     })
 
@@ -461,13 +490,18 @@ def generator_checkpoint_of(identity: dict) -> str:
 # --- critique_scores -------------------------------------------------------------------------------------
 
 
-class CritiqueConfig(dg.Config):
-    critic: Optional[str] = None  # metric | reason | rubric; None: the profile's (the `synthetic` resource)
-    trials: Optional[int] = None  # K for the VLM critic; None: the vlm resource's critique settings (5)
-    critic_fps: float = 16.0  # the Reason critic watches the video at 16 fps (within the pixel budget)
-    critic_max_frames: int = 96
-    batch_size: int = 2  # videos per VLM call
-    analysis_width: int = MetricCriticConfig.analysis_width
+class CritiqueConfig(config_from(MetricCriticConfig, include=("analysis_width",))):
+    """Which critic scores the candidates, and how it watches them."""
+
+    critic: Optional[str] = Field(
+        default=None, description="metric, reason or rubric; unset: the profile's (the `synthetic` resource).")
+    trials: Optional[int] = Field(
+        default=None, description="K, the VLM critic's independent answers per video; unset: the `vlm` resource's "
+                                  "critique settings (5).")
+    critic_fps: float = Field(
+        default=16.0, description="Frames per second the VLM critic watches (within the VLM's pixel budget).")
+    critic_max_frames: int = Field(default=96, description="Most frames of one video the VLM critic watches.")
+    batch_size: int = Field(default=2, description="Videos per VLM call.")
 
 
 def _metric_rows(context, store, critic: MetricCritic, candidates: list[dict], requests: dict) -> list[dict]:
@@ -533,7 +567,7 @@ def critique_scores(
     candidates = synthetic_videos.filter(pl.col("status") == "ok").to_dicts()
     requests = {r["request_id"]: r for r in generation_prompts.to_dicts()}
     if mode == "metric":
-        critic = MetricCritic(MetricCriticConfig(analysis_width=config.analysis_width))
+        critic = MetricCritic(config.to_dataclass(MetricCriticConfig))
         scored = _metric_rows(context, storage.store, critic, candidates, requests)
     elif mode in ("reason", "rubric"):
         settings = vlm.critique.settings()
@@ -565,7 +599,7 @@ def critique_scores(
     if mode != "metric" and table.height:
         examples = [{"candidate_id": r["candidate_id"][:8], "score": r["score"], "parsed": f"{r['trials_parsed']}/{r['trials_total']}",
                      "first trial": (json.loads(r["trials"])[0]["text"] if r["trials"] else "")[:160]} for r in rows[:6]]
-        metadata["trials_examples"] = dg.MetadataValue.md(_md_table(examples, ["candidate_id", "score", "parsed", "first trial"]))
+        metadata["trials_examples"] = dg.MetadataValue.md(markdown_table(examples, ["candidate_id", "score", "parsed", "first trial"]))
     context.log.info(f"{identity['critic']}: {table.height} critiqued, {failures}/{trials} trials unparsed")
     return dg.Output(table, metadata=metadata)
 
@@ -574,8 +608,15 @@ def critique_scores(
 
 
 class AcceptanceConfig(dg.Config):
-    rule: str = "best_of_n_and_threshold"  # best_of_n | threshold | best_of_n_and_threshold
-    threshold: Optional[float] = None  # None: the critic's default (selection.DEFAULT_THRESHOLDS)
+    """Which critiqued candidates are accepted."""
+
+    rule: str = Field(
+        default="best_of_n_and_threshold",
+        description="best_of_n: the best candidate of each request; threshold: every candidate scoring at least the "
+                    "threshold; best_of_n_and_threshold: the best, if it reaches the threshold.")
+    threshold: Optional[float] = Field(
+        default=None, description="Least critic score (0..1) to accept; unset: the critic's default "
+                                  f"({', '.join(f'{k} {v}' for k, v in DEFAULT_THRESHOLDS.items())}).")
 
 
 def _decision_sheet(storage: CosmosStorage, rows: list[dict], accepted: bool, limit: int = 12) -> str:
@@ -642,9 +683,12 @@ def accepted_videos(
 
 
 class AcceptanceBoundsConfig(dg.Config):
-    max_parse_failure_rate: float = 0.2  # more unparsed critic trials than this: the critic is not working
-    min_acceptance_rate: float = 0.05
-    max_acceptance_rate: float = 1.0
+    """When a round's acceptance looks broken (the check fails and blocks training on it)."""
+
+    max_parse_failure_rate: float = Field(
+        default=0.2, description="Most share (0..1) of critic trials left unparsed; more means the critic is not working.")
+    min_acceptance_rate: float = Field(default=0.05, description="Least share (0..1) of candidates accepted.")
+    max_acceptance_rate: float = Field(default=1.0, description="Most share (0..1) of candidates accepted.")
 
 
 @dg.asset_check(asset=accepted_videos, blocking=True, partitions_def=generation_rounds,  # checks the run's batch
