@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 import cv2
 import numpy as np
 
+from cosmos_assets.common.knobs import knob
 from cosmos_assets.models.vlm import GenerationSettings, VideoPrompt, parse_reasoned_answer
 
 METRIC_CRITIC_VERSION = "metric-critic/1"
@@ -36,15 +37,21 @@ CRITIC_MODES = ("metric", "reason", "rubric")
 
 @dataclass(frozen=True)
 class MetricCriticConfig:
-    analysis_width: int = 320  # frames are measured at this width (the source is resized to the candidate first)
-    edge_tolerance_px: int = 2  # an edge within this distance of a source edge counts as kept
-    ssim_blur_sigma: float = 2.0  # SSIM after this blur: structure, not texture or rain streaks
-    coarse_width: int = 64  # motion is compared at this width
-    still_change: float = 0.002  # coarse frame-to-frame change (0..1 scale) below which a video is still
-    flicker_scale: float = 0.01  # added frame-to-frame brightness change that costs a factor e
-    min_mean_luma: float = 0.03  # darker frames are "black" (night scenes sit well above this)
-    min_luma_std: float = 0.02  # flatter frames are "blank"
-    max_clipped_fraction: float = 0.4  # more pixels at 0 or 255 is "blown out"
+    """How the metric critic measures a candidate against its source window."""
+
+    analysis_width: int = knob(
+        320, "Width in pixels at which frames are measured (the source is resized to the candidate first).")
+    edge_tolerance_px: int = knob(2, "An edge within this many pixels of a source edge counts as kept.")
+    ssim_blur_sigma: float = knob(
+        2.0, "Gaussian blur (sigma, pixels) before SSIM, so it compares structure, not texture or rain streaks.")
+    coarse_width: int = knob(64, "Width in pixels at which motion is compared.")
+    still_change: float = knob(
+        0.002, "Coarse frame-to-frame change (0..1 of the luma range) below which a video counts as still.")
+    flicker_scale: float = knob(
+        0.01, "Added frame-to-frame brightness change (0..1 of the luma range) that costs the score a factor e.")
+    min_mean_luma: float = knob(0.03, "Frames darker on average (0..1) are black (night scenes sit well above this).")
+    min_luma_std: float = knob(0.02, "Frames with a flatter luma (standard deviation, 0..1) are blank.")
+    max_clipped_fraction: float = knob(0.4, "Frames with a larger share (0..1) of pixels at 0 or 255 are blown out.")
 
     def version(self) -> str:
         digest = hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:8]
