@@ -81,7 +81,7 @@ def prepare_dagster(home: Path):
 def full_curation(path: Path, home: Path, instance, job) -> dict:
     """What one landed file costs: landing → ledger batch (hashing) → the curation run."""
     from cosmos_assets.common.drop_zone import scan_drop_zone
-from cosmos_assets.curation.landing import LandingLedger
+    from cosmos_assets.curation.landing import LandingLedger
     from cosmos_assets.settings import CosmosPaths
 
     paths = CosmosPaths(home)

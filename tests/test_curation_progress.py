@@ -6,7 +6,8 @@ import shutil
 import dagster as dg
 import polars as pl
 
-from cosmos_assets.curation.landing import LandingLedger, scan_landing_zone
+from cosmos_assets.common.drop_zone import scan_drop_zone
+from cosmos_assets.curation.landing import LandingLedger
 from cosmos_assets.curation.pipeline import SplitProgress
 from cosmos_assets.definitions import build_definitions
 
@@ -16,7 +17,7 @@ def test_each_video_is_observed_with_its_clips_before_the_batch_is_materialized(
         shutil.copy(samples / name, cosmos_env.landing / name)
     with dg.instance_for_test() as instance:
         (batch,) = LandingLedger(cosmos_env.landing_ledger).plan_batches(
-            cosmos_env.landing, scan_landing_zone(cosmos_env.landing, 0).settled, 50, 10**10)
+            cosmos_env.landing, scan_drop_zone(cosmos_env.landing, 0).settled, 50, 10**10)
         instance.add_dynamic_partitions("ingest_batches", [batch.key])
         job = build_definitions().resolve_job_def("curation_job")
         result = job.execute_in_process(

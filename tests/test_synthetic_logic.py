@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import age_file
-from cosmos_assets.curation.landing import OutsideLandingZone
+from cosmos_assets.common.drop_zone import OutsideDropZone
 from cosmos_assets.curation.probe import VideoRejected
 from cosmos_assets.synthetic import conditions
 from cosmos_assets.synthetic.augment import augment, augmentation_parameters
@@ -16,7 +16,8 @@ from cosmos_assets.synthetic.critics import (
     MetricCritic, align_source, parse_rating, parse_verdict, reason_score, rubric_score,
 )
 from cosmos_assets.common.artefacts import LocalStore
-from cosmos_assets.synthetic.inbox import InboxLedger, ManifestInvalid, ingest_file, member_path, parse_manifest
+from cosmos_assets.common.drop_zone import member_path
+from cosmos_assets.synthetic.inbox import InboxLedger, ManifestInvalid, ingest_file, parse_manifest
 from cosmos_assets.synthetic.selection import DEFAULT_THRESHOLDS, select
 from cosmos_assets.synthetic.video import read_window, request_geometry, write_mp4
 
@@ -181,7 +182,7 @@ def test_names_in_a_manifest_never_leave_its_folder():
     assert member_path(b"drop/7/manifest.json", "clip.mp4") == b"drop/7/clip.mp4"
     assert member_path(b"m.json", "sub/clip.mp4") == b"sub/clip.mp4"
     for name in ("../outside.mp4", "/etc/passwd", "a/../../b.mp4", "", "a\\..\\b", "nul\x00.mp4"):
-        with pytest.raises(OutsideLandingZone):
+        with pytest.raises(OutsideDropZone):
             member_path(b"drop/manifest.json", name)
 
 

@@ -17,6 +17,7 @@ from safetensors.torch import load_file, save_file
 
 from cosmos_assets.models.checkpoints import CorruptCheckpoint
 from cosmos_assets.common.artefacts import CHECKPOINTS, LocalStore
+from cosmos_assets.common.drop_zone import error_class, settled_folders
 from cosmos_assets.training import registry
 from cosmos_assets.training.evaluation import ModelScores, frechet_distance, promotion_decision
 from cosmos_assets.training.trainer import TrainingConfig, cache_samples, latest_state, train_lora
@@ -156,15 +157,15 @@ def test_the_checkpoint_inbox_keys_good_drops_by_content_and_sets_bad_ones_aside
     (inbox / "poison").mkdir()
     write_adapter(inbox / "poison")
     (inbox / "poison" / registry.MANIFEST).write_text("[" * 100_000 + "]" * 100_000)  # deeper than Python's parser goes
-    drops = {d.name: d for d in registry.settled_inbox_drops(inbox, settle_seconds=0)}
+    drops = {d.name: d for d in settled_folders(inbox, settle_seconds=0)}
     assert sorted(drops) == ["no-manifest-keys", "poison", "run-42", "same-bytes-again", "symlinked"]
     keys, rejected = {}, {}
     for name, drop in drops.items():
         try:
             keys[name] = registry.inbox_checkpoint_key(drop.path)
         except registry.INBOX_ERRORS as error:
-            rejected[name] = error.__class__.__name__
-    assert rejected == {"no-manifest-keys": "ValueError", "poison": "JsonTooLarge", "symlinked": "ModelError"}
+            rejected[name] = error_class(error)
+    assert rejected == {"no-manifest-keys": "ValueError", "poison": "ManifestTooLarge", "symlinked": "UnsafePath"}
     assert keys["run-42"] == keys["same-bytes-again"] and keys["run-42"].startswith("inbox-")
     assert not root.exists(), "looking at the inbox writes nothing"
     manifest = registry.register_inbox_checkpoint(store, drops["run-42"].path, keys["run-42"])

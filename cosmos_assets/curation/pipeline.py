@@ -16,7 +16,8 @@ from pathlib import Path
 from cosmos_assets.common.artefacts import CLIPS, ArtefactStore, clip_key, raw_key, thumbnail_key
 from cosmos_assets.common.files import copy_and_hash_atomically, stable_id
 from cosmos_assets.curation.clips import TranscodeConfig, cut_clips
-from cosmos_assets.curation.landing import BatchMember, open_landed_file
+from cosmos_assets.common.drop_zone import open_dropped_file
+from cosmos_assets.curation.landing import BatchMember
 from cosmos_assets.curation.probe import ProbeLimits, VideoProbe, VideoRejected, probe_video
 from cosmos_assets.curation.shots import (
     SplitConfig,
@@ -57,7 +58,7 @@ def ingest_member(
         **{column: None for column in RAW_COLUMNS},
     }
     if member.content_hash is None:  # refused by the sensor before reading (symlink, unreadable)
-        unsafe = member.note and ("symlink" in member.note or "OutsideLandingZone" in member.note)
+        unsafe = member.note and any(word in member.note for word in ("symlink", "OutsideDropZone", "OutsideLandingZone"))  # older ledgers
         row["error_class"] = "UnsafePath" if unsafe else "UnreadableFile"
         row["error_message"] = member.note
         row["content_hash"] = "name:" + stable_id("landing-name", member.relative_path.hex())
@@ -69,7 +70,7 @@ def ingest_member(
     key = raw_key(member.content_hash, raw_suffix(member.relative_path))
     try:
         if not store.exists(key):
-            with open_landed_file(landing, member.relative_path) as source, store.writing(key) as tmp:
+            with open_dropped_file(landing, member.relative_path) as source, store.writing(key) as tmp:
                 copied_hash, _ = copy_and_hash_atomically(source, tmp)
                 if copied_hash != member.content_hash:  # leaving the block by raising publishes nothing
                     raise _ChangedAfterLanding

@@ -18,22 +18,21 @@ with an error class and message, and the rest of the batch goes on.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import time
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from cosmos_assets.common.artefacts import ArtefactStore
-from cosmos_assets.common.files import copy_and_hash_atomically, display_name, sha256_of_stream
-from cosmos_assets.curation.landing import (
-    LandedFile, LandingLedger, OutsideLandingZone, open_landed_file, scan_landing_zone,
+from cosmos_assets.common.drop_zone import (
+    MAX_MANIFEST_BYTES, DroppedFile, ManifestTooLarge, OutsideDropZone, connect_ledger, error_class, member_path,
+    open_dropped_file, parse_manifest_bytes, scan_drop_zone,
 )
+from cosmos_assets.common.files import copy_and_hash_atomically, display_name, sha256_of_stream
 from cosmos_assets.curation.probe import ProbeLimits, VideoRejected, probe_video
 
 INBOX_PREFIX = "inbox-"
 MANIFEST_SUFFIX = ".json"
-MAX_MANIFEST_BYTES = 1 << 20
 REQUIRED_FIELDS = ("file", "request_id", "seed", "source_clip_id")
 
 
@@ -88,8 +87,10 @@ def _entry(index: int, item) -> ManifestEntry:
 def parse_manifest(data: bytes) -> Manifest:
     """The candidates of a manifest; raises ``ManifestInvalid`` when there are none to read."""
     try:
-        document = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        document = parse_manifest_bytes(data)
+    except ManifestTooLarge as error:  # e.g. nested deeper than the parser may go: refused before parsing
+        raise ManifestInvalid(str(error)) from None
+    except ValueError as error:
         raise ManifestInvalid(f"not JSON: {error}") from None
     if not isinstance(document, dict):
         raise ManifestInvalid(f"the manifest is a JSON {type(document).__name__}, not an object")
@@ -98,15 +99,6 @@ def parse_manifest(data: bytes) -> Manifest:
         raise ManifestInvalid("no candidates: expected a `candidates` list, or one candidate object with `file`")
     generator = document.get("generator")
     return Manifest(str(generator) if generator else "external", [_entry(i, item) for i, item in enumerate(items)])
-
-
-def member_path(manifest_relative: bytes, name: str) -> bytes:
-    """The inbox-relative path of a file a manifest names beside itself; raises ``OutsideLandingZone`` for names
-    that would leave the manifest's folder (absolute, ``..``, NUL, backslashes)."""
-    parts = PurePosixPath(name).parts
-    if not name or "\x00" in name or "\\" in name or PurePosixPath(name).is_absolute() or ".." in parts:
-        raise OutsideLandingZone(f"file name {name!r} leaves the manifest's folder")
-    return os.path.join(os.path.dirname(manifest_relative), os.fsencode(name))
 
 
 # --- the ledger ------------------------------------------------------------------------------------------
@@ -150,10 +142,10 @@ class InboxLedger:
                 """
             )
 
-    # The landing ledger's connection rules (WAL, autocommit, a minute's patience for the write lock).
-    _connect = LandingLedger._connect
+    def _connect(self):
+        return connect_ledger(self.path)
 
-    def _seen(self, db, entry: LandedFile) -> bool:
+    def _seen(self, db, entry: DroppedFile) -> bool:
         row = db.execute("SELECT size, mtime_ns FROM seen_manifests WHERE relative_path = ?", (entry.relative_path,)).fetchone()
         return bool(row) and row[0] == entry.size and row[1] == entry.mtime_ns
 
@@ -162,10 +154,10 @@ class InboxLedger:
         """Take every new, settled manifest whose files are there (or have been missing for longer than the grace
         period) into a batch of its own; returns the new batches."""
         now = time.time() if now is None else now
-        scan = scan_landing_zone(root, settle_seconds, now)
+        scan = scan_drop_zone(root, settle_seconds, now)
         settled = {f.relative_path: f for f in scan.settled}
         unsettled = {f.relative_path for f in scan.unsettled}
-        taken: list[tuple[LandedFile, str | None, bytes | None, str | None]] = []
+        taken: list[tuple[DroppedFile, str | None, bytes | None, str | None]] = []
         with self._connect() as db:
             for entry in scan.settled:
                 if not entry.relative_path.lower().endswith(MANIFEST_SUFFIX.encode()) or self._seen(db, entry):
@@ -175,8 +167,8 @@ class InboxLedger:
                     continue
                 try:
                     data = _read_manifest(root, entry)
-                except (OutsideLandingZone, ManifestTooLarge) as error:
-                    taken.append((entry, None, None, f"{_error_class(error)}: {error}"))
+                except (OutsideDropZone, ManifestTooLarge) as error:
+                    taken.append((entry, None, None, f"{error_class(error)}: {error}"))
                     continue
                 except OSError:
                     continue  # maybe transient (replaced while we looked): next tick
@@ -203,7 +195,7 @@ class InboxLedger:
         return batches
 
     @staticmethod
-    def _files_ready(entry: LandedFile, data: bytes, settled: dict, unsettled: set, now: float, grace: float) -> bool:
+    def _files_ready(entry: DroppedFile, data: bytes, settled: dict, unsettled: set, now: float, grace: float) -> bool:
         try:
             manifest = parse_manifest(data)
         except ManifestInvalid:
@@ -214,7 +206,7 @@ class InboxLedger:
                 continue
             try:
                 path = member_path(entry.relative_path, item.file)
-            except OutsideLandingZone:
+            except OutsideDropZone:
                 continue  # refused when ingested
             if path in unsettled:
                 return False  # still being written
@@ -238,18 +230,10 @@ class InboxLedger:
         return InboxBatch(s, k, bytes(p), h, bytes(d) if d is not None else None, e)
 
 
-class ManifestTooLarge(ValueError):
-    pass
-
-
-def _error_class(error: Exception) -> str:
-    return "UnsafePath" if isinstance(error, OutsideLandingZone) else type(error).__name__
-
-
-def _read_manifest(root: Path, entry: LandedFile) -> bytes:
+def _read_manifest(root: Path, entry: DroppedFile) -> bytes:
     if entry.size > MAX_MANIFEST_BYTES:
         raise ManifestTooLarge(f"{entry.size} bytes; a manifest may have at most {MAX_MANIFEST_BYTES}")
-    with open_landed_file(root, entry.relative_path) as stream:
+    with open_dropped_file(root, entry.relative_path) as stream:
         data = stream.read(MAX_MANIFEST_BYTES + 1)
     if len(data) > MAX_MANIFEST_BYTES:
         raise ManifestTooLarge(f"more than {MAX_MANIFEST_BYTES} bytes")
@@ -274,8 +258,8 @@ def ingest_file(root: Path, relative_path: bytes, store: ArtefactStore, key_for,
     ``ChecksumMismatch`` and ``FileChangedWhileReading``) for anything that cannot be used; such a file is
     probed before it is published, so the store keeps usable videos only."""
     try:
-        stream = open_landed_file(root, relative_path)  # O_NOFOLLOW, and refused outside the inbox
-    except OutsideLandingZone as error:
+        stream = open_dropped_file(root, relative_path)  # O_NOFOLLOW, and refused outside the inbox
+    except OutsideDropZone as error:
         raise VideoRejected("UnsafePath", str(error)) from None
     except FileNotFoundError:
         raise VideoRejected("MissingFile", "the manifest names a file that is not in the inbox") from None

@@ -11,19 +11,17 @@ copied into the store by the ``inbox_checkpoint`` asset, in a run.
 from __future__ import annotations
 
 import json
-import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from cosmos_assets.common.artefacts import CHECKPOINTS, ArtefactStore
-from cosmos_assets.common.files import copy_and_hash_atomically, open_regular_file_no_follow, parse_bounded_json, sha256_of_stream
+from cosmos_assets.common.drop_zone import OutsideDropZone, read_manifest
+from cosmos_assets.common.files import copy_and_hash_atomically, open_regular_file_no_follow, sha256_of_stream
 from cosmos_assets.models.checkpoints import CorruptCheckpoint, ModelError, check_safetensors_file
 
 ADAPTER = "adapter.safetensors"
 MANIFEST = "manifest.json"
 REQUIRED_MANIFEST_KEYS = ("kind", "base_model")
-MAX_MANIFEST_BYTES = 1_000_000
 PROMOTED = f"{CHECKPOINTS}/PROMOTED.json"
 HISTORY = f"{CHECKPOINTS}/history.jsonl"
 
@@ -81,39 +79,17 @@ def history(store: ArtefactStore) -> list[dict]:
     return [json.loads(line) for line in store.read_bytes(HISTORY).decode().splitlines()] if store.exists(HISTORY) else []
 
 
-@dataclass(frozen=True)
-class InboxDrop:
-    """A settled ``inbox/<name>/`` folder: its name and the identity (name and newest change) that says
-    whether it was looked at before."""
-
-    name: str
-    path: Path
-    identity: str
-
-
 INBOX_ERRORS = (ModelError, CorruptCheckpoint, ValueError, OSError, UnicodeDecodeError)
 
 
-def settled_inbox_drops(inbox: Path, settle_seconds: float = 10.0, now: float | None = None) -> list[InboxDrop]:
-    """The inbox's checkpoint folders untouched for ``settle_seconds`` (read only: nothing is written)."""
-    now = time.time() if now is None else now
-    drops = []
-    for item in sorted(p for p in inbox.iterdir() if p.is_dir() and not p.is_symlink() and not p.name.startswith(".")) if inbox.is_dir() else []:
-        files = [item / MANIFEST, item / ADAPTER]
-        stamp = max((f.lstat().st_mtime for f in files if os.path.lexists(f)), default=item.lstat().st_mtime)
-        if now - stamp >= settle_seconds:
-            drops.append(InboxDrop(item.name, item, f"{item.name}:{stamp}"))
-    return drops
-
-
 def _inbox_manifest(item: Path) -> dict:
+    """A drop's manifest, after the drop-zone checks: both files there, neither a link, the manifest bounded."""
     for f in (item / MANIFEST, item / ADAPTER):
         if f.is_symlink():
-            raise ModelError(f"{f.name} is a symbolic link; checkpoints are read only from regular files")
+            raise OutsideDropZone(f"{f.name} is a symbolic link; checkpoints are read only from regular files")
         if not f.is_file():
             raise CheckpointMissing(f"{f.name} is missing")
-    with open_regular_file_no_follow(item / MANIFEST) as stream:
-        manifest = parse_bounded_json(stream.read(MAX_MANIFEST_BYTES + 1), MANIFEST)
+    manifest = read_manifest(item / MANIFEST, f"{item.name}/{MANIFEST}")
     if not isinstance(manifest, dict) or any(k not in manifest for k in REQUIRED_MANIFEST_KEYS):
         raise ValueError(f"{MANIFEST} needs the keys {', '.join(REQUIRED_MANIFEST_KEYS)}")
     check_safetensors_file(item / ADAPTER, f"inbox checkpoint {item.name!r}")
