@@ -36,6 +36,7 @@ from cosmos_assets.training.evaluation import ModelScores, frechet_distance, pro
 from cosmos_assets.training.trainer import STATE_PREFIX, TrainingConfig, cache_samples, latest_state, train_lora
 from pydantic import Field
 from resources import CosmosStorage, EmbedderResource
+from resources.config import config_from
 from resources.retraining import RetrainingSettings
 from resources.training import TrainerResource
 
@@ -167,27 +168,17 @@ def save_run_state(store: ArtefactStore, key: str, state: Path) -> None:
         store.remove(older)
 
 
-class PostTrainingConfig(dg.Config):
-    """Cookbook LoRA settings; sizes left unset come from the trainer resource (per profile)."""
+RUN_SIZES = ("steps", "warmup_steps", "save_interval", "frames", "height", "width")  # per profile, on the trainer
 
-    rank: int = 16
-    alpha: float = 16.0
-    learning_rate: float = 2**-14.5
-    batch_size: int = 1
-    gradient_accumulation: int = 1
-    seed: int = 0
-    steps: Optional[int] = None
-    warmup_steps: Optional[int] = None
-    save_interval: Optional[int] = None
-    frames: Optional[int] = None
-    height: Optional[int] = None
-    width: Optional[int] = None
+
+class PostTrainingConfig(config_from(
+        TrainingConfig,
+        include=("rank", "alpha", "learning_rate", "batch_size", "gradient_accumulation", "seed") + RUN_SIZES,
+        unset={name: "the `trainer` resource's (per profile)." for name in RUN_SIZES})):
+    """Cookbook LoRA settings (``TrainingConfig``); sizes left unset come from the trainer resource (per profile)."""
 
     def training(self, trainer: TrainerResource) -> TrainingConfig:
-        sizes = ("steps", "warmup_steps", "save_interval", "frames", "height", "width")
-        values = self.model_dump()
-        return TrainingConfig(**{k: v for k, v in values.items() if k not in sizes},
-                              **{k: values[k] if values[k] is not None else getattr(trainer, k) for k in sizes})
+        return self.to_dataclass(TrainingConfig, **{k: getattr(trainer, k) for k in RUN_SIZES if getattr(self, k) is None})
 
 
 @dg.asset(partitions_def=training_runs, group_name=GROUP, pool="gpu", kinds={"pytorch", "safetensors"}, owners=["team:training"],
@@ -241,10 +232,16 @@ def _learned_from(samples: pl.DataFrame | None, checkpoint: str) -> dict:
 
 
 class EvaluationConfig(dg.Config):
-    clips: Optional[int] = None  # held-out validation clips (training clips stand in when there are none)
-    seeds: list[int] = [0, 1]
-    steps: Optional[int] = None
-    accept_threshold: float = 0.5  # metric critic score at which a generated clip counts as accepted
+    """How a checkpoint and its base are compared: on which clips, seeds and sampling steps."""
+
+    clips: Optional[int] = Field(
+        default=None, description="Held-out validation clips generated from (training clips stand in when there are "
+                                  "none); unset: the `trainer` resource's evaluation_clips.")
+    seeds: list[int] = Field(default=[0, 1], description="Seeds each clip is generated with, by both models.")
+    steps: Optional[int] = Field(
+        default=None, description="Sampling steps per generation; unset: the `trainer` resource's evaluation_steps.")
+    accept_threshold: float = Field(
+        default=0.5, description="Metric critic score (0..1) at which a generated clip counts as accepted.")
 
 
 def _generate_all(generator: VideoGenerator, clips: list[dict], seeds: list[int], geometry: TrainingConfig,
@@ -327,7 +324,11 @@ def checkpoint_evaluation(
 
 
 class PromotionConfig(dg.Config):
-    margin: float = 0.01  # how much worse than its base a checkpoint may be (evaluation noise) and still be promoted
+    """How much worse than its base a checkpoint may score and still be promoted."""
+
+    margin: float = Field(
+        default=0.01, description="Allowed shortfall against the base model (evaluation noise): absolute for the "
+                                  "acceptance rate and mean score (0..1), relative for the Fréchet distance.")
 
 
 @dg.asset_check(asset=checkpoint_evaluation, blocking=True, description="The fine-tuned checkpoint is no worse than its base by more than the margin.")

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 import polars as pl
 
 from cosmos_assets.common.artefacts import TRAINING_DATASETS, ArtefactStore
+from cosmos_assets.common.knobs import knob
 from cosmos_assets.common.pictures import markdown_table
 
 SAMPLES = {
@@ -25,8 +26,8 @@ SAMPLES = {
 
 @dataclass(frozen=True)
 class MixConfig:
-    synthetic_share: float = 0.5  # at most this share of the samples is synthetic
-    min_new_samples: int = 2  # retrain once this many samples are new since the last checkpoint's dataset
+    synthetic_share: float = knob(0.5, "At most this share (0..1) of a training mix is accepted synthetic video.")
+    min_new_samples: int = knob(2, "Retrain once this many samples are new since the last checkpoint's dataset.")
 
 
 def _rank(sample_id: str) -> str:

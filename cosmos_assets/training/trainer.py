@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from cosmos_assets.common.knobs import knob
 from cosmos_assets.models.lora import (
     LORA_TARGET_MODULES,
     LoraSettings,
@@ -41,21 +42,21 @@ class TrainingConfig:
     """The cookbook's ITS accident LoRA by default: rank 16, alpha 16, attention + MLP projections,
     lr 2^-14.5 with warm-up, a checkpoint every 500 steps (steps scaled down for a laptop by the caller)."""
 
-    rank: int = 16
-    alpha: float = 16.0
-    target_modules: tuple[str, ...] = LORA_TARGET_MODULES
-    learning_rate: float = 2**-14.5
-    warmup_steps: int = 2000
-    steps: int = 10_000
-    batch_size: int = 1
-    gradient_accumulation: int = 1
-    save_interval: int = 500
-    seed: int = 0
-    num_conditional_frames: int = 1
-    max_grad_norm: float = 1.0
-    frames: int = 93
-    height: int = 704
-    width: int = 1280
+    rank: int = knob(16, "LoRA rank: the inner dimension of each low-rank update.")
+    alpha: float = knob(16.0, "LoRA alpha: updates are scaled by alpha / rank.")
+    target_modules: tuple[str, ...] = knob(LORA_TARGET_MODULES, "Transformer modules that get a LoRA adapter.")
+    learning_rate: float = knob(2**-14.5, "Peak learning rate (AdamW), reached after the warm-up.")
+    warmup_steps: int = knob(2000, "Optimizer steps of linear learning-rate warm-up.")
+    steps: int = knob(10_000, "Optimizer steps of the run.")
+    batch_size: int = knob(1, "Samples per micro-batch.")
+    gradient_accumulation: int = knob(1, "Micro-batches per optimizer step.")
+    save_interval: int = knob(500, "Optimizer steps between saved training states (a crashed run resumes from the last).")
+    seed: int = knob(0, "Seed of sample order, noise and LoRA initialisation.")
+    num_conditional_frames: int = knob(1, "Leading frames given as conditioning (video-to-world), not denoised.")
+    max_grad_norm: float = knob(1.0, "Gradients are clipped to this global norm.")
+    frames: int = knob(93, "Frames per training sample (1 + 4k for the Cosmos VAE).")
+    height: int = knob(704, "Training sample height in pixels.")
+    width: int = knob(1280, "Training sample width in pixels.")
 
 
 @dataclass
