@@ -28,8 +28,23 @@ def _config_type(annotation):
     return annotation
 
 
+def field_from(source: type, name: str, **overrides: Any):
+    """A pydantic ``Field`` with the default and description of the knob ``source.name``: for a resource
+    field that holds a processing module's setting (``overrides``: e.g. a per-profile ``default``)."""
+    field = {f.name: f for f in dataclasses.fields(source)}[name]
+    if not knob_description(field):
+        raise TypeError(f"{source.__name__}.{name} has no description: declare it with knob()")
+    return Field(**({"default": knob_default(field), "description": knob_description(field)} | overrides))
+
+
 class DerivedConfig(dg.Config):
     """A ``dg.Config`` whose fields come from dataclasses (``config_from``)."""
+
+    @classmethod
+    def from_dataclass(cls, value: Any) -> "DerivedConfig":
+        """This config with the values of a source dataclass (e.g. a module's preset settings)."""
+        own = {name: getattr(value, name) for name in cls.model_fields if hasattr(value, name)}
+        return cls(**{name: list(v) if isinstance(v, tuple) else v for name, v in own.items()})
 
     def to_dataclass(self, cls: Optional[type] = None, **values: Any):
         """The dataclass ``cls`` (the first source when not given) with this run's values; fields the

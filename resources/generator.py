@@ -28,12 +28,12 @@ class VideoGeneratorResource(ModelResource):
                     "ControlNets inside the checkpoint's controlnets/ folder are found without this.",
     )
     # Overrides of the kind's defaults (cosmos_assets.models.generator.DEFAULTS); None keeps the default.
-    steps: Optional[int] = None
-    guidance_scale: Optional[float] = None
-    num_frames: Optional[int] = None
-    height: Optional[int] = None
-    width: Optional[int] = None
-    fps: Optional[int] = None
+    steps: Optional[int] = Field(default=None, description="Sampling steps; unset: the kind's default.")
+    guidance_scale: Optional[float] = Field(default=None, description="Classifier-free guidance scale; unset: the kind's default.")
+    num_frames: Optional[int] = Field(default=None, description="Frames generated; unset: the kind's default.")
+    height: Optional[int] = Field(default=None, description="Output height in pixels; unset: the kind's default.")
+    width: Optional[int] = Field(default=None, description="Output width in pixels; unset: the kind's default.")
+    fps: Optional[int] = Field(default=None, description="Output frames per second; unset: the kind's default.")
     # Speed switches of the transformer (cosmos_assets.models.generator_speedups; bench/GPU_RESULTS.md, "Speed (issue 8)").
     frame_adaln: bool = Field(default=True, description="adaLN conditioning once per latent frame, not per token.")
     attention_backend: str = Field(default="auto", description="Attention kernel: auto (FlashAttention-4 where "

@@ -23,6 +23,7 @@ from cosmos_assets.models.vlm import (
     load_transformers_vlm,
 )
 from cosmos_assets.settings import CosmosPaths
+from resources.config import REQUIRED, config_from
 
 
 class ModelResource(dg.ConfigurableResource):
@@ -63,44 +64,47 @@ class ShotDetectorResource(ModelResource):
         return MODELS.get(("transnetv2", str(device), bf16), lambda: TransNetV2ShotDetector(device=str(device), bf16=bf16))
 
 
-class GenerationConfig(dg.Config):
-    """Sampling settings for one use of the vision-language model."""
-
-    temperature: float
-    top_p: float = 0.95
-    max_new_tokens: int = 256
-    repetition_penalty: float = 1.0
-    trials: int = 1
-    seed: int = 0
+# Each use (caption, critique) states its temperature; a penalty is opted into (the critic samples without one).
+class GenerationConfig(config_from(GenerationSettings, exclude=("min_new_tokens",),
+                                   defaults={"temperature": REQUIRED, "repetition_penalty": 1.0})):
+    """Sampling settings for one use of the vision-language model (``GenerationSettings``)."""
 
     def settings(self) -> GenerationSettings:
-        return GenerationSettings(**self.model_dump())
-
-
-def _generation_config(settings: GenerationSettings) -> GenerationConfig:
-    return GenerationConfig(temperature=settings.temperature, top_p=settings.top_p, max_new_tokens=settings.max_new_tokens,
-                            repetition_penalty=settings.repetition_penalty, trials=settings.trials, seed=settings.seed)
+        return self.to_dataclass()
 
 
 class VisionLanguageResource(ModelResource):
     """The captioner and critic: a Qwen2.5-VL checkpoint through transformers, or an endpoint."""
 
-    backend: Literal["transformers", "endpoint"] = "transformers"
-    model: str = "nvidia/Cosmos-Reason1-7B"  # a directory, a cached model id, or tiny:vlm
-    revision: Optional[str] = None
-    total_pixels: int = 8192 * 28 * 28  # visual budget over all frames of one video
-    share_prefill: bool = True  # K trials decode from one encode + prefill of the video (see TransformersVLM)
+    backend: Literal["transformers", "endpoint"] = Field(
+        default="transformers", description="transformers: the model runs in this process; endpoint: an "
+                                            "OpenAI-compatible server (e.g. vLLM) at endpoint_url.")
+    model: str = Field(default="nvidia/Cosmos-Reason1-7B",
+                       description="A checkpoint directory, a Hugging Face id already in the cache, or tiny:vlm.")
+    revision: Optional[str] = Field(default=None, description="Hub revision (branch or commit) of `model`.")
+    total_pixels: int = Field(default=8192 * 28 * 28,
+                              description="Visual budget over all frames of one video, in pixels (frames are scaled to fit).")
+    share_prefill: bool = Field(
+        default=True, description="The K trials decode from one encode and prefill of the video (see TransformersVLM).")
     # Speed switches of the transformers backend (VLMSpeedups; bench/GPU_RESULTS.md, "Speed (issue 8)").
-    static_decode: bool = True  # with share_prefill: decode in a static KV cache with our sampling loop
-    cuda_graphs: bool = True  # with static_decode on CUDA: one captured decode step replayed per token
-    device_preprocess: bool = True  # resize, normalise and patchify frames on the model's device
-    batched_vision: bool = True  # the vision tower's windowed attention in one call per layer
-    endpoint_url: Optional[str] = None  # e.g. http://vllm:8000/v1
-    endpoint_api_key: Optional[str] = None  # pass dg.EnvVar("COSMOS_VLM_API_KEY"); never a literal
-    endpoint_timeout_s: float = 120.0
-    endpoint_max_retries: int = 4
-    caption: GenerationConfig = _generation_config(CAPTION_SETTINGS)
-    critique: GenerationConfig = _generation_config(CRITIC_SETTINGS)
+    static_decode: bool = Field(
+        default=True, description="With share_prefill: decode in a static KV cache with the project's sampling loop.")
+    cuda_graphs: bool = Field(
+        default=True, description="With static_decode on CUDA: one captured decode step replayed per token.")
+    device_preprocess: bool = Field(
+        default=True, description="Resize, normalise and patchify frames on the model's device.")
+    batched_vision: bool = Field(
+        default=True, description="The vision tower's windowed attention in one call per layer.")
+    endpoint_url: Optional[str] = Field(default=None, description="Base URL of the endpoint, e.g. http://vllm:8000/v1.")
+    endpoint_api_key: Optional[str] = Field(
+        default=None, description="API key of the endpoint: give it as an environment variable (COSMOS_VLM_API_KEY), "
+                                  "never a literal.")
+    endpoint_timeout_s: float = Field(default=120.0, description="Seconds one endpoint request may take.")
+    endpoint_max_retries: int = Field(default=4, description="Retries of a failed endpoint request (with back-off).")
+    caption: GenerationConfig = Field(default=GenerationConfig.from_dataclass(CAPTION_SETTINGS),
+                                      description="Sampling settings of the captioner.")
+    critique: GenerationConfig = Field(default=GenerationConfig.from_dataclass(CRITIC_SETTINGS),
+                                       description="Sampling settings of the critic (trials: its K).")
 
     def get(self):
         sizing = VideoSizing(total_pixels=self.total_pixels)
@@ -122,10 +126,15 @@ class EmbedderResource(ModelResource):
     """Video embeddings (EfficientNet-Lite0 from packaged weights, a SigLIP checkpoint, or Cosmos-Embed1)
     and text embeddings (all-MiniLM-L6-v2 from packaged weights)."""
 
-    video_backend: Literal["efficientnet", "siglip", "cosmos-embed1"] = "efficientnet"
-    video_model: str = "google/siglip-so400m-patch14-384"  # for siglip / cosmos-embed1; tiny:siglip in tests
-    revision: Optional[str] = None
-    trust_remote_code: bool = False  # Cosmos-Embed1 only, and only with a pinned revision
+    video_backend: Literal["efficientnet", "siglip", "cosmos-embed1"] = Field(
+        default="efficientnet", description="efficientnet: EfficientNet-Lite0 from packaged weights; siglip: a SigLIP "
+                                            "checkpoint; cosmos-embed1: NVIDIA Cosmos-Embed1 (video_model).")
+    video_model: str = Field(default="google/siglip-so400m-patch14-384",
+                             description="For siglip and cosmos-embed1: a checkpoint directory, a cached Hugging Face "
+                                         "id, or tiny:siglip.")
+    revision: Optional[str] = Field(default=None, description="Hub revision (branch or commit) of `video_model`.")
+    trust_remote_code: bool = Field(
+        default=False, description="Run the checkpoint's own code: Cosmos-Embed1 only, and only with a pinned revision.")
 
     def video(self):
         device = self.torch_device()

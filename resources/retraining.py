@@ -2,16 +2,14 @@
 samples?) and by ``training_dataset`` (which samples)."""
 
 import dagster as dg
-from pydantic import Field
 
 from cosmos_assets.training.datasets import MixConfig
+from resources.config import field_from
 
 
 class RetrainingSettings(dg.ConfigurableResource):
-    synthetic_share: float = Field(MixConfig.synthetic_share,
-                                   description="At most this share of a training mix is accepted synthetic video.")
-    min_new_samples: int = Field(MixConfig.min_new_samples,
-                                 description="Retrain once this many samples are new since the last checkpoint's dataset.")
+    synthetic_share: float = field_from(MixConfig, "synthetic_share")
+    min_new_samples: int = field_from(MixConfig, "min_new_samples")
 
     def mix(self) -> MixConfig:
         return MixConfig(self.synthetic_share, self.min_new_samples)

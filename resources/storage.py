@@ -7,9 +7,15 @@ from typing import Optional
 
 import dagster as dg
 import polars as pl
+from pydantic import Field
 
 from cosmos_assets.common.artefacts import ArtefactStore, open_store, table_key
 from cosmos_assets.settings import CosmosPaths
+
+HOME_DESCRIPTION = ("COSMOS_HOME: the folder of the landing zone, the inboxes and their ledgers, models and the Dagster "
+                    "instance; artefacts and tables too unless object_store_url is set.")
+OBJECT_STORE_DESCRIPTION = ("Object store for artefacts, tables and LanceDB, e.g. s3://bucket/prefix (COSMOS_OBJECT_STORE_URL); "
+                            "unset: below home.")
 
 
 class CosmosStorage(dg.ConfigurableResource):
@@ -17,8 +23,8 @@ class CosmosStorage(dg.ConfigurableResource):
     Dagster instance; artefacts, tables and LanceDB live in ``store``: below ``home`` too, unless
     ``object_store_url`` names an object store (then ``home/scratch``, or ``COSMOS_SCRATCH``, caches them)."""
 
-    home: str
-    object_store_url: Optional[str] = None
+    home: str = Field(description=HOME_DESCRIPTION)
+    object_store_url: Optional[str] = Field(default=None, description=OBJECT_STORE_DESCRIPTION)
 
     @property
     def paths(self) -> CosmosPaths:
@@ -35,8 +41,8 @@ class ParquetTableIOManager(dg.ConfigurableIOManager):
     other through it. Written atomically (temp name + rename, or an upload that shows only once
     complete), so a crashed step never leaves a half table for the next one."""
 
-    home: str
-    object_store_url: Optional[str] = None
+    home: str = Field(description=HOME_DESCRIPTION)
+    object_store_url: Optional[str] = Field(default=None, description=OBJECT_STORE_DESCRIPTION)
 
     @property
     def store(self) -> ArtefactStore:

@@ -23,7 +23,7 @@ class SyntheticSettings(dg.ConfigurableResource):
                     "`vlm` resource answering the anomaly question K times; rubric: the same model rating 1-5.")
     max_width: int = Field(default=320, description="Candidate width (the source's aspect ratio is kept; multiples of 16).")
     seconds: float = Field(default=2.0, description="Candidate length in seconds (1 + 4k frames at `fps`).")
-    fps: int = 16
+    fps: int = Field(default=16, description="Candidate frames per second.")
     inbox_settle_seconds: float = Field(default=10.0, description="How long inbox files must be untouched before they are taken.")
     inbox_missing_grace_seconds: float = Field(
         default=300.0, description="How long a manifest waits for the files it names before they are recorded as missing.")

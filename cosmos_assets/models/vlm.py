@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from cosmos_assets.common.knobs import knob
 from cosmos_assets.models.checkpoints import Checkpoint, ModelError
 from cosmos_assets.models.frames import fit_pixel_budget
 from cosmos_assets.models.runtime import MODELS
@@ -33,13 +34,15 @@ DEFAULT_VLM = "nvidia/Cosmos-Reason1-7B"
 class GenerationSettings:
     """Sampling settings for one use of the model; each use (caption, critique) has its own in config."""
 
-    temperature: float = 0.1
-    top_p: float = 0.95
-    max_new_tokens: int = 256
-    repetition_penalty: float = 1.05
-    trials: int = 1  # independent samples of the same prompt (the critic's K)
-    seed: int = 0
-    min_new_tokens: int = 0  # benchmarks force full-length answers from random weights
+    temperature: float = knob(0.1, "Sampling temperature; 0 decodes greedily.")
+    top_p: float = knob(0.95, "Nucleus sampling: tokens are drawn from the most likely ones whose probabilities add "
+                              "up to this (0..1).")
+    max_new_tokens: int = knob(256, "Most tokens generated per answer.")
+    repetition_penalty: float = knob(1.05, "Penalty on tokens already in the answer (1: none).")
+    trials: int = knob(1, "Independent answers to the same prompt and video (the critic's K).")
+    seed: int = knob(0, "Seed of the sampling (repeatable answers).")
+    min_new_tokens: int = knob(0, "Least tokens generated per answer (benchmarks force full-length answers from "
+                                  "random weights).")
 
     @property
     def sampling(self) -> bool:
