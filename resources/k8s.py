@@ -1,10 +1,10 @@
 """Kubernetes pod settings for every asset, in one place (the ``k8s`` profile).
 
 Each asset runs in a pod of a *pod class*: the CPU, memory, GPUs and scratch disk that the model it
-runs needs. ``ASSET_POD_CLASSES`` says which class each asset uses (assets that do not exist yet are
-listed too, so they get the right pod the moment they land); ``POD_CLASSES`` sizes the classes. The
-``k8s_job_executor`` gets one ``per_step_k8s_config`` entry per op from this table, so no asset
-decorator carries Kubernetes settings and the table is the only place to change them.
+runs needs. Each asset declares its class on its decorator (``tags=pod_class("gpu-reason-7b")``, from
+``cosmos_assets.common.pod_classes``), so a new asset brings its class with it; ``POD_CLASSES`` here
+sizes the classes. The ``k8s_job_executor`` gets one ``per_step_k8s_config`` entry per op, built from
+the assets' tags, so no asset decorator carries Kubernetes settings themselves.
 
 Every step pod follows the Kubernetes "restricted" Pod Security Standard (non-root, no privilege
 escalation, all capabilities dropped, seccomp RuntimeDefault) and has requests and limits.
@@ -22,7 +22,7 @@ deployment in ``deploy/values.yaml``; Dagster passes it on to run and step pods)
     A node label holding the GPU memory in MiB (``nvidia.com/gpu.memory`` from NVIDIA GPU Feature
     Discovery). When set, GPU pods also require a node whose GPUs have the class's minimum memory.
 ``COSMOS_K8S_ASSET_CLASSES``
-    JSON object, asset name → pod class, overriding the table (e.g. ``{"synthetic_videos":
+    JSON object, asset name → pod class, overriding the assets' tags (e.g. ``{"synthetic_videos":
     "gpu-predict2-14b"}`` when the generator is the 14B model).
 ``COSMOS_K8S_MAX_STEP_PODS_PER_RUN``
     How many step pods one run may have at once (default 8).
@@ -37,8 +37,10 @@ from typing import Any
 
 import dagster as dg
 
+from cosmos_assets.common.pod_classes import POD_CLASS_TAG
+
 GPU_RESOURCE = "nvidia.com/gpu"
-POD_CLASS_LABEL = "cosmos/pod-class"
+POD_CLASS_LABEL = POD_CLASS_TAG  # step pods carry their class as a label under the tag's name
 GPU_POOL = "gpu"
 
 # The image's user (deploy/Dockerfile); pods run as it even if an image forgot its USER line.
@@ -91,27 +93,6 @@ POD_CLASSES: dict[str, PodClass] = {
     )
 }
 
-# Asset name → pod class. Multi-asset ops use the class of their assets (they must agree).
-ASSET_POD_CLASSES: dict[str, str] = {
-    "raw_videos": "cpu-ingest",
-    "video_clips": "gpu-shot-detector",
-    "clip_scores": "gpu-shot-detector",
-    "filtered_clips": "cpu-light",
-    "clip_captions": "gpu-reason-7b",
-    "clip_embeddings": "gpu-embedder",
-    "deduplicated_clips": "cpu-dataset",
-    "curated_dataset": "cpu-dataset",
-    "generation_prompts": "cpu-light",
-    "synthetic_videos": "gpu-predict2-2b",
-    "critique_scores": "gpu-reason-7b",
-    "accepted_videos": "cpu-light",
-    "training_dataset": "cpu-dataset",
-    "inbox_checkpoint": "cpu-light",
-    "generator_checkpoint": "gpu-train-2b",
-    "checkpoint_evaluation": "gpu-eval",
-    "promoted_checkpoint": "cpu-light",
-}
-
 DEFAULT_POD_CLASS = "cpu-light"
 DEFAULT_GPU_TOLERATIONS = [{"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}]
 DEFAULT_MAX_STEP_PODS_PER_RUN = 8
@@ -142,18 +123,29 @@ def _json_env(name: str, default: Any) -> Any:
         raise ValueError(f"{name} must be JSON: {error}") from None
 
 
-def asset_pod_classes() -> dict[str, str]:
-    """The table with ``COSMOS_K8S_ASSET_CLASSES`` applied; unknown class names are refused."""
-    table = {**ASSET_POD_CLASSES, **_json_env("COSMOS_K8S_ASSET_CLASSES", {})}
+def declared_pod_classes(assets) -> dict[str, str]:
+    """Asset name → the pod class its definition declares (the ``POD_CLASS_TAG`` tag), for every
+    ``AssetsDefinition`` given, in their order; assets that declare none are left out."""
+    table: dict[str, str] = {}
+    for assets_def in assets:
+        if isinstance(assets_def, dg.AssetsDefinition):
+            for spec in assets_def.specs:
+                if POD_CLASS_TAG in (spec.tags or {}):
+                    table[spec.key.to_user_string()] = spec.tags[POD_CLASS_TAG]
+    return table
+
+
+def asset_pod_classes(assets) -> dict[str, str]:
+    """The assets' declared classes with ``COSMOS_K8S_ASSET_CLASSES`` applied; unknown class names are refused."""
+    table = {**declared_pod_classes(assets), **_json_env("COSMOS_K8S_ASSET_CLASSES", {})}
     unknown = {asset: name for asset, name in table.items() if name not in POD_CLASSES}
     if unknown:
         raise ValueError(f"unknown pod classes {unknown}; known: {', '.join(POD_CLASSES)}")
     return table
 
 
-def pod_class_for(asset_names) -> PodClass | None:
-    """The class of an op's assets, or None when none of them is in the table."""
-    table = asset_pod_classes()
+def pod_class_for(asset_names, table: dict[str, str]) -> PodClass | None:
+    """The class of an op's assets in ``table`` (``asset_pod_classes``), or None when none has one."""
     classes = {POD_CLASSES[table[name]] for name in asset_names if name in table}
     if not classes:
         return None
@@ -221,15 +213,16 @@ def asset_names_by_op(assets) -> dict[str, list[str]]:
     return ops
 
 
-def step_pod_class(asset_names) -> PodClass:
-    """The class of a step: its assets' class, or ``DEFAULT_POD_CLASS`` for ops the table does not
-    name (asset checks; a GPU asset missing from the table fails tests/test_k8s_deploy.py)."""
-    return pod_class_for(asset_names) or POD_CLASSES[DEFAULT_POD_CLASS]
+def step_pod_class(asset_names, table: dict[str, str]) -> PodClass:
+    """The class of a step: its assets' class, or ``DEFAULT_POD_CLASS`` for ops with no asset of a
+    class (asset checks; an asset without a class fails tests/test_k8s_deploy.py)."""
+    return pod_class_for(asset_names, table) or POD_CLASSES[DEFAULT_POD_CLASS]
 
 
 def per_step_k8s_config(assets) -> dict[str, dict]:
     """One pod configuration per op of the given assets and asset checks."""
-    return {op: k8s_config_for(step_pod_class(names)) for op, names in asset_names_by_op(assets).items()}
+    table = asset_pod_classes(assets)
+    return {op: k8s_config_for(step_pod_class(names, table)) for op, names in asset_names_by_op(assets).items()}
 
 
 def kubernetes_step_executor(assets) -> dg.ExecutorDefinition:
@@ -251,14 +244,16 @@ def with_kubernetes_executor(defs: dg.Definitions) -> dg.Definitions:
     return dg.Definitions.merge(defs, dg.Definitions(executor=executor))
 
 
-def pod_settings_markdown() -> str:
-    """The asset → pod table as markdown (deploy/README.md carries this; a test keeps them equal)."""
+def pod_settings_markdown(assets) -> str:
+    """The asset → pod table as markdown, from the assets' declared classes. deploy/README.md carries
+    the project's (``python -m resources.k8s`` prints it); a test keeps them equal."""
+    declared = declared_pod_classes(assets)
     lines = [
         "| asset | pod class | runs | CPU request / limit | memory | GPUs | min GPU memory | scratch |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    unassigned = [name for name in POD_CLASSES if name not in ASSET_POD_CLASSES.values()]
-    rows = [(f"`{asset}`", name) for asset, name in ASSET_POD_CLASSES.items()]
+    unassigned = [name for name in POD_CLASSES if name not in declared.values()]
+    rows = [(f"`{asset}`", name) for asset, name in declared.items()]
     rows += [("any, through `COSMOS_K8S_ASSET_CLASSES`", name) for name in unassigned]
     for asset, name in rows:
         c = POD_CLASSES[name]
@@ -270,4 +265,6 @@ def pod_settings_markdown() -> str:
 
 
 if __name__ == "__main__":
-    print(pod_settings_markdown())
+    from cosmos_assets.definitions import defs  # only here: resources are imported by the assets, not the reverse
+
+    print(pod_settings_markdown(defs.assets))

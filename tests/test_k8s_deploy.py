@@ -29,6 +29,7 @@ from dagster._core.system_config.objects import ResolvedRunConfig
 from dagster_k8s import K8sRunLauncher
 from dagster_k8s.job import construct_dagster_k8s_job, get_k8s_job_name
 
+from cosmos_assets.common.pod_classes import POD_CLASS_TAG, pod_class
 from cosmos_assets.definitions import build_definitions
 from postgres_support import offline_kubeconfig, offline_run_launcher, production_instance_config
 from resources import k8s
@@ -164,8 +165,10 @@ def a_run(values: dict, run_id: str = "0f6b4a52-9a1c-4c65-9d0e-1d2b8f7e3a10") ->
 
 
 def step_handler(defs: dg.Definitions, instance: dg.DagsterInstance):
-    """The step handler that the k8s profile's executor builds, from the job's resolved executor config."""
-    job = defs.resolve_implicit_global_asset_job_def()
+    """The step handler that the k8s profile's executor builds, from the job's resolved executor config.
+    Every job has the same executor; curation_job's resolves without run config (the global asset job's
+    would need inbox_checkpoint's, which checkpoint_sensor fills in)."""
+    job = defs.resolve_job_def("curation_job")
     executor_config = ResolvedRunConfig.build(job, {}).execution.execution_engine_config
     executor = job.executor_def.executor_creation_fn(
         InitExecutorContext(job=InMemoryJob(job), executor_def=job.executor_def, executor_config=executor_config, instance=instance)
@@ -234,11 +237,17 @@ def op_assets(defs: dg.Definitions) -> dict[str, tuple[list[str], set[str]]]:
     return ops
 
 
+def pod_classes_of(defs: dg.Definitions) -> dict[str, str]:
+    """Asset name → pod class: what the Definitions' assets declare, with the environment's overrides."""
+    return k8s.asset_pod_classes(defs.assets or [])
+
+
 def gpu_ops_without_pod_settings(defs: dg.Definitions) -> list[str]:
-    """GPU-pool ops none of whose assets is in the pod table, or whose class requests no GPU."""
+    """GPU-pool ops none of whose assets declares a pod class, or whose class requests no GPU."""
     missing = []
+    table = pod_classes_of(defs)
     for op_name, (names, pools) in op_assets(defs).items():
-        pod_class = k8s.pod_class_for(names)
+        pod_class = k8s.pod_class_for(names, table)
         if k8s.GPU_POOL in pools and (pod_class is None or pod_class.gpus == 0):
             missing.append(op_name)
     return missing
@@ -256,9 +265,10 @@ def gpu_requested(manifest: dict) -> str | None:
 def test_every_gpu_pool_asset_of_the_k8s_profile_has_gpu_pod_settings(k8s_defs):
     ops = op_assets(k8s_defs)
     assert "video_clips_and_scores" in ops and ops["video_clips_and_scores"][1] == {"gpu"}
-    assert gpu_ops_without_pod_settings(k8s_defs) == [], "add these ops' assets to resources/k8s.py ASSET_POD_CLASSES"
+    assert gpu_ops_without_pod_settings(k8s_defs) == [], "tag these ops' assets with a GPU pod_class(...)"
+    table = pod_classes_of(k8s_defs)
     for op_name, (names, _) in ops.items():
-        classes = {k8s.asset_pod_classes().get(name) for name in names}
+        classes = {table.get(name) for name in names}
         assert len(classes) <= 1, f"{op_name}: its assets ask for different pod classes {classes}"
 
 
@@ -267,14 +277,14 @@ def test_a_new_gpu_asset_without_pod_settings_is_caught():
     def depth_maps() -> None:
         """A GPU asset that is not in the pod table."""
 
-    @dg.asset(name="clip_captions", pool="gpu")
+    @dg.asset(name="clip_captions", pool="gpu", tags=pod_class("gpu-reason-7b"))
     def captions() -> None:
-        """In the table already."""
+        """Declares its class."""
 
     assert gpu_ops_without_pod_settings(dg.Definitions(assets=[depth_maps, captions])) == ["depth_maps"]
 
 
-def test_the_table_names_every_planned_asset_with_the_model_class_it_runs():
+def test_every_asset_declares_the_pod_class_of_the_model_it_runs(k8s_defs):
     planned_gpu = {
         "video_clips": "gpu-shot-detector", "clip_scores": "gpu-shot-detector",
         "clip_captions": "gpu-reason-7b", "critique_scores": "gpu-reason-7b",
@@ -282,9 +292,11 @@ def test_the_table_names_every_planned_asset_with_the_model_class_it_runs():
         "generator_checkpoint": "gpu-train-2b", "checkpoint_evaluation": "gpu-eval",
     }
     planned_cpu = {"raw_videos", "filtered_clips", "deduplicated_clips", "curated_dataset", "generation_prompts",
-                   "accepted_videos", "training_dataset", "promoted_checkpoint"}
-    table = k8s.asset_pod_classes()
-    assert set(table) == set(planned_gpu) | planned_cpu
+                   "accepted_videos", "training_dataset", "inbox_checkpoint", "promoted_checkpoint"}
+    table = k8s.declared_pod_classes(k8s_defs.assets)
+    every_asset = {key.to_user_string() for key in k8s_defs.resolve_asset_graph().get_all_asset_keys()
+                   if k8s_defs.resolve_asset_graph().get(key).is_executable}
+    assert set(table) == every_asset == set(planned_gpu) | planned_cpu
     assert {asset: table[asset] for asset in planned_gpu} == planned_gpu
     assert all(k8s.POD_CLASSES[table[asset]].gpus == 0 for asset in planned_cpu)
     # One pool slot is one GPU only while every GPU class asks for exactly one.
@@ -292,12 +304,13 @@ def test_the_table_names_every_planned_asset_with_the_model_class_it_runs():
     assert k8s.POD_CLASSES["gpu-predict2-14b"].min_gpu_memory_gib > k8s.POD_CLASSES["gpu-predict2-2b"].min_gpu_memory_gib
 
 
-@pytest.mark.parametrize("asset_name", sorted(k8s.ASSET_POD_CLASSES))
-def test_every_row_of_the_table_renders_a_valid_restricted_step_job(asset_name, values, k8s_instance):
-    """Planned assets too: a stand-in asset of that name gets the pod it will get once it exists."""
-    pod_class = k8s.POD_CLASSES[k8s.ASSET_POD_CLASSES[asset_name]]
+@pytest.mark.parametrize("class_name", sorted(k8s.POD_CLASSES))
+def test_every_pod_class_renders_a_valid_restricted_step_job(class_name, values, k8s_instance):
+    """Classes no asset declares today too (the 14B generator's): a stand-in asset of that class."""
+    pod_class = k8s.POD_CLASSES[class_name]
+    asset_name = "stand_in_" + class_name.replace("-", "_")
 
-    @dg.asset(name=asset_name, pool="gpu" if pod_class.gpus else None)
+    @dg.asset(name=asset_name, pool="gpu" if pod_class.gpus else None, tags={POD_CLASS_TAG: class_name})
     def planned() -> None: ...
 
     defs = dg.Definitions(
@@ -330,6 +343,7 @@ def test_the_k8s_profile_runs_every_step_in_its_own_pod(k8s_defs, cosmos_env):
 def test_step_jobs_are_valid_request_gpus_exactly_on_gpu_assets_and_are_restricted(k8s_defs, k8s_instance, values):
     ops = op_assets(k8s_defs)
     run = a_run(values)
+    table = pod_classes_of(k8s_defs)
     for op_name, (names, pools) in ops.items():
         manifest = render_step_job(k8s_defs, k8s_instance, run, op_name)
         validate(manifest)
@@ -345,7 +359,7 @@ def test_step_jobs_are_valid_request_gpus_exactly_on_gpu_assets_and_are_restrict
             assert not pod.get("tolerations"), op_name
         assert resources["requests"]["memory"] == resources["limits"]["memory"]
         assert resources["requests"]["ephemeral-storage"] == resources["limits"]["ephemeral-storage"]
-        pod_class = k8s.step_pod_class(names)
+        pod_class = k8s.step_pod_class(names, table)
         assert manifest["spec"]["template"]["metadata"]["labels"][k8s.POD_CLASS_LABEL] == pod_class.name
         assert manifest["spec"]["activeDeadlineSeconds"] == pod_class.deadline_hours * 3600
         # From the code location (values.yaml) through the run: volumes, the profile, the store's Secret.
@@ -390,14 +404,18 @@ def test_node_placement_comes_from_configuration(k8s_instance, values, monkeypat
 
 
 def test_the_generator_class_is_configurable(monkeypatch):
+    @dg.asset(name="synthetic_videos", pool="gpu", tags=pod_class("gpu-predict2-2b"))
+    def candidates() -> None: ...
+
+    assert k8s.pod_class_for(["synthetic_videos"], k8s.asset_pod_classes([candidates])).name == "gpu-predict2-2b"
     monkeypatch.setenv("COSMOS_K8S_ASSET_CLASSES", json.dumps({"synthetic_videos": "gpu-predict2-14b"}))
-    assert k8s.pod_class_for(["synthetic_videos"]).name == "gpu-predict2-14b"
+    assert k8s.pod_class_for(["synthetic_videos"], k8s.asset_pod_classes([candidates])).name == "gpu-predict2-14b"
     monkeypatch.setenv("COSMOS_K8S_ASSET_CLASSES", json.dumps({"synthetic_videos": "gpu-predict2-70b"}))
     with pytest.raises(ValueError, match="unknown pod classes"):
-        k8s.pod_class_for(["synthetic_videos"])
+        k8s.asset_pod_classes([candidates])
     monkeypatch.setenv("COSMOS_K8S_ASSET_CLASSES", "synthetic_videos=14b")
     with pytest.raises(ValueError, match="must be JSON"):
-        k8s.asset_pod_classes()
+        k8s.asset_pod_classes([candidates])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -519,8 +537,8 @@ def test_the_image_is_pinned_cuda_capable_non_root_and_downloads_no_weights():
     assert "s3fs" in pins and not {"pytest", "playwright"} & set(pins)
 
 
-def test_the_readme_pod_table_is_the_one_in_the_code():
-    assert k8s.pod_settings_markdown() in (DEPLOY / "README.md").read_text()
+def test_the_readme_pod_table_is_the_one_the_assets_declare(k8s_defs):
+    assert k8s.pod_settings_markdown(k8s_defs.assets) in (DEPLOY / "README.md").read_text()
 
 
 # ---------------------------------------------------------------------------------------------

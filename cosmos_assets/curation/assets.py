@@ -22,6 +22,7 @@ from cosmos_assets.common.pictures import (
     markdown_table,
     thumbnail_image,
 )
+from cosmos_assets.common.pod_classes import pod_class
 from cosmos_assets.curation import schemas
 from cosmos_assets.curation.clips import TranscodeConfig
 from cosmos_assets.common.drop_zone import assert_inside
@@ -73,6 +74,7 @@ def _clip_contact_sheet(store: ArtefactStore, clips: pl.DataFrame, title: str) -
     group_name=GROUP,
     kinds={"python", "parquet"},
     owners=["team:curation"],
+    tags=pod_class("cpu-ingest"),
 )
 def raw_videos(
     context: dg.AssetExecutionContext, config: RawVideosConfig, storage: CosmosStorage
@@ -125,9 +127,9 @@ def _remove_landed(landing: Path, member) -> None:
     group_name=GROUP,
     pool="gpu",
     outs={
-        "video_clips": dg.AssetOut(kinds={"pytorch", "parquet"}, owners=["team:curation"],
+        "video_clips": dg.AssetOut(kinds={"pytorch", "parquet"}, owners=["team:curation"], tags=pod_class("gpu-shot-detector"),
                                    description="Shot-split H.264 clips with deterministic ids and their span in the source."),
-        "clip_scores": dg.AssetOut(kinds={"python", "parquet"}, owners=["team:curation"],
+        "clip_scores": dg.AssetOut(kinds={"python", "parquet"}, owners=["team:curation"], tags=pod_class("gpu-shot-detector"),
                                    description="Per-clip motion, sharpness, exposure and letterbox signals."),
     },
 )
@@ -248,6 +250,7 @@ def _score_metadata(scores: pl.DataFrame, thresholds: FilterThresholds | None = 
     group_name=GROUP,
     kinds={"python", "parquet"},
     owners=["team:curation"],
+    tags=pod_class("cpu-light"),
 )
 def filtered_clips(
     context: dg.AssetExecutionContext, config: FilterConfig, storage: CosmosStorage, video_clips: pl.DataFrame,

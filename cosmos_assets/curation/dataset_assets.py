@@ -11,6 +11,7 @@ import polars as pl
 from cosmos_assets.common.artefacts import ARTEFACTS, table_key
 from cosmos_assets.common.files import sha256_of_file
 from cosmos_assets.common.pictures import contact_sheet, encode_jpeg, markdown_image, markdown_table, thumbnail_image
+from cosmos_assets.common.pod_classes import pod_class
 from cosmos_assets.curation import captions as captioning
 from cosmos_assets.curation.assets import GROUP, filtered_clips, ingest_batches
 from cosmos_assets.curation.dataset import card_markdown, dataset_version, export_dataset, split_of
@@ -68,7 +69,7 @@ class CaptionConfig(dg.Config):
 
 
 @dg.asset(partitions_def=ingest_batches, group_name=GROUP, pool="gpu", kinds={"pytorch", "parquet"}, owners=["team:curation"],
-          code_version="captions-1")
+          code_version="captions-1", tags=pod_class("gpu-reason-7b"))
 def clip_captions(
     context: dg.AssetExecutionContext, config: CaptionConfig, vlm: VisionLanguageResource, embedders: EmbedderResource,
     filtered_clips: pl.DataFrame, clip_scores: pl.DataFrame, storage: CosmosStorage,
@@ -155,7 +156,7 @@ class EmbeddingConfig(dg.Config):
 
 
 @dg.asset(partitions_def=ingest_batches, group_name=GROUP, pool="gpu", kinds={"pytorch", "parquet"}, owners=["team:curation"],
-          code_version="embeddings-1")
+          code_version="embeddings-1", tags=pod_class("gpu-embedder"))
 def clip_embeddings(
     context: dg.AssetExecutionContext, config: EmbeddingConfig, embedders: EmbedderResource, storage: CosmosStorage,
     filtered_clips: pl.DataFrame, clip_captions: pl.DataFrame, clip_scores: pl.DataFrame,
@@ -243,7 +244,7 @@ def _pair_sheet(storage: CosmosStorage, rows: list[dict], by_id: dict[str, dict]
 
 
 @dg.asset(group_name=GROUP, pool="collection", deps=[clip_embeddings], kinds={"python", "lancedb"}, owners=["team:curation"],
-          code_version="dedup-1")
+          code_version="dedup-1", tags=pod_class("cpu-dataset"))
 def deduplicated_clips(
     context: dg.AssetExecutionContext, config: DedupAssetConfig, embedders: EmbedderResource, storage: CosmosStorage,
 ) -> dg.Output[pl.DataFrame]:
@@ -317,7 +318,8 @@ def lancedb_unique_clip_ids(storage: CosmosStorage) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(passed=not duplicates, metadata={"duplicated_ids": dg.MetadataValue.json(duplicates)})
 
 
-@dg.asset(group_name=GROUP, pool="collection", kinds={"python", "parquet"}, owners=["team:curation"], code_version="dataset-1")
+@dg.asset(group_name=GROUP, pool="collection", kinds={"python", "parquet"}, owners=["team:curation"], code_version="dataset-1",
+          tags=pod_class("cpu-dataset"))
 def curated_dataset(
     context: dg.AssetExecutionContext, config: CuratedDatasetConfig, storage: CosmosStorage, deduplicated_clips: pl.DataFrame,
 ) -> dg.Output[pl.DataFrame]:

@@ -26,6 +26,7 @@ from cosmos_assets.common.pictures import (
     markdown_table,
     thumbnail_image,
 )
+from cosmos_assets.common.pod_classes import pod_class
 from cosmos_assets.common.drop_zone import OutsideDropZone
 from cosmos_assets.curation.probe import VideoRejected
 from cosmos_assets.models.checkpoints import TINY_LABEL
@@ -286,7 +287,8 @@ def _inbox_requests(context, config, storage, synthetic, curated_dataset) -> tup
     return rows, {"manifest": batch.manifest_name, "generator": manifest.generator}
 
 
-@dg.asset(partitions_def=generation_rounds, group_name=GROUP, kinds={"python", "parquet"}, owners=OWNERS, code_version="prompts-1")
+@dg.asset(partitions_def=generation_rounds, group_name=GROUP, kinds={"python", "parquet"}, owners=OWNERS, code_version="prompts-1",
+          tags=pod_class("cpu-light"))
 def generation_prompts(
     context: dg.AssetExecutionContext, config: GenerationPromptsConfig, storage: CosmosStorage,
     synthetic: SyntheticSettings, vlm: VisionLanguageResource, curated_dataset: pl.DataFrame,
@@ -439,7 +441,7 @@ def batch_digest(candidates: pl.DataFrame) -> str:
 
 # code_version 2: deterministic H.264 settings (common/encoding.py) changed every candidate's bytes.
 @dg.asset(partitions_def=generation_rounds, group_name=GROUP, pool="gpu", kinds={"pytorch", "parquet"}, owners=OWNERS,
-          code_version="candidates-2")
+          code_version="candidates-2", tags=pod_class("gpu-predict2-2b"))
 def synthetic_videos(
     context: dg.AssetExecutionContext, config: SyntheticVideosConfig, storage: CosmosStorage, synthetic: SyntheticSettings,
     generator: VideoGeneratorResource, generation_prompts: pl.DataFrame,
@@ -555,7 +557,7 @@ def _vlm_rows(context, store, critic: ReasonCritic, candidates: list[dict], conf
 
 
 @dg.asset(partitions_def=generation_rounds, group_name=GROUP, pool="gpu", kinds={"pytorch", "parquet"}, owners=OWNERS,
-          code_version="critique-1")
+          code_version="critique-1", tags=pod_class("gpu-reason-7b"))
 def critique_scores(
     context: dg.AssetExecutionContext, config: CritiqueConfig, synthetic: SyntheticSettings, vlm: VisionLanguageResource,
     storage: CosmosStorage, synthetic_videos: pl.DataFrame, generation_prompts: pl.DataFrame,
@@ -631,7 +633,8 @@ def _decision_sheet(storage: CosmosStorage, rows: list[dict], accepted: bool, li
                           "accepted" if accepted else "rejected")
 
 
-@dg.asset(partitions_def=generation_rounds, group_name=GROUP, kinds={"python", "parquet"}, owners=OWNERS, code_version="selection-1")
+@dg.asset(partitions_def=generation_rounds, group_name=GROUP, kinds={"python", "parquet"}, owners=OWNERS, code_version="selection-1",
+          tags=pod_class("cpu-light"))
 def accepted_videos(
     context: dg.AssetExecutionContext, config: AcceptanceConfig, storage: CosmosStorage, synthetic_videos: pl.DataFrame,
     critique_scores: pl.DataFrame,

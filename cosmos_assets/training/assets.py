@@ -20,8 +20,10 @@ import numpy as np
 import polars as pl
 from PIL import Image
 
-from cosmos_assets.common.artefacts import TRAINING_DATASETS, TRAINING_RUNS, ArtefactStore, table_key
+from cosmos_assets.common.drop_zone import error_class
+from cosmos_assets.common.artefacts import TRAINING_RUNS, ArtefactStore, table_key
 from cosmos_assets.common.pictures import contact_sheet, encode_jpeg, encode_png, line_plot, markdown_image, markdown_table
+from cosmos_assets.common.pod_classes import pod_class
 from cosmos_assets.models.checkpoints import TINY_LABEL, ModelError
 from cosmos_assets.models.frames import sample_frames
 from cosmos_assets.models.generator import GenerationRequest, VideoGenerator, defaults_for
@@ -89,7 +91,7 @@ class TrainingDatasetConfig(dg.Config):
           deps=[dg.AssetDep("curated_dataset"),
                 # Every round may contribute: the mix reads the accepted videos of all rounds that passed their check.
                 dg.AssetDep("accepted_videos", partition_mapping=dg.AllPartitionMapping())],
-          code_version="mix-1")
+          code_version="mix-1", tags=pod_class("cpu-dataset"))
 def training_dataset(context: dg.AssetExecutionContext, config: TrainingDatasetConfig, storage: CosmosStorage,
                      retraining: RetrainingSettings) -> dg.Output[pl.DataFrame]:
     """The samples of this training run: curated real clips and accepted synthetic videos, one row each with its
@@ -125,7 +127,7 @@ class InboxCheckpointConfig(dg.Config):
 
 
 @dg.asset(partitions_def=training_runs, group_name=GROUP, kinds={"python", "safetensors"}, owners=["team:training"],
-          code_version="inbox-1")
+          code_version="inbox-1", tags=pod_class("cpu-light"))
 def inbox_checkpoint(context: dg.AssetExecutionContext, config: InboxCheckpointConfig, storage: CosmosStorage) -> dg.Output[pl.DataFrame]:
     """A checkpoint an external trainer dropped into the checkpoint inbox, checked (safetensors, manifest, no
     links) and copied into the store under ``inbox-<adapter digest>`` (the partition), once."""
@@ -135,7 +137,7 @@ def inbox_checkpoint(context: dg.AssetExecutionContext, config: InboxCheckpointC
     try:
         manifest = registry.register_inbox_checkpoint(storage.store, storage.paths.checkpoint_inbox / name, context.partition_key)
     except registry.INBOX_ERRORS as error:
-        raise dg.Failure(f"{error.__class__.__name__}: {error}") from None
+        raise dg.Failure(f"{error_class(error)}: {error}") from None
     adapter = storage.store.ref(f"{registry.checkpoint_key(context.partition_key)}/{registry.ADAPTER}")
     row = pl.DataFrame([{"checkpoint": context.partition_key, "path": adapter, "inbox_name": name,
                          "base_model": str(manifest.get("base_model")), "kind": str(manifest.get("kind")),
@@ -182,7 +184,7 @@ class PostTrainingConfig(config_from(
 
 
 @dg.asset(partitions_def=training_runs, group_name=GROUP, pool="gpu", kinds={"pytorch", "safetensors"}, owners=["team:training"],
-          code_version="lora-1")
+          code_version="lora-1", tags=pod_class("gpu-train-2b"))
 def generator_checkpoint(
     context: dg.AssetExecutionContext, config: PostTrainingConfig, trainer: TrainerResource, storage: CosmosStorage,
     training_dataset: pl.DataFrame,
@@ -265,7 +267,8 @@ def _scores(outputs, critic: MetricCritic, embedder, real_features: np.ndarray, 
 @dg.asset(partitions_def=training_runs, group_name=GROUP, pool="gpu", kinds={"pytorch"}, owners=["team:training"],
           # A partition's checkpoint is either trained here or registered from the inbox; the evaluation set is
           # the curated dataset's held-out clips.
-          deps=[generator_checkpoint, inbox_checkpoint, dg.AssetDep("curated_dataset")], code_version="eval-1")
+          deps=[generator_checkpoint, inbox_checkpoint, dg.AssetDep("curated_dataset")], code_version="eval-1",
+          tags=pod_class("gpu-eval"))
 def checkpoint_evaluation(
     context: dg.AssetExecutionContext, config: EvaluationConfig, trainer: TrainerResource, embedders: EmbedderResource,
     storage: CosmosStorage,
@@ -346,7 +349,7 @@ def no_worse_than_base(context: dg.AssetCheckExecutionContext, config: Promotion
 
 # The `collection` pool: the promotion registry has one writer at a time (registry.py says why that matters).
 @dg.asset(partitions_def=training_runs, group_name=GROUP, pool="collection", kinds={"python"}, owners=["team:training"],
-          deps=[training_dataset], code_version="promote-1")
+          deps=[training_dataset], code_version="promote-1", tags=pod_class("cpu-light"))
 def promoted_checkpoint(context: dg.AssetExecutionContext, storage: CosmosStorage, checkpoint_evaluation: pl.DataFrame) -> dg.Output[pl.DataFrame]:
     """Points PROMOTED.json at this checkpoint (only reached when the blocking evaluation check passed) and
     appends to the promotion history with the evidence."""
