@@ -1,30 +1,19 @@
-"""The one ``Definitions`` object of the project (``workspace.yaml`` points here)."""
+"""The one ``Definitions`` object of the project (``workspace.yaml`` points here).
+
+Each domain exports its own assets, checks and jobs (``cosmos_assets/<domain>/definitions.py``); this
+module merges them and adds what depends on the profile: sensors, resources and the executor.
+"""
 
 
 import os
 
 import dagster as dg
 
-from cosmos_assets.curation.assets import curation_job, filtered_clips, raw_videos, video_clips_and_scores
-from cosmos_assets.curation.dataset_assets import (
-    clip_captions,
-    clip_embeddings,
-    lancedb_unique_clip_ids,
-    curated_dataset,
-    dataset_job,
-    deduplicated_clips,
-)
+# The domains' modules, not their `defs`: Dagster loads the one Definitions object found at module scope here.
+from cosmos_assets.curation import definitions as curation
 from cosmos_assets.settings import cosmos_home, cosmos_profile
-from cosmos_assets.synthetic.assets import (
-    accepted_videos,
-    accepted_videos_rates_in_bounds,
-    critique_job,
-    critique_scores,
-    generation_job,
-    generation_prompts,
-    inbox_job,
-    synthetic_videos,
-)
+from cosmos_assets.synthetic import definitions as synthetic
+from cosmos_assets.training import definitions as training
 from resources.synthetic import SyntheticSettings
 from sensors import generation_round_sensor, synthetic_batch_sensor
 from cosmos_assets.models.catalog import DEFAULT_MODELS
@@ -34,17 +23,6 @@ from resources.training import TrainerResource
 from resources.k8s import with_kubernetes_executor
 from resources.storage import ParquetTableIOManager
 from cosmos_assets.common.artefacts import OBJECT_STORE_ENV
-from cosmos_assets.training.assets import (
-    checkpoint_evaluation,
-    checkpoint_inbox_job,
-    evaluation_job,
-    generator_checkpoint,
-    inbox_checkpoint,
-    no_worse_than_base,
-    promoted_checkpoint,
-    training_dataset,
-    training_job,
-)
 from resources.landing import LandingZoneSettings
 from resources.retraining import RetrainingSettings
 from sensors import curated_dataset_sensor, landing_zone_sensor
@@ -129,12 +107,7 @@ def build_definitions(profile: str | None = None) -> dg.Definitions:
     # Locally every step of a run shares one process, so a model is loaded once per run;
     # the k8s profile gives each step its own pod instead (added below, sized per asset).
     executor = dg.in_process_executor if profile in ("local", "gpu") else None
-    defs = dg.Definitions(
-        assets=[raw_videos, video_clips_and_scores, filtered_clips, clip_captions, clip_embeddings, deduplicated_clips,
-                generation_prompts, synthetic_videos, critique_scores, accepted_videos,
-                curated_dataset, training_dataset, generator_checkpoint, inbox_checkpoint, checkpoint_evaluation, promoted_checkpoint],
-        asset_checks=[lancedb_unique_clip_ids, accepted_videos_rates_in_bounds, no_worse_than_base],
-        jobs=[curation_job, dataset_job, generation_job, critique_job, inbox_job, training_job, evaluation_job, checkpoint_inbox_job],
+    profile_defs = dg.Definitions(
         sensors=[landing_zone_sensor, curated_dataset_sensor, generation_round_sensor, synthetic_batch_sensor, retraining_sensor, checkpoint_sensor],
         executor=executor,
         resources={
@@ -148,6 +121,7 @@ def build_definitions(profile: str | None = None) -> dg.Definitions:
             ),
         },
     )
+    defs = dg.Definitions.merge(curation.defs, synthetic.defs, training.defs, profile_defs)
     return with_kubernetes_executor(defs) if profile == "k8s" else defs
 
 
