@@ -23,7 +23,7 @@ from resources.training import TrainerResource
 from resources.k8s import with_kubernetes_executor
 from resources.storage import ParquetTableIOManager
 from cosmos_assets.common.artefacts import OBJECT_STORE_ENV
-from resources.landing import LandingZoneSettings
+from resources.landing import FIRST_BATCH_FILES_ENV, LandingZoneSettings
 from resources.retraining import RetrainingSettings
 from sensors import curated_dataset_sensor, landing_zone_sensor
 from sensors.training import checkpoint_sensor, retraining_sensor
@@ -118,6 +118,8 @@ def build_definitions(profile: str | None = None) -> dg.Definitions:
             **model_resources(profile, home),
             "landing_zone": LandingZoneSettings(
                 settle_seconds=float(os.environ.get("COSMOS_SETTLE_SECONDS", "10")),
+                # `cosmos demo` sets it to 1: the smallest sample's clips first.
+                first_batch_files=int(os.environ.get(FIRST_BATCH_FILES_ENV, "0")),
             ),
         },
     )

@@ -3,8 +3,6 @@ limits) and by ``checkpoint_sensor`` (the same settle rule for the checkpoint in
 
 # No `from __future__ import annotations` here: Dagster reads the field annotations at class creation.
 
-import os
-
 import dagster as dg
 from pydantic import Field
 
@@ -22,8 +20,7 @@ class LandingZoneSettings(dg.ConfigurableResource):
     max_hash_bytes_per_tick: int = Field(
         default=4 * 1024**3, description="Bounds one sensor tick's reading; the rest waits for the next tick.")
     first_batch_files: int = Field(
-        # Read when the resource is built (like COSMOS_SETTLE_SECONDS): `cosmos demo` sets it to 1.
-        default_factory=lambda: int(os.environ.get(FIRST_BATCH_FILES_ENV, "0")),
+        default=0,
         description=(
             "Files in the first batch of a drop; the rest of the drop is batched up to max_files_per_batch. "
             "Small values show a drop's first clips after one short run while the rest curates beside it, "

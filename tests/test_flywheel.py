@@ -262,3 +262,77 @@ def test_the_ui_shows_promoted_checkpoint_lineage_through_both_paths_and_its_sam
     finally:
         outcome = ui.stop_process_group(server.process)
         assert not outcome["survivors"]
+
+
+class RecordingStore:
+    """The real store, noting which asset's code read which asset's table (the asset found on the call stack)."""
+
+    def __init__(self, store, asset_names, reads):
+        self._store, self._assets, self._reads = store, asset_names, reads
+
+    def _note(self, table: str) -> None:
+        import inspect
+
+        reader = next((f.function for f in inspect.stack()[2:] if f.function in self._assets), None)
+        if reader is not None:
+            self._reads.setdefault(reader, set()).add(table)
+
+    def read_table(self, asset, partition=None):
+        self._note(asset)
+        return self._store.read_table(asset, partition)
+
+    def read_partitions(self, asset, only=None):
+        self._note(asset)
+        return self._store.read_partitions(asset, only)
+
+    def table_partitions(self, asset):
+        self._note(asset)
+        return self._store.table_partitions(asset)
+
+    def read_parquet(self, key, columns=None):
+        if key.startswith("tables/"):
+            self._note(key.split("/")[1])
+        return self._store.read_parquet(key, columns)
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+
+def test_every_asset_declares_the_tables_it_reads(flywheel, monkeypatch):
+    """Each job of the flywheel again, in process, on its latest partition, with a store that notes table reads:
+    an asset reads its own table, or one of an asset it declares upstream, and nothing else."""
+    paths, first, second = flywheel
+    monkeypatch.setenv("COSMOS_HOME", str(paths.home))
+    monkeypatch.setenv("DAGSTER_HOME", str(paths.dagster_home))
+    from cosmos_assets.definitions import build_definitions
+    from resources import CosmosStorage
+
+    defs = build_definitions("local")
+    graph = defs.resolve_asset_graph()
+    names = {key.to_user_string() for key in graph.get_all_asset_keys()}
+    functions = names | {"video_clips_and_scores"}  # the multi-asset's function
+    reads: dict[str, set[str]] = {}
+
+    class RecordingStorage(CosmosStorage):
+        @property
+        def store(self):
+            return RecordingStore(super().store, functions, reads)
+
+    from dagster._record import replace
+
+    recording = replace(defs, resources={**defs.resources, "storage": RecordingStorage(home=str(paths.home))})
+    runs = [r for r in first["runs"] + second["runs"] if r["status"] == "SUCCESS"]
+    latest = {r["job"]: r["partition"] for r in runs}
+    instance = dg.DagsterInstance.from_config(str(paths.dagster_home))
+    try:
+        for job_name in ("curation_job", "dataset_job", "generation_job", "critique_job", "training_job", "evaluation_job"):
+            job = recording.resolve_job_def(job_name)
+            result = job.execute_in_process(instance=instance, partition_key=latest.get(job_name), raise_on_error=False)
+            assert result.success, job_name
+    finally:
+        instance.dispose()
+    assert {"training_dataset", "checkpoint_evaluation", "generation_prompts"} <= reads.keys(), reads
+    for reader, tables in reads.items():
+        keys = [dg.AssetKey("video_clips"), dg.AssetKey("clip_scores")] if reader == "video_clips_and_scores" else [dg.AssetKey(reader)]
+        declared = {reader} | {k.to_user_string() for key in keys for k in graph.get(key).parent_keys} | {k.to_user_string() for k in keys}
+        assert tables <= declared, f"{reader} reads {sorted(tables - declared)} without declaring it"

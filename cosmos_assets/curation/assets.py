@@ -75,6 +75,7 @@ def _clip_contact_sheet(store: ArtefactStore, clips: pl.DataFrame, title: str) -
     kinds={"python", "parquet"},
     owners=["team:curation"],
     tags=pod_class("cpu-ingest"),
+    code_version="ingest-1",
 )
 def raw_videos(
     context: dg.AssetExecutionContext, config: RawVideosConfig, storage: CosmosStorage
@@ -127,9 +128,12 @@ def _remove_landed(landing: Path, member) -> None:
     group_name=GROUP,
     pool="gpu",
     outs={
+        # code_version 2: the deterministic H.264 settings (common/encoding.py) changed every clip's bytes.
         "video_clips": dg.AssetOut(kinds={"pytorch", "parquet"}, owners=["team:curation"], tags=pod_class("gpu-shot-detector"),
+                                   code_version="clips-2",
                                    description="Shot-split H.264 clips with deterministic ids and their span in the source."),
         "clip_scores": dg.AssetOut(kinds={"python", "parquet"}, owners=["team:curation"], tags=pod_class("gpu-shot-detector"),
+                                   code_version="scores-1",
                                    description="Per-clip motion, sharpness, exposure and letterbox signals."),
     },
 )
@@ -251,6 +255,7 @@ def _score_metadata(scores: pl.DataFrame, thresholds: FilterThresholds | None = 
     kinds={"python", "parquet"},
     owners=["team:curation"],
     tags=pod_class("cpu-light"),
+    code_version="filter-1",
 )
 def filtered_clips(
     context: dg.AssetExecutionContext, config: FilterConfig, storage: CosmosStorage, video_clips: pl.DataFrame,
