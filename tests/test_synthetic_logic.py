@@ -246,3 +246,37 @@ def test_dropped_files_are_copied_by_content_and_bad_ones_rejected_with_their_cl
             ingest_file(inbox, name, store, key_for, expected_sha256=expected_sha)
         assert rejected.value.error_class == error_class
     assert store.list("") == [f"{ingested.sha256}.mp4"]  # nothing else kept
+
+
+def test_a_candidate_listed_twice_in_a_manifest_is_one_candidate_and_the_repeat_is_recorded(tmp_path, dashcam):
+    """Issue 14.6: the same entry twice (and the same request and seed with another file) is one candidate, never
+    two rows under one id in synthetic_videos (and so never two in critique_scores or four in accepted_videos)."""
+    from types import SimpleNamespace
+
+    from cosmos_assets.settings import CosmosPaths
+    from cosmos_assets.synthetic.assets import GENERATION_PROMPTS, SYNTHETIC_VIDEOS, _ingest_inbox, _table
+
+    entry = {"file": "a.mp4", "request_id": "r", "seed": 0, "source_clip_id": "c"}
+    other_file = {**entry, "file": "b.mp4"}
+    next_seed = {**entry, "seed": 1}
+    manifest = parse_manifest(json.dumps({"candidates": [entry, entry, other_file, next_seed]}).encode())
+    assert [(e.index, e.error_class) for e in manifest.entries] == [(0, None), (1, "DuplicateEntry"), (2, "DuplicateEntry"),
+                                                                    (3, None)]
+    assert "already candidate 0" in manifest.entries[1].error_message
+
+    paths = CosmosPaths(tmp_path / "home")
+    folder = paths.synthetic_inbox / "drop"
+    _drop(folder, "manifest.json", {"candidates": [entry, entry, other_file, next_seed]})
+    write_mp4(folder / "a.mp4", dashcam[:9], 16)
+    write_mp4(folder / "b.mp4", dashcam[9:18], 16)
+    for name in ("a.mp4", "b.mp4", "manifest.json"):
+        age_file(folder / name)
+    [batch] = InboxLedger(paths.synthetic_inbox_ledger).plan_batches(paths.synthetic_inbox, 5, 300)
+    storage = SimpleNamespace(paths=paths, store=LocalStore(paths.home / "artefacts"))
+    context = SimpleNamespace(partition_key=batch.key, log=SimpleNamespace(warning=lambda *_: None))
+    requests = _table([{"request_id": "r", "round": batch.key, "seeds": [0, 1]}], GENERATION_PROMPTS)
+    videos = _table(_ingest_inbox(context, storage, requests), SYNTHETIC_VIDEOS)
+    assert videos["candidate_id"].n_unique() == videos.height == 4
+    assert sorted(zip(videos["status"], videos["error_class"].fill_null(""))) == [
+        ("ok", ""), ("ok", ""), ("rejected", "DuplicateEntry"), ("rejected", "DuplicateEntry")]
+    assert sorted(videos.filter(videos["status"] == "ok")["seed"].to_list()) == [0, 1]

@@ -373,7 +373,7 @@ def _ingest_inbox(context, storage, requests: pl.DataFrame) -> list[dict]:
     by_request = {r["request_id"]: r for r in requests.to_dicts()}
     external = f"{SYNTHETIC}/external"
     remove_stale_temporaries(store.staging_path(external))
-    rows = []
+    rows, taken = [], {}  # candidate id -> the entry that made it: ids are unique in every table
     for entry in manifest.entries:
         row = {**base, "candidate_id": stable_id("inbox-entry", batch.key, entry.index), "request_id": entry.request_id,
                "seed": entry.seed, "condition": entry.condition, "source_clip_id": entry.source_clip_id, "prompt": entry.prompt,
@@ -395,13 +395,18 @@ def _ingest_inbox(context, storage, requests: pl.DataFrame) -> list[dict]:
             rows.append(_failed_row(row, rejected.error_class, rejected.message))
             context.log.warning(f"inbox entry {entry.index} ({entry.file!r}): {rejected.error_class}: {rejected.message}")
             continue
+        candidate = stable_id("external-candidate", entry.request_id, entry.seed, ingested.sha256)
+        if candidate in taken:  # parse_manifest marks a repeated request and seed; this holds the invariant whatever the cause
+            rows.append(_failed_row(row, "DuplicateEntry", f"the same candidate as entry {taken[candidate]} of this manifest"))
+            context.log.warning(f"inbox entry {entry.index} ({entry.file!r}): DuplicateEntry of entry {taken[candidate]}")
+            continue
+        taken[candidate] = entry.index
         thumbnail = f"{external}/{ingested.sha256[:2]}/{ingested.sha256}.jpg"
         if not store.exists(thumbnail):
             with store.writing(thumbnail) as tmp:
                 write_jpeg(tmp, middle_frame(read_video(store.local_path(ingested.path))[0]))
         probe = ingested.probe
-        rows.append({**row, "candidate_id": stable_id("external-candidate", entry.request_id, entry.seed, ingested.sha256),
-                     "model_version": None, "checkpoint": None, "controls": "{}",
+        rows.append({**row, "candidate_id": candidate, "model_version": None, "checkpoint": None, "controls": "{}",
                      "settings": json.dumps({"manifest": batch.manifest_name, "entry": entry.index, "file": entry.file}),
                      "path": ingested.path, "thumbnail_path": store.ref(thumbnail), "sha256": ingested.sha256,
                      "width": probe["width"], "height": probe["height"], "fps": probe["average_fps"], "frames": probe["frames"],

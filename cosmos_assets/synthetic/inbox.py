@@ -12,11 +12,13 @@ once, in a SQLite ledger (the same rules as the landing zone: a file is taken on
 inbox is walked without following symlinks; files are opened with ``O_NOFOLLOW``; names in a manifest are
 data, checked to stay inside the inbox and never used to name anything we write). The manifest's bytes are
 kept in the ledger, so the batch is the manifest as it was when taken. Bad input is recorded per candidate
-with an error class and message, and the rest of the batch goes on.
+with an error class and message, and the rest of the batch goes on; a request's seed names one candidate, so
+an entry that repeats an earlier entry's request id and seed is recorded as a ``DuplicateEntry``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import time
@@ -98,7 +100,23 @@ def parse_manifest(data: bytes) -> Manifest:
     if not isinstance(items, list) or not items:
         raise ManifestInvalid("no candidates: expected a `candidates` list, or one candidate object with `file`")
     generator = document.get("generator")
-    return Manifest(str(generator) if generator else "external", [_entry(i, item) for i, item in enumerate(items)])
+    return Manifest(str(generator) if generator else "external", _mark_duplicates([_entry(i, item) for i, item in enumerate(items)]))
+
+
+def _mark_duplicates(entries: list[ManifestEntry]) -> list[ManifestEntry]:
+    """A request's seed names one candidate: a later entry with the same request id and seed as an earlier usable
+    one is recorded as a ``DuplicateEntry`` (never a second candidate), whatever file it names."""
+    first: dict[tuple[str, int], int] = {}
+    marked = []
+    for entry in entries:
+        key = (entry.request_id, entry.seed)
+        if entry.error_class is None and key in first:
+            entry = dataclasses.replace(entry, error_class="DuplicateEntry", error_message=(
+                f"request {entry.request_id!r} seed {entry.seed} is already candidate {first[key]} of this manifest"))
+        elif entry.error_class is None:
+            first[key] = entry.index
+        marked.append(entry)
+    return marked
 
 
 # --- the ledger ------------------------------------------------------------------------------------------
