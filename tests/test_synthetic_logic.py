@@ -280,3 +280,50 @@ def test_a_candidate_listed_twice_in_a_manifest_is_one_candidate_and_the_repeat_
     assert sorted(zip(videos["status"], videos["error_class"].fill_null(""))) == [
         ("ok", ""), ("ok", ""), ("rejected", "DuplicateEntry"), ("rejected", "DuplicateEntry")]
     assert sorted(videos.filter(videos["status"] == "ok")["seed"].to_list()) == [0, 1]
+
+
+def test_identical_manifests_in_two_folders_are_two_drops_and_a_touched_one_stays_one(tmp_path, dashcam):
+    """Issue 14.7: a drop is its manifest's folder and bytes together, not the bytes alone."""
+    inbox, ledger = tmp_path / "inbox", InboxLedger(tmp_path / "ledger.sqlite")
+    payload = {"candidates": [{"file": "a.mp4", "request_id": "r", "seed": 0, "source_clip_id": "c"}]}
+    for folder, frames in (("monday", dashcam[:9]), ("tuesday", dashcam[9:18])):  # the same names, other videos
+        (inbox / folder).mkdir(parents=True)
+        write_mp4(inbox / folder / "a.mp4", frames, 16)
+        age_file(_drop(inbox / folder, "manifest.json", payload))
+        age_file(inbox / folder / "a.mp4")
+    assert (inbox / "monday" / "manifest.json").read_bytes() == (inbox / "tuesday" / "manifest.json").read_bytes()
+    batches = ledger.plan_batches(inbox, 60, 300)
+    assert sorted(b.manifest_name for b in batches) == ["monday/manifest.json", "tuesday/manifest.json"]
+    assert len({b.key for b in batches}) == 2 and len({b.manifest_hash for b in batches}) == 1
+    os.utime(inbox / "monday" / "manifest.json")  # re-touched (and settled again): the same drop
+    age_file(inbox / "monday" / "manifest.json", 100)
+    assert ledger.plan_batches(inbox, 60, 300) == [] and len(ledger.batches_after(0)) == 2
+
+
+def test_a_ledger_from_before_drops_had_folders_takes_the_drop_it_skipped(tmp_path, dashcam):
+    """Issue 14.7: a ledger where the second folder's identical manifest was seen but skipped takes it after the upgrade."""
+    import sqlite3
+
+    inbox = tmp_path / "inbox"
+    payload = {"candidates": [{"file": "a.mp4", "request_id": "r", "seed": 0, "source_clip_id": "c"}]}
+    for folder in ("monday", "tuesday"):
+        (inbox / folder).mkdir(parents=True)
+        write_mp4(inbox / folder / "a.mp4", dashcam[:9], 16)
+        age_file(inbox / folder / "a.mp4")
+        age_file(_drop(inbox / folder, "manifest.json", payload))
+    data = (inbox / "monday" / "manifest.json").read_bytes()
+    db = sqlite3.connect(tmp_path / "ledger.sqlite")
+    db.executescript("""CREATE TABLE seen_manifests (relative_path BLOB PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL);
+        CREATE TABLE batches (sequence INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT UNIQUE NOT NULL, manifest_path BLOB NOT NULL,
+        manifest_hash TEXT UNIQUE, manifest_bytes BLOB, problem TEXT, created_at REAL NOT NULL);""")
+    for folder in ("monday", "tuesday"):
+        stat = os.stat(inbox / folder / "manifest.json")
+        db.execute("INSERT INTO seen_manifests VALUES (?, ?, ?)", (f"{folder}/manifest.json".encode(), stat.st_size, stat.st_mtime_ns))
+    db.execute("INSERT INTO batches VALUES (1, 'inbox-000001-old', ?, 'h', ?, NULL, 0)", (b"monday/manifest.json", data))
+    db.commit()
+    db.close()
+    ledger = InboxLedger(tmp_path / "ledger.sqlite")
+    [taken] = ledger.plan_batches(inbox, 60, 300)
+    assert taken.manifest_name == "tuesday/manifest.json" and taken.key.startswith("inbox-000002-")
+    assert [b.key for b in ledger.batches_after(0)] == ["inbox-000001-old", taken.key]
+    assert InboxLedger(tmp_path / "ledger.sqlite").plan_batches(inbox, 60, 300) == []

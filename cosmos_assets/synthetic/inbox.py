@@ -7,10 +7,11 @@ a manifest, a small JSON file beside them::
      "candidates": [{"file": "rain_0.mp4", "request_id": "r-17", "seed": 0, "source_clip_id": "<clip id>",
                      "condition": "rain", "prompt": "...", "sha256": "<optional>"}]}
 
-(a manifest may also be one such candidate object on its own). Each new manifest becomes one batch, exactly
-once, in a SQLite ledger (the same rules as the landing zone: a file is taken once it has settled; the
-inbox is walked without following symlinks; files are opened with ``O_NOFOLLOW``; names in a manifest are
-data, checked to stay inside the inbox and never used to name anything we write). The manifest's bytes are
+(a manifest may also be one such candidate object on its own). Each new drop (a manifest's folder and bytes
+together) becomes one batch, exactly once, in a SQLite ledger (the same rules as the landing zone: a file is
+taken once it has settled; the inbox is walked without following symlinks; files are opened with
+``O_NOFOLLOW``; names in a manifest are data, checked to stay inside the inbox and never used to name
+anything we write). The manifest's bytes are
 kept in the ledger, so the batch is the manifest as it was when taken. Bad input is recorded per candidate
 with an error class and message, and the rest of the batch goes on; a request's seed names one candidate, so
 an entry that repeats an earlier entry's request id and seed is recorded as a ``DuplicateEntry``.
@@ -152,13 +153,44 @@ class InboxLedger:
                     sequence INTEGER PRIMARY KEY AUTOINCREMENT,
                     key TEXT UNIQUE NOT NULL,
                     manifest_path BLOB NOT NULL,
-                    manifest_hash TEXT UNIQUE,
+                    manifest_hash TEXT,
                     manifest_bytes BLOB,
                     problem TEXT,
-                    created_at REAL NOT NULL
+                    created_at REAL NOT NULL,
+                    drop_digest TEXT UNIQUE
                 );
                 """
             )
+            self._migrate(db)
+
+    @staticmethod
+    def _migrate(db) -> None:
+        """A ledger from before drops were told apart by their folder (``manifest_hash`` was unique, so identical
+        manifest bytes in a second folder were never taken): rebuilt once with each batch's drop digest."""
+        if "drop_digest" in [row[1] for row in db.execute("PRAGMA table_info(batches)")]:
+            return
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            if "drop_digest" in [row[1] for row in db.execute("PRAGMA table_info(batches)")]:
+                db.execute("COMMIT")  # another process migrated it while we waited for the lock
+                return
+            db.execute("ALTER TABLE batches RENAME TO batches_before_drop_digest")
+            db.execute("""CREATE TABLE batches (
+                sequence INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT UNIQUE NOT NULL, manifest_path BLOB NOT NULL,
+                manifest_hash TEXT, manifest_bytes BLOB, problem TEXT, created_at REAL NOT NULL, drop_digest TEXT UNIQUE)""")
+            for row in db.execute("SELECT sequence, key, manifest_path, manifest_hash, manifest_bytes, problem, created_at "
+                                  "FROM batches_before_drop_digest ORDER BY sequence").fetchall():
+                path, data = bytes(row[2]), row[4]
+                digest = drop_digest(path, bytes(data)) if row[3] is not None and data is not None else None
+                db.execute("INSERT INTO batches VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (*row, digest))
+            db.execute("DROP TABLE batches_before_drop_digest")
+            # Manifests seen but never a batch were skipped as "the same bytes": looked at again, a second folder's
+            # drop is taken now, a copy beside its original is still one batch.
+            db.execute("DELETE FROM seen_manifests WHERE relative_path NOT IN (SELECT manifest_path FROM batches)")
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
 
     def _connect(self):
         return connect_ledger(self.path)
@@ -199,12 +231,13 @@ class InboxLedger:
                 for entry, digest, data, problem in taken:
                     db.execute("INSERT OR REPLACE INTO seen_manifests VALUES (?, ?, ?)",
                                (entry.relative_path, entry.size, entry.mtime_ns))
-                    if digest is not None and db.execute("SELECT 1 FROM batches WHERE manifest_hash = ?", (digest,)).fetchone():
-                        continue  # the same manifest again (copied or touched): one batch
+                    drop = drop_digest(entry.relative_path, data) if digest is not None else None
+                    if drop is not None and db.execute("SELECT 1 FROM batches WHERE drop_digest = ?", (drop,)).fetchone():
+                        continue  # the same manifest again in the same folder (touched, or copied beside itself): one batch
                     sequence = db.execute("SELECT COALESCE(MAX(sequence), 0) + 1 FROM batches").fetchone()[0]
-                    key = f"{INBOX_PREFIX}{sequence:06d}-{(digest or hashlib.sha256(entry.relative_path).hexdigest())[:10]}"
-                    db.execute("INSERT INTO batches VALUES (?, ?, ?, ?, ?, ?, ?)",
-                               (sequence, key, entry.relative_path, digest, data, problem, now))
+                    key = f"{INBOX_PREFIX}{sequence:06d}-{(drop or hashlib.sha256(entry.relative_path).hexdigest())[:10]}"
+                    db.execute("INSERT INTO batches VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                               (sequence, key, entry.relative_path, digest, data, problem, now, drop))
                     batches.append(InboxBatch(sequence, key, entry.relative_path, digest, data, problem))
                 db.execute("COMMIT")
             except BaseException:
@@ -246,6 +279,14 @@ class InboxLedger:
             raise KeyError(f"no inbox batch {key!r} in {self.path}")
         s, k, p, h, d, e = row
         return InboxBatch(s, k, bytes(p), h, bytes(d) if d is not None else None, e)
+
+
+def drop_digest(manifest_path: bytes, data: bytes) -> str:
+    """What identifies a drop: the manifest's folder and its bytes together. The names in a manifest are relative to
+    its folder, so identical manifest bytes in two folders name different videos (two drops), while the same bytes
+    touched again, or copied beside themselves, in one folder name the same files (one drop)."""
+    folder = os.path.dirname(manifest_path)
+    return hashlib.sha256(b"inbox-drop\0" + folder + b"\0" + data).hexdigest()
 
 
 def _read_manifest(root: Path, entry: DroppedFile) -> bytes:
