@@ -183,3 +183,27 @@ def test_dataset_versions_depend_on_members_and_config_only():
     assert dataset_version(["a", "b"], {"x": 1}) != dataset_version(["a", "b"], {"x": 2})
     assert dataset_version(["a"], {"x": 1}) != dataset_version(["a", "b"], {"x": 1})
     assert {split_of(f"clip-{i}", 0.2) for i in range(50)} == {"train", "validation"}
+
+
+def test_a_dataset_version_is_the_same_under_any_home_or_bucket(tmp_path, samples):
+    """Issue 14.9: the version comes from the clips' content and recipe, never from where the store is."""
+    from cosmos_assets.common.artefacts import LocalStore, ObjectStore, clip_key
+    from cosmos_assets.curation.dataset import dataset_recipe
+
+    ids = ["3f1c-clip", "9a0b-clip"]
+    stores = [LocalStore(tmp_path / "home-a" / "artefacts"), LocalStore(tmp_path / "elsewhere" / "b" / "artefacts"),
+              ObjectStore(f"memory://cosmos-{tmp_path.name}/prefix", tmp_path / "scratch")]
+
+    def version_on(store, split_recipe="recipe01"):
+        paths = []
+        for clip_id, sample in zip(ids, ("dashcam_solid_white_right.mp4", "bottle_conveyor.mp4")):
+            key = clip_key(clip_id, split_recipe)
+            with store.writing(key) as tmp:
+                shutil.copy(samples / sample, tmp)
+            paths.append(store.ref(key))
+        members = pl.DataFrame({"clip_id": ids, "path": paths, "prompt_id": ["p1", "p1"], "video_model": ["effnet", "effnet"]})
+        return dataset_version(ids, dataset_recipe(store, members, {"validation_fraction": 0.1, "shard_max_clips": 1000}))
+
+    versions = {version_on(store) for store in stores}
+    assert len(versions) == 1  # two homes and a bucket: one version
+    assert version_on(stores[0], split_recipe="recipe02") not in versions  # clips cut by another recipe: another version

@@ -1,8 +1,8 @@
 """The curated dataset: a content-derived version, a deterministic split, a dataset card, and exports
 in the layout Cosmos Predict2 training reads and as webdataset tar shards.
 
-A version id is a digest of the member clip ids and the curation config, so re-materializing with
-nothing changed names the same version — and finds it already written, writing nothing. The export is
+A version id is a digest of the member clip ids and the curation recipe (never where the store is), so
+re-materializing with nothing changed, under any ``COSMOS_HOME`` or bucket, names the same version — and finds it already written, writing nothing. The export is
 built in a local folder and published to the artefact store with its dataset card last.
 """
 
@@ -29,6 +29,14 @@ def dataset_version(member_ids: list[str], config: dict) -> str:
         digest.update(clip_id.encode() + b"\n")
     digest.update(json.dumps(config, sort_keys=True, default=str).encode())
     return "ds-" + digest.hexdigest()[:16]
+
+
+def dataset_recipe(store: ArtefactStore, members: pl.DataFrame, export_config: dict) -> dict:
+    """What a version is made from besides its member ids: the export settings, the clip files as store keys
+    (the key names the clip id and the split/transcode recipe that cut it), the captioners and the video
+    embedder. Keys, never references: where ``COSMOS_HOME`` or the bucket is must not change a version."""
+    return {"export": export_config, "clip_files": sorted(store.key_of(path) for path in members["path"].to_list()),
+            "captioners": sorted(set(members["prompt_id"].drop_nulls())), "video_model": sorted(set(members["video_model"]))}
 
 
 def split_of(clip_id: str, validation_fraction: float, seed: str = "cosmos-split-v1") -> str:

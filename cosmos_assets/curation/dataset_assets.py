@@ -14,7 +14,7 @@ from cosmos_assets.common.pictures import contact_sheet, encode_jpeg, markdown_i
 from cosmos_assets.common.pod_classes import pod_class
 from cosmos_assets.curation import captions as captioning
 from cosmos_assets.curation.assets import GROUP, filtered_clips, ingest_batches
-from cosmos_assets.curation.dataset import card_markdown, dataset_version, export_dataset, split_of
+from cosmos_assets.curation.dataset import card_markdown, dataset_recipe, dataset_version, export_dataset, split_of
 from cosmos_assets.curation.dedup import DedupConfig, exact_duplicates, semantic_dedup
 from cosmos_assets.curation.vector_store import COLUMNS, KEY, TEXT_VECTOR, VIDEO_VECTOR, ClipVectorStore, table_name
 from cosmos_assets.models.frames import sample_frames
@@ -318,7 +318,8 @@ def lancedb_unique_clip_ids(storage: CosmosStorage) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(passed=not duplicates, metadata={"duplicated_ids": dg.MetadataValue.json(duplicates)})
 
 
-@dg.asset(group_name=GROUP, pool="collection", kinds={"python", "parquet"}, owners=["team:curation"], code_version="dataset-1",
+# code_version 2: the version hashes the clip files' store keys, not their absolute paths (existing versions get new ids).
+@dg.asset(group_name=GROUP, pool="collection", kinds={"python", "parquet"}, owners=["team:curation"], code_version="dataset-2",
           tags=pod_class("cpu-dataset"))
 def curated_dataset(
     context: dg.AssetExecutionContext, config: CuratedDatasetConfig, storage: CosmosStorage, deduplicated_clips: pl.DataFrame,
@@ -327,9 +328,7 @@ def curated_dataset(
     train/validation split, a dataset card, the Predict2 training layout and webdataset shards."""
     members = deduplicated_clips.filter(pl.col("kept")).sort(KEY)
     members = members.with_columns(split=pl.Series([split_of(i, config.validation_fraction) for i in members[KEY]], dtype=pl.String))
-    recipe = {"export": config.model_dump(), "clip_files": sorted(members["path"].to_list()),
-              "captioners": sorted(set(members["prompt_id"].drop_nulls())), "video_model": sorted(set(members["video_model"]))}
-    version = dataset_version(members[KEY].to_list(), recipe)
+    version = dataset_version(members[KEY].to_list(), dataset_recipe(storage.store, members, config.model_dump()))
     card = {
         "version": version,
         "clips": members.height,
