@@ -1,6 +1,7 @@
 """Post-training pieces: resumable LoRA training, Fréchet distance, the promotion rule, the checkpoint
 registry and its inbox."""
 
+import functools
 import json
 import os
 import shutil
@@ -114,9 +115,21 @@ def test_promotion_requires_no_worse_than_base_by_the_margin():
     assert promotion_decision(base, ModelScores(0.45, 0.6, 10.5), margin=0.1).promote
 
 
+@functools.cache
+def _adapter_bytes() -> bytes:
+    """A rank-2 LoRA adapter as save_lora writes it (settings in the metadata), made once: safetensors orders the
+    metadata differently from one save to the next, and drops of the same adapter must be the same bytes."""
+    from safetensors.torch import save
+
+    from cosmos_assets.models.lora import LoraSettings
+
+    return save({"blocks.0.to_q.lora_A.weight": torch.ones(2, 8), "blocks.0.to_q.lora_B.weight": torch.zeros(8, 2)},
+                metadata=LoraSettings(rank=2).as_metadata())
+
+
 def write_adapter(folder: Path, manifest: dict | None = None) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    save_file({"lora_A": torch.ones(2, 2)}, str(folder / registry.ADAPTER))
+    (folder / registry.ADAPTER).write_bytes(_adapter_bytes())
     (folder / registry.MANIFEST).write_text(json.dumps(manifest or {"kind": "predict2.5", "base_model": "tiny:predict2.5"}))
 
 
@@ -134,6 +147,46 @@ def test_a_missing_or_corrupt_checkpoint_is_a_clear_error(tmp_path):
     (checkpoints / "missing" / registry.ADAPTER).unlink()
     with pytest.raises(registry.CheckpointMissing, match="adapter file .* is missing"):
         registry.verified_checkpoint(store, "missing")
+
+
+def _raw_safetensors(path: Path, tensors: dict, metadata: dict | None, data: bytes) -> None:
+    """A safetensors file written byte by byte: what a hostile or broken trainer can put in a header."""
+    header = json.dumps({**tensors, **({"__metadata__": metadata} if metadata is not None else {})}).encode()
+    path.write_bytes(len(header).to_bytes(8, "little") + header + data)
+
+
+def test_an_inbox_adapter_without_lora_settings_or_with_an_absurd_shape_is_refused_at_intake(tmp_path):
+    """Issue 14.10a: refused when the sensor looks (read only) and in the run, with InvalidAdapter, not a late KeyError."""
+    from cosmos_assets.models.lora import LoraSettings
+
+    inbox, store = tmp_path / "inbox", LocalStore(tmp_path / "home")
+    settings = LoraSettings(rank=2).as_metadata()
+    write_adapter(inbox / "good")
+    write_adapter(inbox / "no-settings")
+    save_file({"blocks.0.to_q.lora_A.weight": torch.ones(2, 8)}, str(inbox / "no-settings" / registry.ADAPTER))
+    a = {"dtype": "F32", "data_offsets": [0, 64]}
+    broken = {
+        "absurd-shape": ({"w.lora_A.weight": {**a, "shape": [10**12, 10**12]}}, settings),
+        "shape-not-its-bytes": ({"w.lora_A.weight": {**a, "shape": [2, 800]}}, settings),
+        "wrong-rank": ({"w.lora_A.weight": {**a, "shape": [4, 4]}}, settings),
+        "bad-settings": ({"w.lora_A.weight": {**a, "shape": [2, 8]}}, {**settings, "lora_rank": "lots"}),
+        "negative-dim": ({"w.lora_A.weight": {**a, "shape": [-2, -8]}}, settings),
+    }
+    for name, (tensors, metadata) in broken.items():
+        write_adapter(inbox / name)
+        _raw_safetensors(inbox / name / registry.ADAPTER, tensors, metadata, bytes(64))
+    refused = {}
+    for drop in settled_folders(inbox, settle_seconds=0):
+        try:
+            registry.inbox_checkpoint_key(drop.path)
+        except registry.INBOX_ERRORS as error:
+            refused[drop.name] = (error_class(error), str(error))
+    assert {name: cls for name, (cls, _) in refused.items()} == {name: "InvalidAdapter" for name in ["no-settings", *broken]}
+    assert "lora_rank" in refused["no-settings"][1] and "absurd shape" in refused["absurd-shape"][1]
+    with pytest.raises(registry.InvalidAdapter):  # and in the run, should the drop change after the sensor looked
+        registry.register_inbox_checkpoint(store, inbox / "no-settings", "inbox-0000000000000000")
+    assert not (tmp_path / "home" / CHECKPOINTS).exists()
+    assert registry.inbox_checkpoint_key(inbox / "good").startswith("inbox-")
 
 
 def test_promotion_history_is_kept_and_a_rerun_adds_nothing(tmp_path):

@@ -11,6 +11,7 @@ copied into the store by the ``inbox_checkpoint`` asset, in a run.
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 
@@ -81,6 +82,59 @@ def history(store: ArtefactStore) -> list[dict]:
 
 INBOX_ERRORS = (ModelError, CorruptCheckpoint, ValueError, OSError, UnicodeDecodeError)
 
+# What an adapter in the inbox must be for the evaluation to load it (models/lora.py ``load_lora``): LoRA settings in
+# the safetensors metadata, and tensors whose shapes agree with their bytes, with the rank and with sane bounds.
+LORA_METADATA_KEYS = ("lora_rank", "lora_alpha", "lora_target_modules")
+MAX_LORA_RANK = 4096
+MAX_TENSOR_DIMS = 4
+MAX_TENSOR_DIM = 1 << 20
+DTYPE_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
+               "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8}
+
+
+class InvalidAdapter(CorruptCheckpoint):
+    """A well-formed safetensors file that is not a LoRA adapter the evaluation can load (settings missing, or a
+    tensor whose shape is absurd or disagrees with its bytes or the rank)."""
+
+
+def check_lora_adapter(header: dict, source: str) -> int:
+    """Check a safetensors header (``check_safetensors_file``'s) as a LoRA adapter; returns its rank."""
+    metadata = header.get("__metadata__") or {}
+    missing = [k for k in LORA_METADATA_KEYS if k not in metadata]
+    if missing:
+        raise InvalidAdapter(f"{source}: no LoRA settings in the adapter's metadata (missing {', '.join(missing)}); "
+                             "save it with models/lora.py save_lora, or write these keys into the safetensors metadata")
+    try:
+        rank, alpha = int(metadata["lora_rank"]), float(metadata["lora_alpha"])
+        modules = json.loads(metadata["lora_target_modules"])
+    except (TypeError, ValueError) as error:
+        raise InvalidAdapter(f"{source}: unreadable LoRA settings in the metadata ({error})") from None
+    if not 1 <= rank <= MAX_LORA_RANK or not math.isfinite(alpha):
+        raise InvalidAdapter(f"{source}: lora_rank {rank} (1..{MAX_LORA_RANK}) or lora_alpha {alpha} is out of range")
+    if not isinstance(modules, list) or not modules or not all(isinstance(m, str) and m for m in modules):
+        raise InvalidAdapter(f"{source}: lora_target_modules must be a non-empty JSON list of module names")
+    tensors = {name: entry for name, entry in header.items() if name != "__metadata__"}
+    if not tensors:
+        raise InvalidAdapter(f"{source}: the adapter holds no tensors")
+    for name, entry in tensors.items():
+        try:
+            dtype, shape, (begin, end) = entry["dtype"], entry["shape"], entry["data_offsets"]
+        except (TypeError, KeyError, ValueError) as error:
+            raise InvalidAdapter(f"{source}: tensor {name[:100]!r} has no dtype, shape and offsets ({error})") from None
+        if dtype not in DTYPE_BYTES:
+            raise InvalidAdapter(f"{source}: tensor {name[:100]!r} has an unknown dtype {str(dtype)[:20]!r}")
+        if (not isinstance(shape, list) or len(shape) > MAX_TENSOR_DIMS
+                or not all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d <= MAX_TENSOR_DIM for d in shape)):
+            raise InvalidAdapter(f"{source}: tensor {name[:100]!r} has an absurd shape {str(shape)[:100]} (at most "
+                                 f"{MAX_TENSOR_DIMS} dimensions of at most {MAX_TENSOR_DIM})")
+        if not (isinstance(begin, int) and isinstance(end, int) and 0 <= begin <= end) or \
+                math.prod(shape) * DTYPE_BYTES[dtype] != end - begin:
+            raise InvalidAdapter(f"{source}: tensor {name[:100]!r} of shape {shape} {dtype} does not match its "
+                                 f"{end - begin if isinstance(end, int) and isinstance(begin, int) else '?'} bytes")
+        if ("lora_A" in name and (not shape or shape[0] != rank)) or ("lora_B" in name and (len(shape) < 2 or shape[1] != rank)):
+            raise InvalidAdapter(f"{source}: tensor {name[:100]!r} of shape {shape} does not have lora_rank {rank}")
+    return rank
+
 
 def _inbox_manifest(item: Path) -> dict:
     """A drop's manifest, after the drop-zone checks: both files there, neither a link, the manifest bounded."""
@@ -92,7 +146,8 @@ def _inbox_manifest(item: Path) -> dict:
     manifest = read_manifest(item / MANIFEST, f"{item.name}/{MANIFEST}")
     if not isinstance(manifest, dict) or any(k not in manifest for k in REQUIRED_MANIFEST_KEYS):
         raise ValueError(f"{MANIFEST} needs the keys {', '.join(REQUIRED_MANIFEST_KEYS)}")
-    check_safetensors_file(item / ADAPTER, f"inbox checkpoint {item.name!r}")
+    source = f"inbox checkpoint {item.name!r}"
+    check_lora_adapter(check_safetensors_file(item / ADAPTER, source), source)
     return manifest
 
 
