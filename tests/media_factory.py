@@ -126,6 +126,44 @@ def concatenate_clips(path: Path, pieces: list[tuple[Path, int, int]], size=(320
 
 
 
+def write_growing_frames(path: Path, samples: Path, codec: str = "mjpeg", container_format: str = "matroska",
+                         small: int = 10, large: int = 5, large_size: tuple[int, int] = (16000, 16)) -> Path:
+    """A video whose stream header and first ``small`` frames are 64x64 and whose next ``large`` frames
+    are ``large_size`` (width, height): real footage, re-encoded by a second encoder into the same stream.
+
+    MJPEG in Matroska carries each frame's size in its JPEG header only; H.264 in MPEG-TS (``libx264``,
+    ``mpegts``) announces the new size in an in-band sequence header. 16000x16 is over any size limit
+    yet cheap to build and to refuse."""
+    frames = read_rgb_frames(samples / "bottle_conveyor.mp4", limit=small, size=(64, 64))
+    width, height = large_size
+    tile = read_rgb_frames(samples / "dashcam_solid_white_right.mp4", limit=1, size=(min(width, 960), min(height, 540)))[0]
+    big = np.ascontiguousarray(np.tile(tile, (-(-height // tile.shape[0]), -(-width // tile.shape[1]), 1))[:height, :width])
+    pix_fmt = "yuvj420p" if codec == "mjpeg" else "yuv420p"
+    with av.open(str(path), "w", format=container_format) as output:
+        stream = output.add_stream(codec, rate=25)
+        stream.width, stream.height, stream.pix_fmt = 64, 64, pix_fmt
+        for index, rgb in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            frame.pts = index
+            for packet in stream.encode(frame):
+                output.mux(packet)
+        for packet in stream.encode(None):
+            output.mux(packet)
+        encoder = av.CodecContext.create(codec, "w")
+        encoder.width, encoder.height, encoder.pix_fmt = width, height, pix_fmt
+        encoder.time_base, encoder.framerate = Fraction(1, 25), 25
+        for index in range(large):
+            frame = av.VideoFrame.from_ndarray(big, format="rgb24")
+            frame.pts, frame.time_base = small + index, Fraction(1, 25)
+            for packet in encoder.encode(frame):
+                packet.stream = stream
+                output.mux(packet)
+        for packet in encoder.encode(None):
+            packet.stream = stream
+            output.mux(packet)
+    return path
+
+
 def build_bad_inputs(directory: Path, samples: Path) -> dict[str, str]:
     """Write the bad-input corpus; returns file name → the error class it must be rejected with."""
     directory.mkdir(parents=True, exist_ok=True)

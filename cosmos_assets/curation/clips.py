@@ -18,6 +18,7 @@ import av
 import cv2
 import numpy as np
 
+from cosmos_assets.common.decoding import FrameLimits, decode_frames
 from cosmos_assets.curation.probe import primary_video_stream
 from cosmos_assets.common.encoding import h264_options
 from cosmos_assets.common.files import atomic_path, write_bytes_atomically
@@ -94,11 +95,13 @@ def cut_clips(
     destinations: list[tuple[Path, Path]],
     source_fps: float,
     config: TranscodeConfig = TranscodeConfig(),
+    limits: FrameLimits | None = None,
 ) -> list[ClipResult]:
     """Write one MP4 per span (``destinations``: (clip path, thumbnail path) per span), measuring each.
 
     Spans must be sorted and non-overlapping. Files appear under their final names only when
-    complete. Raises PyAV errors on undecodable input: the caller records them per video.
+    complete. Raises PyAV errors on undecodable input, and ``FrameTooLarge`` on a frame over ``limits``
+    (whatever the stream header said): the caller records them per video.
     """
     if not spans:
         return []
@@ -115,7 +118,7 @@ def cut_clips(
         reformatter = av.video.reformatter.VideoReformatter()
         index, frame_time = -1, 0.0
         try:
-            for frame in container.decode(stream):
+            for frame in decode_frames(container, stream, limits):
                 index += 1
                 # Presentation time: real timing for variable-frame-rate sources (index as fallback).
                 frame_time = frame.time if frame.time is not None else index * source_frame_s

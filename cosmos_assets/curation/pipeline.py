@@ -149,6 +149,13 @@ def split_video(
         for clip, thumbnail in files:  # written in one decode pass; published once all are whole
             store.commit(clip)
             store.commit(thumbnail)
+    except VideoRejected as rejected:  # a frame over the limits though the header was within them
+        return [], {
+            "content_hash": video["content_hash"],
+            "landing_name": video["landing_name"],
+            "error_class": rejected.error_class,
+            "error_message": rejected.message,
+        }
     except Exception as error:  # PyAV / decode errors on a file that probed fine: record, go on
         return [], {
             "content_hash": video["content_hash"],

@@ -3,8 +3,11 @@
 A file that cannot be curated raises ``VideoRejected`` with an error class that names the problem
 (``EmptyFile``, ``NotAVideo``, ``TruncatedVideo``, ``AudioOnly``, ``NoVideoStream``,
 ``UnsupportedCodec``, ``UndecodableVideo``, ``ResolutionTooLarge``, ``DurationTooLong``,
-``FileTooLarge``) and a message a person can act on. Nothing here raises anything else for bad input.
-"""
+``FileTooLarge``, ``FrameTooLarge``, ``PixelRateTooHigh``) and a message a person can act on. Nothing here
+raises anything else for bad input.
+
+The header's size is not the last word: MJPEG packets are measured here without decoding, and every
+other place that decodes a user's frames holds each frame to the same limits (``common.decoding``)."""
 
 from __future__ import annotations
 
@@ -16,18 +19,22 @@ from pathlib import Path
 import av
 import numpy as np
 
+from cosmos_assets.common.decoding import (
+    DEFAULT_MAX_HEIGHT,
+    DEFAULT_MAX_PIXELS_PER_SECOND,
+    DEFAULT_MAX_WIDTH,
+    FrameGuard,
+    FrameLimits,
+    FrameTooLarge,
+    VideoRejected,
+    decode_frames,
+)
 from cosmos_assets.common.knobs import knob
 
 MP4_FAMILY_BOX = b"ftyp"
 
 
-class VideoRejected(Exception):
-    """A landed file that will not be curated, with a stable error class for reporting."""
-
-    def __init__(self, error_class: str, message: str):
-        super().__init__(f"{error_class}: {message}")
-        self.error_class = error_class
-        self.message = message
+__all__ = ["FrameTooLarge", "ProbeLimits", "VideoProbe", "VideoRejected", "primary_video_stream", "probe_video"]
 
 
 @dataclass(frozen=True)
@@ -35,9 +42,14 @@ class ProbeLimits:
     """What a landed video may be at most; larger ones are recorded as rejected, never decoded."""
 
     max_file_bytes: int = knob(20 * 1024**3, "Largest file accepted, in bytes (default 20 GiB).")
-    max_width: int = knob(7680, "Widest video accepted, in pixels.")
-    max_height: int = knob(4320, "Tallest video accepted, in pixels.")
+    max_width: int = knob(DEFAULT_MAX_WIDTH, "Widest video (and widest frame in it) accepted, in pixels.")
+    max_height: int = knob(DEFAULT_MAX_HEIGHT, "Tallest video (and tallest frame in it) accepted, in pixels.")
     max_duration_s: float = knob(4 * 3600.0, "Longest video accepted, in seconds (default 4 hours).")
+    max_pixels_per_second: float = knob(float(DEFAULT_MAX_PIXELS_PER_SECOND),
+                                        "Most pixels per second of footage a video may decode (default 8K at 60 fps).")
+
+    def frame_limits(self) -> FrameLimits:
+        return FrameLimits(self.max_width, self.max_height, self.max_pixels_per_second)
 
 
 @dataclass(frozen=True)
@@ -155,8 +167,10 @@ def probe_video(path: str | os.PathLike, limits: ProbeLimits = ProbeLimits()) ->
 
         # Demux every video packet (cheap: no decoding) to count frames and see the real timing.
         timestamps: list[int] = []
+        guard = FrameGuard(limits.frame_limits(), codec=codec_context.name)  # MJPEG: each packet's size
         try:
             for packet in container.demux(stream):
+                guard.check_packet(packet)
                 # Raw elementary streams (.h264) carry no pts; their dts still orders the frames.
                 timestamp = packet.pts if packet.pts is not None else packet.dts
                 if packet.size:
@@ -176,7 +190,7 @@ def probe_video(path: str | os.PathLike, limits: ProbeLimits = ProbeLimits()) ->
             raise VideoRejected("UndecodableVideo", "the video stream holds no frames")
 
         pixel_format = codec_context.pix_fmt or "unknown"
-        _test_decode(path, codec_context.name)
+        _test_decode(path, codec_context.name, limits.frame_limits())
 
         time_base = stream.time_base or Fraction(1, 1000)
         ordered = np.sort(np.asarray(timestamps, dtype=np.int64))
@@ -201,6 +215,13 @@ def probe_video(path: str | os.PathLike, limits: ProbeLimits = ProbeLimits()) ->
                 "DurationTooLong",
                 f"{duration_s:.1f} s is over the configured limit of {limits.max_duration_s:.0f} s",
             )
+        pixel_rate = width * height * max(average_fps, measured_fps)
+        if pixel_rate > limits.max_pixels_per_second * 1.02:  # 2 %: a measured 60.3 fps is 60 fps
+            raise VideoRejected(
+                "PixelRateTooHigh",
+                f"{width}x{height} at {max(average_fps, measured_fps):.1f} fps is {pixel_rate:.0f} pixels per second, "
+                f"over the configured limit of {limits.max_pixels_per_second:.0f}",
+            )
         return VideoProbe(
             container=container.format.name,
             codec=codec_context.name,
@@ -218,13 +239,13 @@ def probe_video(path: str | os.PathLike, limits: ProbeLimits = ProbeLimits()) ->
         )
 
 
-def _test_decode(path: Path, codec: str, frames_wanted: int = 2) -> None:
+def _test_decode(path: Path, codec: str, limits: FrameLimits, frames_wanted: int = 2) -> None:
     """Decode the first frames: a stream we can demux but not decode is of no use."""
     try:
         with av.open(str(path)) as container:
             stream = primary_video_stream(container)
             decoded = 0
-            for _ in container.decode(stream):
+            for _ in decode_frames(container, stream, limits):
                 decoded += 1
                 if decoded >= frames_wanted:
                     return

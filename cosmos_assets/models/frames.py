@@ -26,13 +26,18 @@ def sample_frames(
     start_s: float = 0.0,
     end_s: float | None = None,
     max_side: int | None = None,
+    limits=None,
 ) -> SampledFrames:
     """Decode once and keep the first frame at or after each multiple of 1/fps inside [start, end).
 
     ``max_frames`` bounds the window (cosmos-curate captions windows of up to 256 frames at 2 fps);
     ``max_side`` downsizes during conversion so large sources never become full-size arrays.
+    Every decoded frame is held to ``limits`` (``common.decoding.FrameLimits``; its defaults when None)
+    before it is converted: a frame larger than any accepted video raises ``FrameTooLarge``.
     """
     import av  # here, not at the top: model code that never decodes files runs without PyAV
+
+    from cosmos_assets.common.decoding import decode_frames
 
     frames, stamps = [], []
     next_time = start_s
@@ -46,7 +51,7 @@ def sample_frames(
             scale = max_side / max(width, height)
             width, height = max(2, round(width * scale / 2) * 2), max(2, round(height * scale / 2) * 2)
         reformatter = av.video.reformatter.VideoReformatter()
-        for frame in container.decode(stream):
+        for frame in decode_frames(container, stream, limits):
             if frame.time is None:
                 continue
             if end_s is not None and frame.time >= end_s:

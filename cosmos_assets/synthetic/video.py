@@ -15,6 +15,7 @@ import av
 import cv2
 import numpy as np
 
+from cosmos_assets.common.decoding import FrameLimits, decode_frames
 from cosmos_assets.common.encoding import h264_options
 from cosmos_assets.common.files import atomic_path, write_bytes_atomically
 from cosmos_assets.models.frames import sample_frames
@@ -57,13 +58,14 @@ def request_geometry(source_width: int, source_height: int, source_seconds: floa
     return Geometry(width, height, int(fps), 1 + 4 * ((usable - 1) // 4))
 
 
-def read_window(path: str | os.PathLike, geometry: Geometry, start_s: float = 0.0) -> np.ndarray:
+def read_window(path: str | os.PathLike, geometry: Geometry, start_s: float = 0.0,
+                limits: FrameLimits | None = None) -> np.ndarray:
     """``geometry.num_frames`` frames from ``start_s`` at ``geometry.fps``, resized to exactly the geometry.
 
     A clip with fewer frames than asked repeats its last frame (the caller sized the window from the clip,
     so this only happens by a frame at the end of rounded durations)."""
     sampled = sample_frames(path, geometry.fps, geometry.num_frames, start_s=start_s,
-                            max_side=max(geometry.width, geometry.height) * 2)
+                            max_side=max(geometry.width, geometry.height) * 2, limits=limits)
     frames = [cv2.resize(f, (geometry.width, geometry.height), interpolation=cv2.INTER_AREA) for f in sampled.frames]
     while len(frames) < geometry.num_frames:
         frames.append(frames[-1])
@@ -71,11 +73,12 @@ def read_window(path: str | os.PathLike, geometry: Geometry, start_s: float = 0.
 
 
 def read_video(path: str | os.PathLike, max_frames: int = 10_000, max_width: int | None = None,
-               gray: bool = False) -> tuple[np.ndarray, float]:
+               gray: bool = False, limits: FrameLimits | None = None) -> tuple[np.ndarray, float]:
     """Every frame of a (short) video as uint8 T×H×W×3 (T×H×W luma with ``gray``), and its frame rate.
 
     ``max_width`` scales wider videos down while decoding (one reused scaler): a critic that measures luma at
-    320 px never holds 720p RGB frames."""
+    320 px never holds 720p RGB frames. Every frame is held to ``limits`` before it is converted
+    (``FrameTooLarge``, a ``ValueError``)."""
     frames = []
     with av.open(os.fspath(path)) as container:
         stream = container.streams.video[0]
@@ -85,7 +88,7 @@ def read_video(path: str | os.PathLike, max_frames: int = 10_000, max_width: int
         if max_width and width > max_width:
             width, height = max_width // 2 * 2, max(2, round(height * max_width / width / 2) * 2)
         reformatter = av.video.reformatter.VideoReformatter()
-        for frame in container.decode(stream):
+        for frame in decode_frames(container, stream, limits):
             frames.append(reformatter.reformat(frame, width=width, height=height, format="gray" if gray else "rgb24").to_ndarray())
             if len(frames) >= max_frames:
                 break
