@@ -30,6 +30,7 @@ def evaluate_landing_zone(storage: CosmosStorage, settings: LandingZoneSettings,
         max_bytes=settings.max_bytes_per_batch,
         max_hash_bytes=settings.max_hash_bytes_per_tick,
         first_batch_files=settings.first_batch_files,
+        unreadable_after_s=max(settings.settle_seconds, 30.0),  # a read error for longer is recorded, not retried unseen
     )
     last_requested = json.loads(cursor)["last_requested_batch"] if cursor else 0
     batches = ledger.batches_after(last_requested)

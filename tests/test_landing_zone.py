@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import time
 
 import dagster as dg
@@ -180,3 +181,68 @@ def test_a_small_first_batch_adds_one_partition_to_a_bulk_drop(cosmos_env):
     batches = ledger.plan_batches(cosmos_env.landing, settled, max_files=50, max_bytes=10**9, first_batch_files=1)
     assert [len(b.members) for b in batches] == [1, 50, 50, 50, 49]  # 5 partitions instead of 4
     assert sum(len(b.members) for b in batches) == 200
+
+
+def test_a_file_the_service_user_cannot_read_is_recorded_not_retried_unseen_forever(cosmos_env, samples, monkeypatch):
+    """Issue 14.10c. Tests run as root, which no permission stops: the read errors are made where the ledger reads."""
+    import errno
+
+    from cosmos_assets.common.artefacts import LocalStore
+    from cosmos_assets.curation import landing
+    from cosmos_assets.curation.pipeline import ingest_member
+    from cosmos_assets.curation.probe import ProbeLimits
+
+    for name in ("denied.mp4", "flaky.mp4", "fine.mkv"):
+        land(cosmos_env, name, (samples / ("asl_walk.mkv" if name == "fine.mkv" else "bottle_conveyor.mp4")).read_bytes()[
+            : None if name == "fine.mkv" else 20_000 + len(name)])
+    errors = {b"denied.mp4": PermissionError(errno.EACCES, "Permission denied"), b"flaky.mp4": OSError(errno.EIO, "I/O error")}
+    real_hash = landing.hash_dropped_file
+
+    def hash_or_fail(root, relative_path):
+        if relative_path in errors:
+            raise errors[relative_path]
+        return real_hash(root, relative_path)
+
+    monkeypatch.setattr(landing, "hash_dropped_file", hash_or_fail)
+    ledger = LandingLedger(cosmos_env.landing_ledger)
+    settled = lambda: scan_drop_zone(cosmos_env.landing, settle_seconds=30).settled  # noqa: E731
+    start = time.time()
+    (first,) = ledger.plan_batches(cosmos_env.landing, settled(), 50, 10**9, now=start, unreadable_after_s=60)
+    # Denied: recorded at once. An I/O error may pass: tried again, and recorded once it has failed for a minute.
+    assert {m.name: (m.content_hash is None, bool(m.note)) for m in first.members} == {
+        "denied.mp4": (True, True), "fine.mkv": (False, False)}
+    assert ledger.plan_batches(cosmos_env.landing, settled(), 50, 10**9, now=start + 30, unreadable_after_s=60) == []
+    (second,) = ledger.plan_batches(cosmos_env.landing, settled(), 50, 10**9, now=start + 61, unreadable_after_s=60)
+    assert [m.name for m in second.members] == ["flaky.mp4"] and "I/O error" in second.members[0].note
+    assert ledger.plan_batches(cosmos_env.landing, settled(), 50, 10**9, now=start + 999, unreadable_after_s=60) == []
+    rows = {m.name: ingest_member(m, "b", cosmos_env.landing, LocalStore(cosmos_env.home / "artefacts"), ProbeLimits())
+            for m in first.members + second.members}
+    assert {n: (r["status"], r["error_class"]) for n, r in rows.items()} == {
+        "denied.mp4": ("rejected", "UnreadableFile"), "flaky.mp4": ("rejected", "UnreadableFile"), "fine.mkv": ("ok", None)}
+    assert "Permission denied" in rows["denied.mp4"]["error_message"]
+
+
+def test_a_rejected_hard_link_to_a_file_outside_the_zone_leaves_nothing_in_the_raw_store(cosmos_env, samples, tmp_path):
+    """Issue 14.10d: its bytes belong to a file outside the landing zone; a hard-linked video is still taken."""
+    from cosmos_assets.common.artefacts import LocalStore
+    from cosmos_assets.curation.pipeline import ingest_member
+    from cosmos_assets.curation.probe import ProbeLimits
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "private.mp4").write_bytes((samples / "bottle_conveyor.mp4").read_bytes()[:3000])  # not a usable video
+    shutil.copy(samples / "asl_walk.mkv", outside / "walk.mkv")
+    for name in ("private.mp4", "walk.mkv"):
+        os.link(outside / name, cosmos_env.landing / name)
+        age_file(cosmos_env.landing / name)
+    land(cosmos_env, "plain_broken.mp4", (samples / "asl_book.mkv").read_bytes()[:3000])
+    (batch,) = LandingLedger(cosmos_env.landing_ledger).plan_batches(
+        cosmos_env.landing, scan_drop_zone(cosmos_env.landing, 30).settled, 50, 10**9)
+    store = LocalStore(cosmos_env.home / "artefacts")
+    rows = {m.name: ingest_member(m, batch.key, cosmos_env.landing, store, ProbeLimits()) for m in batch.members}
+    assert rows["private.mp4"]["status"] == "rejected" and rows["private.mp4"]["raw_path"] is None
+    assert "hard link" in rows["private.mp4"]["error_message"]
+    assert rows["walk.mkv"]["status"] == "ok" and os.path.isfile(rows["walk.mkv"]["raw_path"])
+    assert rows["plain_broken.mp4"]["status"] == "rejected" and os.path.isfile(rows["plain_broken.mp4"]["raw_path"])
+    kept = {p.read_bytes() for p in (cosmos_env.home / "artefacts").rglob("*") if p.is_file()}
+    assert (outside / "private.mp4").read_bytes() not in kept

@@ -11,6 +11,7 @@ can never put the same content in two batches.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import sqlite3
 import time
@@ -108,6 +109,12 @@ class LandingLedger:
                     content_hash TEXT UNIQUE,
                     note TEXT
                 );
+                CREATE TABLE IF NOT EXISTS read_failures (
+                    relative_path BLOB PRIMARY KEY,
+                    size INTEGER NOT NULL,
+                    mtime_ns INTEGER NOT NULL,
+                    first_failed_at REAL NOT NULL
+                );
                 """
             )
 
@@ -132,6 +139,7 @@ class LandingLedger:
         max_hash_bytes: int | None = None,
         now: float | None = None,
         first_batch_files: int = 0,
+        unreadable_after_s: float = 60.0,
     ) -> list[Batch]:
         """Hash new settled files and put the new content into new batches; returns those batches.
 
@@ -139,11 +147,19 @@ class LandingLedger:
         what is left is picked up by the next call. New content is batched smallest file first, so the
         first batch of a drop is the quickest to curate; ``first_batch_files`` (see ``batch_sizes``)
         makes that first batch small.
+
+        A file that cannot be read is recorded as a rejected member (``UnreadableFile`` in ``raw_videos``),
+        never retried unseen forever: at once when the service user may not read it (``EACCES`` / ``EPERM``),
+        otherwise once it has kept failing for ``unreadable_after_s`` (the sensor: the settle time, at least 30 s). It is
+        looked at again when it changes (size or modification time: fix it, then touch it or land it again).
         """
         now = time.time() if now is None else now
         fresh: list[tuple[DroppedFile, str | None, str | None]] = []
         hashed_bytes = 0
         with self._connect() as db:
+            failures = {bytes(p): (size, mtime, first) for p, size, mtime, first in
+                        db.execute("SELECT relative_path, size, mtime_ns, first_failed_at FROM read_failures")}
+            failed_now: list[tuple[DroppedFile, float]] = []
             for entry in settled:
                 if self.known_hash(db, entry) is not None:
                     continue
@@ -157,13 +173,25 @@ class LandingLedger:
                 except OutsideDropZone as error:  # refuse and record it
                     fresh.append((entry, None, f"{type(error).__name__}: {error}"))
                     continue
-                except OSError:
-                    continue  # maybe transient (permissions being fixed, file replaced): try next tick
+                except FileNotFoundError:
+                    continue  # gone (or replaced) since the scan: the next scan says what is there
+                except OSError as error:
+                    size, mtime, first = failures.get(entry.relative_path, (None, None, now))
+                    first = first if (size, mtime) == (entry.size, entry.mtime_ns) else now
+                    if error.errno in (errno.EACCES, errno.EPERM) or now - first >= unreadable_after_s:
+                        fresh.append((entry, None, f"{type(error).__name__}: {error.strerror or error} (make it readable "
+                                                   "by the service user, then touch it or land it again)"))
+                    else:
+                        failed_now.append((entry, first))  # maybe transient: tried again next tick, for a while
+                    continue
                 hashed_bytes += entry.size
                 fresh.append((entry, content_hash, None))
 
             db.execute("BEGIN IMMEDIATE")  # serialise batch creation across processes
             try:
+                db.executemany("INSERT OR REPLACE INTO read_failures VALUES (?, ?, ?, ?)",
+                               [(e.relative_path, e.size, e.mtime_ns, first) for e, first in failed_now])
+                db.executemany("DELETE FROM read_failures WHERE relative_path = ?", [(e.relative_path,) for e, _, _ in fresh])
                 batched_hashes = {
                     row[0]
                     for row in db.execute("SELECT content_hash FROM batch_members WHERE content_hash IS NOT NULL")

@@ -68,15 +68,24 @@ def ingest_member(
         row["error_message"] = f"{member.size} bytes is over the configured limit of {limits.max_file_bytes}"
         return row
     key = raw_key(member.content_hash, raw_suffix(member.relative_path))
+    probe = None
     try:
         if not store.exists(key):
             with open_dropped_file(landing, member.relative_path) as source, store.writing(key) as tmp:
                 copied_hash, _ = copy_and_hash_atomically(source, tmp)
                 if copied_hash != member.content_hash:  # leaving the block by raising publishes nothing
                     raise _ChangedAfterLanding
+                if os.fstat(source.fileno()).st_nlink > 1:
+                    # A hard link: its bytes have another name, maybe outside the landing zone. Probed before it is
+                    # published, so a rejected one leaves nothing in the raw store (a plain rejected file's bytes are
+                    # kept there, so remove_from_landing loses nothing the user landed).
+                    probe = probe_video(tmp, limits)
     except _ChangedAfterLanding:
         row["error_class"] = "ChangedAfterLanding"
         row["error_message"] = "the file's content changed between detection and ingestion; it will be picked up again"
+        return row
+    except VideoRejected as rejected:
+        row["error_class"], row["error_message"] = rejected.error_class, f"{rejected.message} (a hard link: not kept)"
         return row
     except OSError as error:
         row["error_class"] = "UnreadableFile"
@@ -84,7 +93,7 @@ def ingest_member(
         return row
     row["raw_path"] = store.ref(key)
     try:
-        probe = probe_video(store.local_path(row["raw_path"]), limits)
+        probe = probe or probe_video(store.local_path(row["raw_path"]), limits)
     except VideoRejected as rejected:
         row["error_class"], row["error_message"] = rejected.error_class, rejected.message
         return row
