@@ -11,14 +11,17 @@ from importlib import resources as package_files
 from pathlib import Path
 
 from cosmos_assets.common.artefacts import OBJECT_STORE_ENV
-from cosmos_assets.settings import CosmosPaths, cosmos_home, ensure_local_instance
+from cosmos_assets.settings import (
+    CosmosPaths, SettingsError, cosmos_home, cosmos_profile, ensure_local_instance, usable_home,
+)
 
 SAMPLE_VIDEOS = ("dashcam_solid_white_right.mp4", "bottle_conveyor.mp4", "asl_walk.mkv", "asl_book.mkv", "asl_again.mkv")
 
 
 def _prepare_environment() -> CosmosPaths:
     """Resolve COSMOS_HOME and DAGSTER_HOME to absolute paths every child process will share."""
-    paths = CosmosPaths(cosmos_home())
+    cosmos_profile()  # an unknown COSMOS_PROFILE, or a home that is a file or read-only: one message (SettingsError)
+    paths = CosmosPaths(usable_home(cosmos_home()))
     os.environ["COSMOS_HOME"] = str(paths.home)
     os.environ["DAGSTER_HOME"] = str(ensure_local_instance(paths))
     # With an object store, artefacts and tables live there; the tables folder still holds the ledgers.
@@ -195,6 +198,17 @@ def build_tiny_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1 (argparse prints the message and exits 2)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive number (at least 1)")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cosmos", description="The Cosmos data flywheel on Dagster.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -208,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     run_parser.set_defaults(handler=run)
     search_parser = commands.add_parser("search", help="semantic search over curated clips by text")
     search_parser.add_argument("text")
-    search_parser.add_argument("--limit", type=int, default=10)
+    search_parser.add_argument("--limit", type=_positive_int, default=10, help="most clips to show (default 10)")
     search_parser.add_argument("--json", action="store_true")
     search_parser.set_defaults(handler=search)
     lineage_parser = commands.add_parser("lineage", help="where a checkpoint, clip or video came from / went")
@@ -226,7 +240,11 @@ def main(argv: list[str] | None = None) -> int:
     paths_parser = commands.add_parser("paths", help="print where state lives")
     paths_parser.set_defaults(handler=show_paths)
     args = parser.parse_args(argv)
-    return args.handler(args)
+    try:
+        return args.handler(args)
+    except SettingsError as error:  # the user's setting, not our bug: what to do, without a traceback
+        print(f"cosmos {args.command}: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

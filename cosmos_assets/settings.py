@@ -12,14 +12,34 @@ DEFAULT_HOME = ".cosmos"
 PROFILES = ("local", "gpu", "k8s")
 
 
+class SettingsError(ValueError):
+    """A setting that cannot work, saying what to do; the ``cosmos`` command prints it alone and exits 2."""
+
+
 def cosmos_home() -> Path:
     return Path(os.environ.get("COSMOS_HOME", DEFAULT_HOME)).expanduser().absolute()
+
+
+def usable_home(home: Path) -> Path:
+    """``home``, created if missing, once it is known to be a folder this process can write; else ``SettingsError``."""
+    if home.exists() and not home.is_dir():
+        raise SettingsError(f"COSMOS_HOME={home} is a file, not a folder: point COSMOS_HOME at a folder "
+                            "(it is created if missing)")
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        check = home / f".cosmos-write-check-{os.getpid()}"
+        check.write_bytes(b"")
+        check.unlink()
+    except OSError as error:
+        raise SettingsError(f"COSMOS_HOME={home} is not a folder this user can write ({error.strerror or error}): "
+                            "point COSMOS_HOME at a writable folder") from None
+    return home
 
 
 def cosmos_profile() -> str:
     profile = os.environ.get("COSMOS_PROFILE", "local")
     if profile not in PROFILES:
-        raise ValueError(f"COSMOS_PROFILE={profile!r}; expected one of {', '.join(PROFILES)}")
+        raise SettingsError(f"COSMOS_PROFILE={profile!r} is not a profile; expected one of {', '.join(PROFILES)}")
     return profile
 
 
