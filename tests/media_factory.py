@@ -164,6 +164,21 @@ def write_growing_frames(path: Path, samples: Path, codec: str = "mjpeg", contai
     return path
 
 
+def remux_with_rotation(source: Path, destination: Path, degrees: int) -> Path:
+    """The same video stream (packets copied, nothing re-encoded) in an MP4 whose display matrix turns
+    it ``degrees`` counter-clockwise, as a phone records portrait video (-90: turn clockwise)."""
+    with av.open(str(source)) as src, av.open(str(destination), "w", format="mp4") as output:
+        stream = src.streams.video[0]
+        copied = output.add_stream_from_template(stream)
+        copied.set_display_rotation(degrees)
+        for packet in src.demux(stream):
+            if packet.dts is None:  # the demuxer's flush packet
+                continue
+            packet.stream = copied
+            output.mux(packet)
+    return destination
+
+
 def build_bad_inputs(directory: Path, samples: Path) -> dict[str, str]:
     """Write the bad-input corpus; returns file name → the error class it must be rejected with."""
     directory.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,5 @@
-"""Decoding user video safely: every decoded frame held to the size and pixel-rate limits.
+"""Decoding user video safely: every decoded frame held to the size and pixel-rate limits, and the
+display rotation a camera recorded applied to what is decoded.
 
 A stream header says one frame size, but nothing stops later frames from being larger (an MJPEG
 stream of 64x64 frames that become 16000x16000, an H.264 stream whose new sequence header asks for
@@ -6,6 +7,13 @@ another size). The probe reads the header, so every place that decodes frames fr
 through ``decode_frames``: MJPEG packets are measured before they are decoded (their size is in the
 JPEG header), every frame is measured before it is converted, and the pixels decoded so far are held
 to a rate per second of footage. A frame over the limits stops decoding with ``FrameTooLarge``.
+
+Phones record portrait video as landscape frames with a display matrix that says "turn me 90°".
+``quarter_turns`` reads it from a decoded frame (PyAV's ``frame.rotation``, counter-clockwise degrees)
+and ``rotate_rgb`` / ``rotate_yuv420p`` turn decoded frames upright, so clips, thumbnails, scores,
+captions and embeddings all see the picture as it is meant to be seen. Every reader takes the first
+frame's rotation for the whole stream, scales to the turned size (``turned_size``) and turns after
+scaling, so only small frames are turned. Mirroring in a display matrix is not applied.
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import av
+import numpy as np
 
 # The defaults of curation.probe.ProbeLimits: decoded frames are held to the same sizes as headers.
 DEFAULT_MAX_WIDTH = 7680
@@ -137,3 +146,38 @@ def decode_frames(container, stream, limits: FrameLimits | None = None) -> Itera
             guard.check(frame)
             yield frame
 
+
+def quarter_turns(frame: av.VideoFrame) -> int:
+    """Counter-clockwise quarter turns (0..3) that show ``frame`` upright, from its display matrix."""
+    try:
+        degrees = frame.rotation
+    except Exception:  # no display matrix, or a PyAV without it
+        return 0
+    return int(round((degrees or 0) / 90.0)) % 4
+
+
+def turned_size(width: int, height: int, turns: int) -> tuple[int, int]:
+    """The (width, height) a picture has after ``turns`` quarter turns."""
+    return (height, width) if turns % 2 else (width, height)
+
+
+def rotate_rgb(array: np.ndarray, turns: int) -> np.ndarray:
+    """An H×W(×C) array turned counter-clockwise by ``turns`` quarter turns (contiguous)."""
+    if turns % 4 == 0:
+        return array
+    return np.ascontiguousarray(np.rot90(array, turns % 4))
+
+
+def rotate_yuv420p(frame: av.VideoFrame, turns: int) -> av.VideoFrame:
+    """A yuv420p frame (even sides) turned counter-clockwise by ``turns`` quarter turns."""
+    if turns % 4 == 0:
+        return frame
+    width, height = frame.width, frame.height
+    flat = frame.to_ndarray().reshape(-1)
+    luma, chroma = width * height, (width // 2) * (height // 2)
+    y = np.rot90(flat[:luma].reshape(height, width), turns)
+    u = np.rot90(flat[luma:luma + chroma].reshape(height // 2, width // 2), turns)
+    v = np.rot90(flat[luma + chroma:luma + 2 * chroma].reshape(height // 2, width // 2), turns)
+    new_width, new_height = turned_size(width, height, turns)
+    packed = np.concatenate([y.ravel(), u.ravel(), v.ravel()]).reshape(new_height * 3 // 2, new_width)
+    return av.VideoFrame.from_ndarray(packed, format="yuv420p")

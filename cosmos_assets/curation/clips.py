@@ -3,6 +3,9 @@
 Every frame is decoded once: frames inside a planned span are scaled and encoded into that span's
 clip, and a few frames per second of each clip are measured (motion, sharpness, exposure, bars).
 Encoding runs in libx264's own threads while Python measures, so the measuring is nearly free.
+A source with a display matrix (a phone's portrait video) is cut upright: frames are scaled to the
+turned size and turned before encoding, so the clip, its thumbnail and its signals show what the
+camera meant, and the clip carries no rotation of its own.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import av
 import cv2
 import numpy as np
 
-from cosmos_assets.common.decoding import FrameLimits, decode_frames
+from cosmos_assets.common.decoding import FrameLimits, decode_frames, quarter_turns, rotate_rgb, rotate_yuv420p, turned_size
 from cosmos_assets.curation.probe import primary_video_stream
 from cosmos_assets.common.encoding import h264_options
 from cosmos_assets.common.files import atomic_path, write_bytes_atomically
@@ -72,6 +75,7 @@ class _OpenClip:
     start_time: float = 0.0
     thumbnail_width: int = 192
     next_sample_time: float = 0.0
+    turns: int = 0  # counter-clockwise quarter turns that show the source upright
 
 
 def output_size(width: int, height: int, config: TranscodeConfig) -> tuple[int, int]:
@@ -114,12 +118,17 @@ def cut_clips(
     with av.open(str(source)) as container:
         stream = primary_video_stream(container)
         stream.thread_type = "AUTO"
-        width, height = output_size(stream.codec_context.width, stream.codec_context.height, config)
+        coded_size = stream.codec_context.width, stream.codec_context.height
+        turns = 0
+        width, height = output_size(*coded_size, config)
         reformatter = av.video.reformatter.VideoReformatter()
         index, frame_time = -1, 0.0
         try:
             for frame in decode_frames(container, stream, limits):
                 index += 1
+                if index == 0:  # the display rotation of the first frame holds for the whole video
+                    turns = quarter_turns(frame)
+                    width, height = output_size(*turned_size(*coded_size, turns), config)
                 # Presentation time: real timing for variable-frame-rate sources (index as fallback).
                 frame_time = frame.time if frame.time is not None else index * source_frame_s
                 if current is None:
@@ -129,16 +138,14 @@ def cut_clips(
                         continue
                     span, (clip_path, thumb_path) = pending.pop(0)
                     current = _open_clip(span, clip_path, thumb_path, width, height, rate, config)
-                    current.start_time = frame_time
+                    current.start_time, current.turns = frame_time, turns
                 _emit_until(current, frame_time, reformatter, width, height, fps, rate, config)
                 current.held = frame
                 if current.thumbnail is None and index >= current.middle_frame:
-                    current.thumbnail = reformatter.reformat(
-                        frame,
-                        width=config.thumbnail_width,
-                        height=max(2, round(config.thumbnail_width * height / width)),
-                        format="rgb24",
-                    ).to_ndarray()
+                    thumb_size = turned_size(config.thumbnail_width, max(2, round(config.thumbnail_width * height / width)), turns)
+                    current.thumbnail = rotate_rgb(reformatter.reformat(
+                        frame, width=thumb_size[0], height=thumb_size[1], format="rgb24"
+                    ).to_ndarray(), turns)
                 if index == current.span.end_frame - 1:
                     _emit_until(current, frame_time + source_frame_s, reformatter, width, height, fps, rate, config)
                     results.append(_close_clip(current, width, height, fps, end_time=frame_time + source_frame_s))
@@ -168,10 +175,12 @@ def _emit_until(clip, until_s, reformatter, width, height, fps, rate, config) ->
     tolerance = 0.25 / fps
     while clip.start_time + clip.written / fps + tolerance < until_s:
         held = clip.held
-        if held.format.name == "yuv420p" and (held.width, held.height) == (width, height):
+        if clip.turns == 0 and held.format.name == "yuv420p" and (held.width, held.height) == (width, height):
             scaled = held  # already what the encoder wants; the encoder keeps its own reference
-        else:
-            scaled = reformatter.reformat(held, width=width, height=height, format="yuv420p")
+        else:  # scaled to the size that turns into (width, height), then turned upright
+            coded_width, coded_height = turned_size(width, height, clip.turns)
+            scaled = rotate_yuv420p(
+                reformatter.reformat(held, width=coded_width, height=coded_height, format="yuv420p"), clip.turns)
         scaled.pts, scaled.time_base = clip.written, 1 / rate
         for packet in clip.stream.encode(scaled):
             clip.container.mux(packet)

@@ -7,7 +7,12 @@ A file that cannot be curated raises ``VideoRejected`` with an error class that 
 raises anything else for bad input.
 
 The header's size is not the last word: MJPEG packets are measured here without decoding, and every
-other place that decodes a user's frames holds each frame to the same limits (``common.decoding``)."""
+other place that decodes a user's frames holds each frame to the same limits (``common.decoding``).
+
+A display matrix (a phone's portrait video stored as landscape frames) is recorded as
+``display_rotation``, the counter-clockwise degrees that show the picture upright; ``width`` and
+``height`` are the upright picture's, and every reader (clips, thumbnails, scores, shot detection,
+sampled frames) turns the frames upright."""
 
 from __future__ import annotations
 
@@ -28,6 +33,8 @@ from cosmos_assets.common.decoding import (
     FrameTooLarge,
     VideoRejected,
     decode_frames,
+    quarter_turns,
+    turned_size,
 )
 from cosmos_assets.common.knobs import knob
 
@@ -54,6 +61,8 @@ class ProbeLimits:
 
 @dataclass(frozen=True)
 class VideoProbe:
+    """What a landed video is. ``width`` and ``height`` are as displayed: after ``display_rotation``."""
+
     container: str
     codec: str
     pixel_format: str
@@ -67,6 +76,7 @@ class VideoProbe:
     duration_s: float
     video_streams: int
     audio_streams: int
+    display_rotation: int = 0  # counter-clockwise degrees (0, 90, 180, 270) that show the frames upright
 
     def as_row(self) -> dict:
         return asdict(self)
@@ -190,7 +200,7 @@ def probe_video(path: str | os.PathLike, limits: ProbeLimits = ProbeLimits()) ->
             raise VideoRejected("UndecodableVideo", "the video stream holds no frames")
 
         pixel_format = codec_context.pix_fmt or "unknown"
-        _test_decode(path, codec_context.name, limits.frame_limits())
+        turns = _test_decode(path, codec_context.name, limits.frame_limits())
 
         time_base = stream.time_base or Fraction(1, 1000)
         ordered = np.sort(np.asarray(timestamps, dtype=np.int64))
@@ -222,13 +232,14 @@ def probe_video(path: str | os.PathLike, limits: ProbeLimits = ProbeLimits()) ->
                 f"{width}x{height} at {max(average_fps, measured_fps):.1f} fps is {pixel_rate:.0f} pixels per second, "
                 f"over the configured limit of {limits.max_pixels_per_second:.0f}",
             )
+        display_width, display_height = turned_size(width, height, turns)
         return VideoProbe(
             container=container.format.name,
             codec=codec_context.name,
             pixel_format=pixel_format,
             bit_depth=_bit_depth(pixel_format),
-            width=width,
-            height=height,
+            width=display_width,
+            height=display_height,
             average_fps=round(average_fps, 4),
             real_fps=round(real_fps, 4),
             variable_frame_rate=variable,
@@ -236,21 +247,26 @@ def probe_video(path: str | os.PathLike, limits: ProbeLimits = ProbeLimits()) ->
             duration_s=round(duration_s, 4),
             video_streams=len(video_streams),
             audio_streams=len(audio_streams),
+            display_rotation=turns * 90,
         )
 
 
-def _test_decode(path: Path, codec: str, limits: FrameLimits, frames_wanted: int = 2) -> None:
-    """Decode the first frames: a stream we can demux but not decode is of no use."""
+def _test_decode(path: Path, codec: str, limits: FrameLimits, frames_wanted: int = 2) -> int:
+    """Decode the first frames: a stream we can demux but not decode is of no use. Returns the
+    counter-clockwise quarter turns of the first frame's display matrix."""
     try:
         with av.open(str(path)) as container:
             stream = primary_video_stream(container)
-            decoded = 0
-            for _ in decode_frames(container, stream, limits):
+            decoded, turns = 0, 0
+            for frame in decode_frames(container, stream, limits):
+                if decoded == 0:
+                    turns = quarter_turns(frame)
                 decoded += 1
                 if decoded >= frames_wanted:
-                    return
+                    return turns
             if decoded == 0:
                 raise VideoRejected("UndecodableVideo", f"no {codec} frame could be decoded")
+            return turns
     except av.error.DecoderNotFoundError:
         raise VideoRejected("UnsupportedCodec", f"this FFmpeg build has no decoder for {codec!r}") from None
     except av.error.FFmpegError as error:

@@ -28,6 +28,7 @@ RAW_VIDEOS = {
     "duration_s": pl.Float64,
     "video_streams": pl.Int64,
     "audio_streams": pl.Int64,
+    "display_rotation": pl.Int64,  # counter-clockwise degrees that show the frames upright; width/height are upright
 }
 
 VIDEO_CLIPS = {

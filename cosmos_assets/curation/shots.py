@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import av
 import numpy as np
 
-from cosmos_assets.common.decoding import FrameLimits, decode_frames
+from cosmos_assets.common.decoding import FrameLimits, decode_frames, quarter_turns, rotate_rgb, turned_size
 from cosmos_assets.common.knobs import knob
 from cosmos_assets.curation.probe import primary_video_stream
 from cosmos_assets.models.transnetv2 import TRANSNET_HEIGHT, TRANSNET_WIDTH
@@ -48,7 +48,8 @@ def decode_small_rgb(path: str | os.PathLike, width=TRANSNET_WIDTH, height=TRANS
 
     One ``VideoReformatter`` is reused for every frame: PyAV otherwise builds a new scaler per frame.
     The deblocking filter is skipped: a third faster, and invisible at 48x27 (mean change < 1/255).
-    Every frame is held to ``limits`` before it is scaled (``FrameTooLarge``).
+    Every frame is held to ``limits`` before it is scaled (``FrameTooLarge``), and turned upright like
+    the clips (scaled to the turned size, then turned: the upright picture at ``width`` x ``height``).
     """
     reformatter = av.video.reformatter.VideoReformatter()
     frames = []
@@ -56,12 +57,15 @@ def decode_small_rgb(path: str | os.PathLike, width=TRANSNET_WIDTH, height=TRANS
         stream = primary_video_stream(container)
         stream.thread_type = "AUTO"
         stream.codec_context.options = {"skip_loop_filter": "all"}
+        turns = None
         for frame in decode_frames(container, stream, limits):
-            frames.append(
+            if turns is None:  # the first frame's display rotation holds for the whole video
+                turns = quarter_turns(frame)
+                coded_width, coded_height = turned_size(width, height, turns)
+            frames.append(rotate_rgb(
                 reformatter.reformat(
-                    frame, width=width, height=height, format="rgb24", interpolation="BILINEAR"
-                ).to_ndarray()
-            )
+                    frame, width=coded_width, height=coded_height, format="rgb24", interpolation="BILINEAR"
+                ).to_ndarray(), turns))
     if not frames:
         return np.zeros((0, height, width, 3), dtype=np.uint8)
     return np.stack(frames)

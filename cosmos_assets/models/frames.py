@@ -34,10 +34,12 @@ def sample_frames(
     ``max_side`` downsizes during conversion so large sources never become full-size arrays.
     Every decoded frame is held to ``limits`` (``common.decoding.FrameLimits``; its defaults when None)
     before it is converted: a frame larger than any accepted video raises ``FrameTooLarge``.
+    Frames come out upright: a display matrix (a phone's portrait video) is applied, the first frame's
+    for the whole video, after scaling; ``max_side`` bounds the upright picture.
     """
     import av  # here, not at the top: model code that never decodes files runs without PyAV
 
-    from cosmos_assets.common.decoding import decode_frames
+    from cosmos_assets.common.decoding import decode_frames, quarter_turns, rotate_rgb, turned_size
 
     frames, stamps = [], []
     next_time = start_s
@@ -51,7 +53,10 @@ def sample_frames(
             scale = max_side / max(width, height)
             width, height = max(2, round(width * scale / 2) * 2), max(2, round(height * scale / 2) * 2)
         reformatter = av.video.reformatter.VideoReformatter()
+        turns = None
         for frame in decode_frames(container, stream, limits):
+            if turns is None:  # the first frame's display rotation holds for the whole video
+                turns = quarter_turns(frame)
             if frame.time is None:
                 continue
             if end_s is not None and frame.time >= end_s:
@@ -59,7 +64,7 @@ def sample_frames(
             if frame.time + 1e-6 < next_time:
                 continue
             rgb = reformatter.reformat(frame, width=width, height=height, format="rgb24")
-            frames.append(rgb.to_ndarray())
+            frames.append(rotate_rgb(rgb.to_ndarray(), turns))
             stamps.append(frame.time)
             next_time = start_s + math.floor((frame.time - start_s) * fps + 1 + 1e-6) / fps
             if len(frames) >= max_frames:

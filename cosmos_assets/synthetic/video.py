@@ -15,7 +15,7 @@ import av
 import cv2
 import numpy as np
 
-from cosmos_assets.common.decoding import FrameLimits, decode_frames
+from cosmos_assets.common.decoding import FrameLimits, decode_frames, quarter_turns, rotate_rgb, turned_size
 from cosmos_assets.common.encoding import h264_options
 from cosmos_assets.common.files import atomic_path, write_bytes_atomically
 from cosmos_assets.models.frames import sample_frames
@@ -78,18 +78,25 @@ def read_video(path: str | os.PathLike, max_frames: int = 10_000, max_width: int
 
     ``max_width`` scales wider videos down while decoding (one reused scaler): a critic that measures luma at
     320 px never holds 720p RGB frames. Every frame is held to ``limits`` before it is converted
-    (``FrameTooLarge``, a ``ValueError``)."""
+    (``FrameTooLarge``, a ``ValueError``). Frames come out upright (a display matrix applied; ``max_width``
+    is the upright picture's)."""
     frames = []
     with av.open(os.fspath(path)) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         fps = float(stream.average_rate or stream.guessed_rate or 16)
-        width, height = stream.codec_context.width, stream.codec_context.height
-        if max_width and width > max_width:
-            width, height = max_width // 2 * 2, max(2, round(height * max_width / width / 2) * 2)
+        coded_size = stream.codec_context.width, stream.codec_context.height
         reformatter = av.video.reformatter.VideoReformatter()
+        turns = None
         for frame in decode_frames(container, stream, limits):
-            frames.append(reformatter.reformat(frame, width=width, height=height, format="gray" if gray else "rgb24").to_ndarray())
+            if turns is None:  # the first frame's display rotation holds for the whole video
+                turns = quarter_turns(frame)
+                width, height = turned_size(*coded_size, turns)
+                if max_width and width > max_width:
+                    width, height = max_width // 2 * 2, max(2, round(height * max_width / width / 2) * 2)
+                width, height = turned_size(width, height, turns)  # the size to scale to before turning
+            frames.append(rotate_rgb(reformatter.reformat(frame, width=width, height=height,
+                                                          format="gray" if gray else "rgb24").to_ndarray(), turns))
             if len(frames) >= max_frames:
                 break
     if not frames:
@@ -133,6 +140,10 @@ def middle_frame(frames: np.ndarray) -> np.ndarray:
 
 
 def video_size(path: str | os.PathLike) -> tuple[int, int]:
+    """(width, height) of the upright picture: what ``read_video`` returns."""
     with av.open(os.fspath(path)) as container:
-        context = container.streams.video[0].codec_context
-        return context.width, context.height
+        stream = container.streams.video[0]
+        size = stream.codec_context.width, stream.codec_context.height
+        for frame in decode_frames(container, stream):
+            return turned_size(*size, quarter_turns(frame))
+        return size
