@@ -123,6 +123,10 @@ def test_an_adapter_for_another_architecture_is_refused(checkpoint, tmp_path):
     transformer = fresh_transformer(checkpoint)
     settings = lora.add_lora(transformer, rank=4, alpha=4, target_modules=("to_q",))
     path = lora.save_lora(transformer, settings, tmp_path / "q_only.safetensors")
+    from cosmos_assets.models.checkpoints import check_safetensors_file
+    from cosmos_assets.training.registry import check_lora_adapter
+
+    assert check_lora_adapter(check_safetensors_file(path, "saved"), "saved") == 4  # what the checkpoint inbox takes
     with safe_open(str(path), framework="pt") as handle:
         state = {key: handle.get_tensor(key) for key in handle.keys()}
     from safetensors.torch import save_file
