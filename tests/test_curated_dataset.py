@@ -206,4 +206,8 @@ def test_a_dataset_version_is_the_same_under_any_home_or_bucket(tmp_path, sample
 
     versions = {version_on(store) for store in stores}
     assert len(versions) == 1  # two homes and a bucket: one version
+    moved = LocalStore(tmp_path / "moved" / "artefacts")  # tables that still name the files under the old home
+    members = pl.DataFrame({"clip_id": ids, "path": [stores[0].ref(clip_key(i, "recipe01")) for i in ids],
+                            "prompt_id": ["p1", "p1"], "video_model": ["effnet", "effnet"]})
+    assert dataset_version(ids, dataset_recipe(moved, members, {"validation_fraction": 0.1, "shard_max_clips": 1000})) in versions
     assert version_on(stores[0], split_recipe="recipe02") not in versions  # clips cut by another recipe: another version

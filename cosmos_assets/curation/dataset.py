@@ -19,7 +19,7 @@ from pathlib import Path
 
 import polars as pl
 
-from cosmos_assets.common.artefacts import DATASETS, ArtefactStore
+from cosmos_assets.common.artefacts import CLIPS, DATASETS, ArtefactStore
 from cosmos_assets.common.files import atomic_path
 
 
@@ -35,8 +35,16 @@ def dataset_recipe(store: ArtefactStore, members: pl.DataFrame, export_config: d
     """What a version is made from besides its member ids: the export settings, the clip files as store keys
     (the key names the clip id and the split/transcode recipe that cut it), the captioners and the video
     embedder. Keys, never references: where ``COSMOS_HOME`` or the bucket is must not change a version."""
-    return {"export": export_config, "clip_files": sorted(store.key_of(path) for path in members["path"].to_list()),
+    return {"export": export_config, "clip_files": sorted(_clip_file_key(store, path) for path in members["path"].to_list()),
             "captioners": sorted(set(members["prompt_id"].drop_nulls())), "video_model": sorted(set(members["video_model"]))}
+
+
+def _clip_file_key(store: ArtefactStore, reference: str) -> str:
+    try:
+        return store.key_of(reference)
+    except ValueError:  # recorded under another home or bucket (a copied or moved COSMOS_HOME): the key it ends with
+        start = reference.rfind(f"/{CLIPS}/")
+        return reference[start + 1:] if start >= 0 else reference
 
 
 def split_of(clip_id: str, validation_fraction: float, seed: str = "cosmos-split-v1") -> str:
