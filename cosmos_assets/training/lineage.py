@@ -20,6 +20,15 @@ class LineageNotFound(LookupError):
     pass
 
 
+class AmbiguousIdentifier(LineageNotFound):
+    """A prefix that starts more than one identifier; the message lists some of them."""
+
+
+# Shorter prefixes would match by accident (a single hex digit starts one identifier in sixteen).
+MIN_PREFIX = 4
+SHOWN_MATCHES = 5
+
+
 def _checkpoints(store: ArtefactStore) -> dict[str, dict]:
     found = {}
     for key in registry.checkpoint_keys(store):
@@ -106,8 +115,44 @@ def forward_lineage(store: ArtefactStore, identifier: str) -> dict:
             "promoted_checkpoint_uses_it": bool(promoted and promoted["checkpoint"] in checkpoints)}
 
 
+def known_identifiers(store: ArtefactStore) -> dict[str, str]:
+    """Every identifier `lineage` answers for, with its kind: checkpoint keys, raw video content hashes, clip ids
+    and training sample ids."""
+    known: dict[str, str] = {key: "checkpoint" for key in _checkpoints(store)}
+    known.update({content_hash: "raw video" for content_hash in _raw_videos(store) if content_hash not in known})
+    clips = store.read_partitions("video_clips")
+    if clips.height:
+        known.update({clip_id: "clip" for clip_id in clips["clip_id"].unique().to_list() if clip_id not in known})
+    for version in store.folders(TRAINING_DATASETS):
+        samples = snapshot_samples(store, version)
+        if samples is not None and samples.height:
+            known.update({sample: "sample" for sample in samples["sample_id"].unique().to_list() if sample not in known})
+    return known
+
+
+def resolve_identifier(store: ArtefactStore, identifier: str) -> str:
+    """The full identifier for ``identifier`` or a unique prefix of one (``cosmos lineage`` prints 16-character
+    content hashes and 8-character ids; each can be passed back). Raises ``AmbiguousIdentifier`` for a prefix of
+    several, ``LineageNotFound`` for one of none."""
+    known = known_identifiers(store)
+    if identifier in known:
+        return identifier
+    needle = identifier.strip().lower()
+    matches = sorted(k for k in known if len(needle) >= MIN_PREFIX and k.lower().startswith(needle))
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        shown = ", ".join(f"{known[m]} {m}" for m in matches[:SHOWN_MATCHES])
+        more = f" and {len(matches) - SHOWN_MATCHES} more" if len(matches) > SHOWN_MATCHES else ""
+        raise AmbiguousIdentifier(f"{identifier!r} is a prefix of {len(matches)} identifiers ({shown}{more}); "
+                                  "give more characters")
+    short = f" (a prefix needs at least {MIN_PREFIX} characters)" if len(needle) < MIN_PREFIX else ""
+    raise LineageNotFound(f"{identifier!r} is no checkpoint, raw video content hash, clip id or training sample, "
+                          f"nor the start of one{short}")
+
+
 def lineage(store: ArtefactStore, identifier: str | None = None) -> dict:
-    key = identifier or default_checkpoint(store)
+    key = resolve_identifier(store, identifier) if identifier else default_checkpoint(store)
     if key in _checkpoints(store):
         return {"direction": "backward", **checkpoint_lineage(store, key)}
     return {"direction": "forward", **forward_lineage(store, key)}
