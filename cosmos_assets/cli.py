@@ -191,7 +191,7 @@ def show_lineage(args: argparse.Namespace) -> int:
 def build_tiny_models(args: argparse.Namespace) -> int:
     from cosmos_assets.models.tiny import build_all_tiny
 
-    paths = CosmosPaths(cosmos_home())
+    paths = CosmosPaths(usable_home(cosmos_home()))
     built = build_all_tiny(paths.models, rebuild=args.rebuild, names=args.only or None)
     for name, path in built.items():
         print(f"{name}: {path}  (tiny random weights: outputs are meaningless)")

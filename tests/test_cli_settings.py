@@ -46,6 +46,8 @@ def test_a_home_that_is_a_file_or_cannot_be_written_is_one_message(tmp_path, cap
         monkeypatch.setenv("COSMOS_HOME", str(home))
         assert cli.main(["paths"]) == 2, home
         assert says in one_message(capsys)
+    monkeypatch.setenv("COSMOS_HOME", str(home_file))
+    assert cli.main(["models", "build-tiny", "--only", "vlm"]) == 2 and "is a file" in one_message(capsys)
 
 
 def test_the_cosmos_command_exits_non_zero_without_a_traceback(tmp_path):
