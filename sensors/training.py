@@ -60,7 +60,7 @@ def _inbox_requests(context, storage: CosmosStorage, settle_seconds: float, seen
             continue
         try:
             key = registry.inbox_checkpoint_key(drop.path)
-        except registry.INBOX_ERRORS as error:
+        except Exception as error:  # noqa: BLE001 - INBOX_ERRORS and anything else: one bad drop never stalls the inbox
             seen[drop.identity] = f"{error_class(error)}: {error}"[:500]
             context.log.warning(f"checkpoint inbox: {drop.name!r} set aside: {seen[drop.identity]}")
             continue

@@ -146,15 +146,23 @@ class DroppedFolder:
 
 def settled_folders(root: Path, settle_seconds: float, now: float | None = None) -> list[DroppedFolder]:
     """Folders directly below ``root`` none of whose entries changed for ``settle_seconds`` (symlinked folders and
-    dot-folders are skipped; entries are not followed)."""
+    dot-folders are skipped; entries are not followed). A folder that cannot be listed (no permission) is returned
+    once its own mtime has settled, so that reading it fails and is recorded; one removed while we looked is skipped."""
     now = time.time() if now is None else now
     found = []
     if not root.is_dir():
         return found
     for item in sorted(root.iterdir()):
-        if item.name.startswith(".") or item.is_symlink() or not item.is_dir():
+        try:
+            if item.name.startswith(".") or item.is_symlink() or not item.is_dir():
+                continue
+            stamps = [item.lstat().st_mtime]
+            try:
+                stamps += [entry.lstat().st_mtime for entry in item.iterdir()]
+            except PermissionError:
+                pass
+        except FileNotFoundError:
             continue
-        stamps = [item.lstat().st_mtime] + [entry.lstat().st_mtime for entry in item.iterdir()]
         if now - max(stamps) >= settle_seconds:
             found.append(DroppedFolder(item.name, item, f"{item.name}:{max(stamps)}"))
     return found

@@ -20,6 +20,7 @@ an entry that repeats an earlier entry's request id and seed is recorded as a ``
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import os
 import time
@@ -217,14 +218,20 @@ class InboxLedger:
                     continue
                 try:
                     data = _read_manifest(root, entry)
+                    problem = _manifest_problem(data)
+                    if problem is None and not self._files_ready(entry, data, settled, unsettled, now, missing_grace_seconds):
+                        continue
                 except (OutsideDropZone, ManifestTooLarge) as error:
                     taken.append((entry, None, None, f"{error_class(error)}: {error}"))
                     continue
-                except OSError:
-                    continue  # maybe transient (replaced while we looked): next tick
-                if not self._files_ready(entry, data, settled, unsettled, now, missing_grace_seconds):
+                except OSError as error:
+                    if error.errno in (errno.EACCES, errno.EPERM):  # waiting will not make it readable: recorded
+                        taken.append((entry, None, None, f"UnreadableFile: {error.strerror or error}"))
+                    continue  # else maybe transient (replaced while we looked): next tick
+                except Exception as error:  # noqa: BLE001 - one bad manifest never stalls the inbox: recorded, the rest goes on
+                    taken.append((entry, None, None, f"{error_class(error)}: {str(error)[:300]}"))
                     continue
-                taken.append((entry, hashlib.sha256(data).hexdigest(), data, None))
+                taken.append((entry, hashlib.sha256(data).hexdigest(), data, problem))
             db.execute("BEGIN IMMEDIATE")  # one evaluator at a time creates batches
             try:
                 batches = []
@@ -287,6 +294,23 @@ def drop_digest(manifest_path: bytes, data: bytes) -> str:
     touched again, or copied beside themselves, in one folder name the same files (one drop)."""
     folder = os.path.dirname(manifest_path)
     return hashlib.sha256(b"inbox-drop\0" + folder + b"\0" + data).hexdigest()
+
+
+def _manifest_problem(data: bytes) -> str | None:
+    """Why a manifest cannot be read, recorded as its batch's problem when it is taken, so its error class is in the
+    ledger from the first tick: over the bounds (``ManifestTooLarge``, e.g. nested deeper than ``MAX_MANIFEST_DEPTH``),
+    or whatever else its parse raised. None for a readable one, and for one that is not a manifest (``ValueError``:
+    the run records it as ``ManifestInvalid`` with the parser's message)."""
+    try:
+        parse_manifest_bytes(data)
+        parse_manifest(data)
+    except ManifestTooLarge as error:
+        return f"ManifestTooLarge: {error}"
+    except ValueError:
+        return None
+    except Exception as error:  # noqa: BLE001 - never raised out of a sensor tick
+        return f"{error_class(error)}: {str(error)[:300]}"
+    return None
 
 
 def _read_manifest(root: Path, entry: DroppedFile) -> bytes:
