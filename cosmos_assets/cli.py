@@ -10,6 +10,7 @@ import sys
 from importlib import resources as package_files
 from pathlib import Path
 
+from cosmos_assets import quiet_dagster_warnings_in_children
 from cosmos_assets.common.artefacts import OBJECT_STORE_ENV
 from cosmos_assets.settings import (
     CosmosPaths, SettingsError, cosmos_home, cosmos_profile, ensure_local_instance, usable_home,
@@ -24,6 +25,7 @@ def _prepare_environment() -> CosmosPaths:
     paths = CosmosPaths(usable_home(cosmos_home()))
     os.environ["COSMOS_HOME"] = str(paths.home)
     os.environ["DAGSTER_HOME"] = str(ensure_local_instance(paths))
+    quiet_dagster_warnings_in_children()  # `dagster dev` and its processes: no warnings a user cannot act on
     # With an object store, artefacts and tables live there; the tables folder still holds the ledgers.
     local_artefacts = () if os.environ.get(OBJECT_STORE_ENV) else (paths.artefacts,)
     for folder in (paths.landing, paths.tables, *local_artefacts):
@@ -97,22 +99,36 @@ def run(args: argparse.Namespace) -> int:
     _prepare_environment()
     from cosmos_assets.headless import run_until_idle
 
-    summary = run_until_idle(wait_for_settling=not args.no_wait, log=None if args.json else print)
+    summary = run_until_idle(wait_for_settling=not args.no_wait, log=None if args.json else print, max_wait_s=args.max_wait)
     if args.json:
         print(json.dumps(summary, indent=None, sort_keys=True))
     else:
         print(format_summary(summary))
-    return 1 if summary["runs_failed"] else 0
+    return run_exit_code(summary)
+
+
+def run_exit_code(summary: dict) -> int:
+    """1 when a run failed or a sensor could not be evaluated (its work silently not started), else 0.
+
+    Files still settling are not an error: the summary says so and the next `cosmos run` takes them."""
+    return 1 if summary["runs_failed"] or summary.get("sensor_errors") else 0
 
 
 def format_summary(summary: dict) -> str:
+    lines = []
+    # A sensor that raised started nothing: say it first, not below a list of runs.
+    for sensor, error in sorted(summary.get("sensor_errors", {}).items()):
+        lines.append(f"ERROR: sensor {sensor} failed: {error.splitlines()[0] if error else ''}")
     if summary["nothing_new"]:
-        return "Nothing new: no landed files to curate and no requested runs."
-    lines = [summary["message"]]
+        return "\n".join(lines + ["Nothing new: no landed files to curate and no requested runs."])
+    lines.append(summary["message"])
     for waiting in summary["waiting_on"]:
         lines.append(f"  {waiting['partition']}: run {waiting['run_id'][:8]} is {waiting['status']} elsewhere")
     for run_info in summary["runs"]:
-        lines.append(f"  {run_info['partition']}: {run_info['status']} (run {run_info['run_id'][:8]})")
+        run_id = (run_info["run_id"] or "none")[:8]
+        lines.append(f"  {run_info['partition'] or run_info['job']}: {run_info['status']} (run {run_id})")
+    for settling in summary.get("settling", []):
+        lines.append(f"  settling in the {settling['folder']}: {settling['file']} (ready in {settling['ready_in_s']:.0f} s)")
     for asset, counts in summary["assets"].items():
         lines.append(f"  {asset}: {json.dumps(counts, sort_keys=True)}")
     return "\n".join(lines)
@@ -214,11 +230,15 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     demo_parser = commands.add_parser("demo", help="land the sample videos and start the Dagster UI with sensors")
     demo_parser.add_argument("--host", default="127.0.0.1", help="address the UI binds to (default 127.0.0.1)")
-    demo_parser.add_argument("--port", type=int, default=3000)
+    demo_parser.add_argument("--port", type=int, default=3000,
+                             help="port of the UI (default 3000); pick another when 3000 is in use")
     demo_parser.set_defaults(handler=demo)
     run_parser = commands.add_parser("run", help="evaluate the sensors and materialize what they request, headless")
     run_parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
-    run_parser.add_argument("--no-wait", action="store_true", help="do not wait for files that are still settling")
+    run_parser.add_argument("--no-wait", action="store_true",
+                            help="do not wait for files that are still settling; report them (status 'settling') instead")
+    run_parser.add_argument("--max-wait", type=float, default=None, metavar="SECONDS",
+                            help="wait at most this long for settling files (default: 3 settle times + 5 s)")
     run_parser.set_defaults(handler=run)
     search_parser = commands.add_parser("search", help="semantic search over curated clips by text")
     search_parser.add_argument("text")
@@ -226,8 +246,9 @@ def main(argv: list[str] | None = None) -> int:
     search_parser.add_argument("--json", action="store_true")
     search_parser.set_defaults(handler=search)
     lineage_parser = commands.add_parser("lineage", help="where a checkpoint, clip or video came from / went")
-    lineage_parser.add_argument("id", nargs="?", help="checkpoint, raw video content hash, clip id or sample id "
-                                                      "(default: the promoted checkpoint, else the newest)")
+    lineage_parser.add_argument("id", nargs="?", help="checkpoint, raw video content hash, clip id or sample id, or a "
+                                                      "unique prefix of one (at least 4 characters; default: the "
+                                                      "promoted checkpoint, else the newest)")
     lineage_parser.add_argument("--json", action="store_true")
     lineage_parser.set_defaults(handler=show_lineage)
     models_parser = commands.add_parser("models", help="model checkpoints")

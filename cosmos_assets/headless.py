@@ -11,12 +11,13 @@ earlier ``cosmos run``, is skipped: a batch is curated once. Runs left ``STARTED
 import os
 import time
 from collections import Counter
+from pathlib import Path
 
 import dagster as dg
 from dagster._core.definitions.partitions.context import partition_loading_context
 from dagster._core.storage.dagster_run import DagsterRunStatus, RunsFilter
 
-from cosmos_assets.curation.landing import scan_landing_zone
+from cosmos_assets.common.drop_zone import ScanResult, scan_drop_zone
 from cosmos_assets.definitions import build_definitions
 
 LAUNCHED_BY_TAG = "cosmos/launched_by"
@@ -82,40 +83,112 @@ def _synthetic_counts(assets: dict) -> dict | None:
     return counts
 
 
-def _settling_files(defs: dg.Definitions) -> int:
-    storage, settings = defs.resources["storage"], defs.resources["landing_zone"]
-    return len(scan_landing_zone(storage.paths.landing, settings.settle_seconds).unsettled)
+def watched_folders(defs: dg.Definitions) -> list[tuple[str, Path, float]]:
+    """The folders sensors take dropped files from, each with its settle time: (name, root, settle seconds)."""
+    paths = defs.resources["storage"].paths
+    landing_settle = defs.resources["landing_zone"].settle_seconds
+    return [
+        ("landing zone", paths.landing, landing_settle),
+        ("synthetic inbox", paths.synthetic_inbox, defs.resources["synthetic"].inbox_settle_seconds),
+        # checkpoint_sensor takes inbox drops with the landing zone's settle time.
+        ("checkpoint inbox", paths.checkpoint_inbox, landing_settle),
+    ]
 
 
-def run_until_idle(wait_for_settling: bool = True, log=print, max_rounds: int = 1000) -> dict:
+def scan_watched(folders: list[tuple[str, Path, float]], now: float | None = None) -> dict[str, ScanResult]:
+    now = time.time() if now is None else now
+    return {name: scan_drop_zone(root, settle, now) for name, root, settle in folders}
+
+
+def settling_files(folders: list[tuple[str, Path, float]], scans: dict[str, ScanResult], now: float) -> list[dict]:
+    """Files still settling, each with the seconds until it has been untouched long enough to be taken."""
+    settle = {name: seconds for name, _, seconds in folders}
+    return sorted(
+        ({"folder": name, "file": entry.name,
+          "ready_in_s": round(max(0.0, settle[name] - (now - entry.mtime_ns / 1e9)), 1)}
+         for name, scan in scans.items() for entry in scan.unsettled),
+        key=lambda f: (f["ready_in_s"], f["folder"], f["file"]),
+    )
+
+
+def settled_since(before: dict[str, ScanResult], after: dict[str, ScanResult]) -> bool:
+    """Whether a file is settled in ``after`` that was not settled in ``before``.
+
+    A round scans before its sensors run and again after: a file settled before the round was seen settled by
+    its sensor (a file's identity includes its size and mtime, so a rewrite is a new file). One that settled,
+    or was moved in, during the round may have been missed, and needs another round before the loop is idle.
+    """
+    return any(set(after[name].settled) - set(before[name].settled) for name in after)
+
+
+def _settling_message(settling: list[dict]) -> str:
+    first = settling[0]
+    folders = sorted({f["folder"] for f in settling})
+    return (f"{len(settling)} file(s) settling in the {', '.join(folders)}, "
+            f"ready in {first['ready_in_s']:.0f} s" + (f" ({first['file']})" if len(settling) == 1 else ""))
+
+
+def run_until_idle(wait_for_settling: bool = True, log=print, max_rounds: int = 1000,
+                   max_wait_s: float | None = None) -> dict:
+    """Evaluate every sensor and run what they request, round after round, until a round requests nothing.
+
+    Files still settling in a watched folder are waited for (at most ``max_wait_s``, by default three settle
+    times and 5 s, which covers a copy that just finished) unless ``wait_for_settling`` is off; what is still
+    settling at the end is reported (``status`` "settling"), never passed off as "nothing new".
+    """
     log = log or (lambda *_: None)
     instance = dg.DagsterInstance.get()
     defs = build_definitions()
+    folders = watched_folders(defs)
+    if max_wait_s is None:
+        max_wait_s = 3 * max(settle for _, _, settle in folders) + 5
     summary: dict = {"runs": [], "assets": {}, "runs_succeeded": 0, "runs_failed": 0, "waiting_on": []}
+    started = time.monotonic()
     waited_s = 0.0
+    settling: list[dict] = []
     for _ in range(max_rounds):
+        before = scan_watched(folders)
         requested = 0
         for sensor in defs.sensors:
             requested += _evaluate_and_execute(instance, defs, sensor, summary, log)
         if requested:
             continue
-        settle = defs.resources["landing_zone"].settle_seconds
-        if wait_for_settling and waited_s < 3 * settle + 5 and _settling_files(defs):
-            log(f"files are still settling in the landing zone; waiting {settle:.0f} s")
-            time.sleep(max(0.5, settle / 2))
-            waited_s += max(0.5, settle / 2)
-            continue
-        break
+        now = time.time()
+        after = scan_watched(folders, now)
+        if settled_since(before, after):
+            continue  # settled while the sensors ran: let them look again
+        settling = settling_files(folders, after, now)
+        if not settling:
+            break
+        if not wait_for_settling or waited_s >= max_wait_s:
+            break
+        pause = min(max(0.5, settling[0]["ready_in_s"] + 0.2), max_wait_s - waited_s)
+        log(f"{_settling_message(settling)}; waiting {pause:.0f} s")
+        time.sleep(pause)
+        waited_s += pause
+    summary["elapsed_s"] = round(time.monotonic() - started, 1)
+    summary["waited_s"] = round(waited_s, 1)
+    summary["settling"] = settling
     if synthetic := _synthetic_counts(summary["assets"]):
         summary["synthetic"] = synthetic
-    summary["nothing_new"] = not summary["runs"] and not summary["waiting_on"]
+    summary["nothing_new"] = not summary["runs"] and not summary["waiting_on"] and not settling
+    summary["status"] = (
+        "sensor_errors" if summary.get("sensor_errors") else "failed" if summary["runs_failed"]
+        else "settling" if settling else "idle" if summary["nothing_new"] else "done"
+    )
     if summary["nothing_new"]:
         summary["message"] = "nothing new: no landed files to curate and no requested runs"
     else:
-        summary["message"] = f"{summary['runs_succeeded']} run(s) succeeded, {summary['runs_failed']} failed" + (
-            f"; {len(summary['waiting_on'])} batch(es) already have a queued or running run elsewhere"
-            if summary["waiting_on"] else ""
-        )
+        parts = [f"{summary['runs_succeeded']} run(s) succeeded, {summary['runs_failed']} failed"]
+        if summary["waiting_on"]:
+            parts.append(f"{len(summary['waiting_on'])} batch(es) already have a queued or running run elsewhere")
+        if settling:
+            parts.append(_settling_message(settling) + ("" if wait_for_settling else " (not waited for: --no-wait)")
+                         + "; run again then")
+        summary["message"] = "; ".join(parts)
+    if summary.get("sensor_errors"):
+        summary["message"] = (f"{len(summary['sensor_errors'])} sensor evaluation(s) failed "
+                              f"({', '.join(sorted(summary['sensor_errors']))}); " + summary["message"])
     return summary
 
 
@@ -123,8 +196,9 @@ def _evaluate_and_execute(instance, defs, sensor, summary, log) -> int:
     cursor_key = f"cosmos-run/sensor-cursor/{sensor.name}"
     cursor = instance.run_storage.get_cursor_values({cursor_key}).get(cursor_key)
     with partition_loading_context(dynamic_partitions_store=instance):
+        # The instance ref (as the daemon has) lets the tick validate partitions its own SensorResult adds.
         with dg.build_sensor_context(
-            instance=instance, cursor=cursor, definitions=defs, resources=defs.resources
+            instance=instance, instance_ref=instance.get_ref(), cursor=cursor, definitions=defs, resources=defs.resources
         ) as context:
             try:
                 tick = sensor.evaluate_tick(context)
