@@ -146,11 +146,12 @@ def run_until_idle(wait_for_settling: bool = True, log=print, max_rounds: int = 
     started = time.monotonic()
     waited_s = 0.0
     settling: list[dict] = []
+    attempted: set = set()
     for _ in range(max_rounds):
         before = scan_watched(folders)
         requested = 0
         for sensor in defs.sensors:
-            requested += _evaluate_and_execute(instance, defs, sensor, summary, log)
+            requested += _evaluate_and_execute(instance, defs, sensor, summary, log, attempted)
         if requested:
             continue
         now = time.time()
@@ -192,7 +193,10 @@ def run_until_idle(wait_for_settling: bool = True, log=print, max_rounds: int = 
     return summary
 
 
-def _evaluate_and_execute(instance, defs, sensor, summary, log) -> int:
+def _evaluate_and_execute(instance, defs, sensor, summary, log, attempted: set | None = None) -> int:
+    """Evaluate one sensor and execute what it requests. ``attempted`` holds the run keys this ``cosmos run``
+    executed already: a run that failed is tried once per invocation, never in a loop."""
+    attempted = set() if attempted is None else attempted
     cursor_key = f"cosmos-run/sensor-cursor/{sensor.name}"
     cursor = instance.run_storage.get_cursor_values({cursor_key}).get(cursor_key)
     with partition_loading_context(dynamic_partitions_store=instance):
@@ -220,6 +224,10 @@ def _evaluate_and_execute(instance, defs, sensor, summary, log) -> int:
                 )
             log(f"{sensor.name}: {request.run_key} already has run {existing.run_id[:8]} ({existing.status.value})")
             continue
+        if request.run_key and (sensor.name, request.run_key) in attempted:
+            log(f"{sensor.name}: {request.run_key} was tried in this run already; not again")
+            continue
+        attempted.add((sensor.name, request.run_key))
         job = defs.resolve_job_def(request.job_name or sensor.job_name)
         log(f"{sensor.name}: running {job.name} for {request.partition_key}")
         tags = {
@@ -236,7 +244,8 @@ def _evaluate_and_execute(instance, defs, sensor, summary, log) -> int:
                 partition_key=request.partition_key,
                 tags=tags,
                 raise_on_error=False,
-                run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
+                # The sensor's plan (e.g. retraining_sensor's generation rounds) travels in the run config.
+                run_config={**dict(request.run_config or {}), "loggers": {"console": {"config": {"log_level": "INFO"}}}},
             )
         except Exception as error:  # a framework error in one run is that run's failure, not the command's
             executed += 1
