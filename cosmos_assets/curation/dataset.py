@@ -23,6 +23,18 @@ from cosmos_assets.common.artefacts import CLIPS, DATASETS, ArtefactStore
 from cosmos_assets.common.files import atomic_path
 
 
+def dataset_members(deduplicated: pl.DataFrame, superseded_sources: set[str], key: str = "clip_id") -> pl.DataFrame:
+    """The clips a dataset version is made of: the kept ones, except those cut from a superseded source (a stalled
+    upload's truncated version, replaced by the completed file under the same name). A clip dropped only as the
+    duplicate of such a clip takes its place (the completed file's copy of the same shot); sorted by ``key``."""
+    if not superseded_sources or deduplicated.is_empty():
+        return deduplicated.filter(pl.col("kept")).sort(key)
+    gone = pl.col("source_hash").is_in(list(superseded_sources))
+    ousted = set(deduplicated.filter(pl.col("kept") & gone)[key])
+    heirs = ~pl.col("kept") & pl.col("duplicate_of").is_in(list(ousted)) & ~gone
+    return deduplicated.filter((pl.col("kept") & ~gone) | heirs).sort(key)
+
+
 def dataset_version(member_ids: list[str], config: dict) -> str:
     digest = hashlib.sha256()
     for clip_id in sorted(member_ids):

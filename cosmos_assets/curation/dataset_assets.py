@@ -14,7 +14,10 @@ from cosmos_assets.common.pictures import contact_sheet, encode_jpeg, markdown_i
 from cosmos_assets.common.pod_classes import pod_class
 from cosmos_assets.curation import captions as captioning
 from cosmos_assets.curation.assets import GROUP, filtered_clips, ingest_batches
-from cosmos_assets.curation.dataset import card_markdown, dataset_recipe, dataset_version, export_dataset, split_of
+from cosmos_assets.curation.dataset import (
+    card_markdown, dataset_members, dataset_recipe, dataset_version, export_dataset, split_of,
+)
+from cosmos_assets.curation.landing import LandingLedger
 from cosmos_assets.curation.dedup import DedupConfig, exact_duplicates, semantic_dedup
 from cosmos_assets.curation.vector_store import COLUMNS, KEY, TEXT_VECTOR, VIDEO_VECTOR, ClipVectorStore, table_name
 from cosmos_assets.models.frames import sample_frames
@@ -326,7 +329,8 @@ def curated_dataset(
 ) -> dg.Output[pl.DataFrame]:
     """The kept clips as a versioned dataset: version id from members and config, a deterministic
     train/validation split, a dataset card, the Predict2 training layout and webdataset shards."""
-    members = deduplicated_clips.filter(pl.col("kept")).sort(KEY)
+    # A stalled upload's truncated version is left out once the completed file superseded it (raw_videos.supersedes).
+    members = dataset_members(deduplicated_clips, LandingLedger(storage.paths.landing_ledger).superseded_hashes(), KEY)
     members = members.with_columns(split=pl.Series([split_of(i, config.validation_fraction) for i in members[KEY]], dtype=pl.String))
     version = dataset_version(members[KEY].to_list(), dataset_recipe(storage.store, members, config.model_dump()))
     card = {

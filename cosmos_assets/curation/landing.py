@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cosmos_assets.common.drop_zone import (
-    DroppedFile, OutsideDropZone, connect_ledger, hash_dropped_file,
+    DroppedFile, OutsideDropZone, connect_ledger, hash_dropped_file, open_dropped_file,
 )
 from cosmos_assets.common.files import display_name
 
@@ -30,6 +30,7 @@ class BatchMember:
     size: int
     content_hash: str | None  # None for entries rejected before reading (symlinks)
     note: str | None = None
+    supersedes: str | None = None  # the content hash of an earlier, truncated version of this file (a stalled upload)
 
     @property
     def name(self) -> str:
@@ -117,6 +118,11 @@ class LandingLedger:
                 );
                 """
             )
+            if "supersedes" not in [row[1] for row in db.execute("PRAGMA table_info(batch_members)")]:
+                try:  # a ledger from before stalled uploads were told apart
+                    db.execute("ALTER TABLE batch_members ADD COLUMN supersedes TEXT")
+                except sqlite3.OperationalError:  # another process added it meanwhile
+                    pass
 
     def _connect(self):
         return connect_ledger(self.path)
@@ -155,6 +161,7 @@ class LandingLedger:
         """
         now = time.time() if now is None else now
         fresh: list[tuple[DroppedFile, str | None, str | None]] = []
+        superseded: dict[bytes, str] = {}  # path -> content hash of the earlier version this one completes
         hashed_bytes = 0
         with self._connect() as db:
             failures = {bytes(p): (size, mtime, first) for p, size, mtime, first in
@@ -186,6 +193,8 @@ class LandingLedger:
                     continue
                 hashed_bytes += entry.size
                 fresh.append((entry, content_hash, None))
+                if (earlier := self._truncated_version(db, root, entry, content_hash)) is not None:
+                    superseded[entry.relative_path] = earlier
 
             db.execute("BEGIN IMMEDIATE")  # serialise batch creation across processes
             try:
@@ -206,7 +215,8 @@ class LandingLedger:
                         continue  # same bytes under another name, or seen before: ingested once
                     if content_hash is not None:
                         batched_hashes.add(content_hash)
-                    new_members.append(BatchMember(entry.relative_path, entry.size, content_hash, note))
+                    new_members.append(BatchMember(entry.relative_path, entry.size, content_hash, note,
+                                                   superseded.get(entry.relative_path)))
                 # Smallest first (then by name, so the plan is the same whatever order the scan had):
                 # the first batch's run finishes soonest, and within a batch the first clips come soonest.
                 new_members.sort(key=lambda m: (m.size, m.relative_path))
@@ -231,8 +241,9 @@ class LandingLedger:
             key = f"batch-{sequence:06d}-{digest}"
             db.execute("INSERT INTO batches VALUES (?, ?, ?)", (sequence, key, now))
             db.executemany(
-                "INSERT INTO batch_members VALUES (?, ?, ?, ?, ?)",
-                [(sequence, m.relative_path, m.size, m.content_hash, m.note) for m in group],
+                "INSERT INTO batch_members (batch_sequence, relative_path, size, content_hash, note, supersedes) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [(sequence, m.relative_path, m.size, m.content_hash, m.note, m.supersedes) for m in group],
             )
             batches.append(Batch(sequence, key, tuple(group)))
         return batches
@@ -253,8 +264,40 @@ class LandingLedger:
 
     def _batch(self, db, sequence: int, key: str) -> Batch:
         members = db.execute(
-            "SELECT relative_path, size, content_hash, note FROM batch_members "
+            "SELECT relative_path, size, content_hash, note, supersedes FROM batch_members "
             "WHERE batch_sequence = ? ORDER BY rowid",
             (sequence,),
         ).fetchall()
-        return Batch(sequence, key, tuple(BatchMember(bytes(p), s, h, n) for p, s, h, n in members))
+        return Batch(sequence, key, tuple(BatchMember(bytes(p), s, h, n, u) for p, s, h, n, u in members))
+
+    @staticmethod
+    def _truncated_version(db, root: Path, entry: DroppedFile, content_hash: str) -> str | None:
+        """The content hash of an earlier batched version of this path that is a prefix of it, or None.
+
+        A stalled upload (the writer paused longer than the settle time) is taken half-written; when the upload
+        completes, the same name settles again, larger, and its first bytes are exactly the earlier version. That
+        earlier version is then superseded: recorded on the new member (``raw_videos.supersedes``) and its clips left
+        out of the curated dataset. A different file landed later under the same name (not a prefix) supersedes
+        nothing: both are kept."""
+        rows = db.execute(
+            "SELECT content_hash, size FROM batch_members WHERE relative_path = ? AND content_hash IS NOT NULL "
+            "AND content_hash != ? AND size < ? ORDER BY rowid DESC", (entry.relative_path, content_hash, entry.size),
+        ).fetchall()
+        for earlier, size in rows:
+            try:
+                with open_dropped_file(root, entry.relative_path) as stream:
+                    digest = hashlib.sha256()
+                    left = size
+                    while left > 0 and (chunk := stream.read(min(left, 1 << 20))):
+                        digest.update(chunk)
+                        left -= len(chunk)
+            except OSError:
+                return None
+            if left == 0 and digest.hexdigest() == earlier:
+                return earlier
+        return None
+
+    def superseded_hashes(self) -> set[str]:
+        """Content hashes of landed versions that a later, completed upload of the same file supersedes."""
+        with self._connect() as db:
+            return {row[0] for row in db.execute("SELECT supersedes FROM batch_members WHERE supersedes IS NOT NULL")}

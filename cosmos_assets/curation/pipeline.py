@@ -56,6 +56,7 @@ def ingest_member(
         "error_message": None,
         "raw_path": None,
         **{column: None for column in RAW_COLUMNS},
+        "supersedes": member.supersedes,
     }
     if member.content_hash is None:  # refused by the sensor before reading (symlink, unreadable)
         unsafe = member.note and any(word in member.note for word in ("symlink", "OutsideDropZone", "OutsideLandingZone"))  # older ledgers

@@ -29,6 +29,7 @@ RAW_VIDEOS = {
     "video_streams": pl.Int64,
     "audio_streams": pl.Int64,
     "display_rotation": pl.Int64,  # counter-clockwise degrees that show the frames upright; width/height are upright
+    "supersedes": pl.String,  # content hash of an earlier, truncated version of this file (a stalled upload completed)
 }
 
 VIDEO_CLIPS = {
