@@ -4,10 +4,14 @@ Each sensor is evaluated with its own cursor (kept in the instance's key-value s
 partitions it adds are added, and each run it requests is executed through Dagster's own execution
 (``execute_in_process`` on the instance in ``$DAGSTER_HOME``, so runs appear in the UI). A run
 request whose run key already has a successful or live run, launched by the daemon or by an
-earlier ``cosmos run``, is skipped: a batch is curated once. Runs left ``STARTED`` by a
-``cosmos run`` that crashed are marked failed and tried again.
+earlier ``cosmos run``, is skipped: a batch is curated once. A run key is claimed before its run is
+looked for and executed (an exclusive lock beside the instance, ``_claim_run_key``), so two ``cosmos run``
+processes on one home never execute the same request: the second finds the key claimed and skips it. Runs
+left ``STARTED`` by a ``cosmos run`` that crashed are marked failed and tried again.
 """
 
+import fcntl
+import hashlib
 import os
 import time
 from collections import Counter
@@ -24,6 +28,33 @@ LAUNCHED_BY_TAG = "cosmos/launched_by"
 PID_TAG = "cosmos/pid"
 SUMMARY_SKIP_PREFIXES = ("dagster/",)
 LIVE_STATUSES = {DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING, DagsterRunStatus.STARTED}
+CLAIMS_FOLDER = ".cosmos-run-claims"
+
+
+def _claim_run_key(instance: dg.DagsterInstance, sensor_name: str, run_key: str, held: dict):
+    """Claim a run key for this process: an exclusive ``flock`` on a file beside the instance, taken before the
+    key's run is looked for and held until this process has executed it (the lock goes with the process, so a
+    ``cosmos run`` that dies releases it). ``held`` keeps the claims of this process (keyed by sensor and run
+    key), to be released with ``_release_claims``. False when another process holds the key."""
+    name = f"{sensor_name}\0{run_key}"
+    if name in held:
+        return True
+    folder = Path(instance.root_directory) / CLAIMS_FOLDER
+    folder.mkdir(parents=True, exist_ok=True)
+    handle = open(folder / (hashlib.sha256(name.encode()).hexdigest()[:32] + ".lock"), "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        return False
+    held[name] = handle
+    return True
+
+
+def _release_claims(held: dict) -> None:
+    for handle in held.values():
+        handle.close()  # closing the file releases its lock
+    held.clear()
 
 
 def _process_alive(pid: str | None) -> bool:
@@ -215,7 +246,13 @@ def _evaluate_and_execute(instance, defs, sensor, summary, log, attempted: set |
         if isinstance(request, dg.AddDynamicPartitionsRequest):
             instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
     executed = 0
+    claims: dict = {}
     for request in tick.run_requests or []:
+        if request.run_key and not _claim_run_key(instance, sensor.name, request.run_key, claims):
+            # Another `cosmos run` on this home is checking or executing this key right now: its run is live.
+            summary["waiting_on"].append({"partition": request.partition_key, "run_id": None, "status": "CLAIMED"})
+            log(f"{sensor.name}: {request.run_key} is being run by another cosmos run; skipped")
+            continue
         existing = _existing_run(instance, sensor.name, request.run_key) if request.run_key else None
         if existing is not None:
             if existing.status != DagsterRunStatus.SUCCESS:  # e.g. queued by the daemon of `cosmos demo`
@@ -266,6 +303,7 @@ def _evaluate_and_execute(instance, defs, sensor, summary, log, attempted: set |
             if materialization.partition is None:  # a whole-collection asset: its latest counts, not a sum
                 summary["assets"][asset] = {}
             _merge_counts(summary["assets"].setdefault(asset, {}), materialization.metadata)
+    _release_claims(claims)
     if tick.cursor is not None and tick.cursor != cursor:
         instance.run_storage.set_cursor_values({cursor_key: tick.cursor})
     return executed
