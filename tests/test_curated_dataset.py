@@ -64,7 +64,12 @@ def test_a_reencoded_copy_is_dropped_as_a_duplicate_of_last_weeks_original(round
     copies = table.filter(pl.col("source_name") == "week2/dashcam_small.mp4")
     assert copies.height >= 1 and not copies["kept"].any() and originals["kept"].all()
     assert set(copies["duplicate_of"]) <= set(originals["clip_id"])
-    assert copies["reason"].to_list() == ["semantic"] * copies.height and copies["similarity"].min() > 0.99
+    # The same pictures at another size: the near-exact stage (aligned frame hashes) drops them and says why.
+    assert copies["reason"].to_list() == ["near_exact"] * copies.height and copies["similarity"].min() > 0.9
+    for row in copies.to_dicts():
+        evidence = json.loads(row["evidence"])
+        assert evidence["stage"] == "near_exact" and evidence["duplicate_of"] == row["duplicate_of"]
+        assert evidence["matched_frames"] >= 0.7 and evidence["hamming"] <= 32
     assert table.filter(pl.col("source_name") == "conveyor.mp4")["kept"].all()  # a different video stays
 
 
@@ -211,3 +216,31 @@ def test_a_dataset_version_is_the_same_under_any_home_or_bucket(tmp_path, sample
                             "prompt_id": ["p1", "p1"], "video_model": ["effnet", "effnet"]})
     assert dataset_version(ids, dataset_recipe(moved, members, {"validation_fraction": 0.1, "shard_max_clips": 1000})) in versions
     assert version_on(stores[0], split_recipe="recipe02") not in versions  # clips cut by another recipe: another version
+
+
+def test_a_collection_with_no_clip_yet_makes_an_empty_dataset_not_a_failure(cosmos_env):
+    """E.g. a first batch whose every file was rejected: the dataset job still succeeds, with zero clips."""
+    from cosmos_assets.definitions import build_definitions
+
+    defs = build_definitions("local")
+    instance = dg.DagsterInstance.ephemeral()
+    result = defs.resolve_job_def("dataset_job").execute_in_process(instance=instance)
+    assert result.success
+    metadata = result.asset_materializations_for_node("curated_dataset")[0].metadata
+    assert metadata["clips"].value == 0
+
+
+def test_clips_a_refiltered_batch_no_longer_keeps_leave_the_collection(tmp_path):
+    """A stricter threshold re-materialized on a batch: the clips it drops leave LanceDB, so deduplicated_clips
+    and the curated dataset no longer hold them."""
+    import numpy as np
+
+    from cosmos_assets.curation.vector_store import ClipVectorStore
+
+    store = ClipVectorStore(tmp_path / "lancedb")
+    rows = [{"clip_id": f"c{i}", "batch": "batch-1", "video_embedding": (np.ones(4, np.float32) * (i + 1)).tolist(),
+             "text_embedding": np.ones(3, np.float32).tolist()} for i in range(3)]
+    store.upsert("clips", rows, 4, 3)
+    assert store.remove_batch_rows_except("clips", "batch-1", {"c0"}) == 2
+    assert sorted(store.read("clips")["clip_id"]) == ["c0"]
+    assert store.remove_batch_rows_except("clips", "batch-2", set()) == 0  # another batch's rows are not touched

@@ -123,6 +123,19 @@ class ClipVectorStore:
                 listed = ", ".join("'" + i.replace("'", "''") + "'" for i in ordered[start:start + 1000])
                 table.update(where=f"{KEY} IN ({listed})", values={"kept": value})
 
+    def remove_batch_rows_except(self, name: str, batch: str, current_ids: set[str]) -> int:
+        """Delete the rows of ``batch`` whose clip is no longer among its embedded clips (a re-filtered batch
+        keeps fewer clips); returns how many were deleted."""
+        if not self.exists(name):
+            return 0
+        table = self.db.open_table(name)
+        rows = pl.from_arrow(table.to_arrow().select([KEY, "batch"]))
+        stale = sorted(set(rows.filter(pl.col("batch") == batch)[KEY]) - current_ids)
+        for start in range(0, len(stale), 1000):
+            listed = ", ".join("'" + i.replace("'", "''") + "'" for i in stale[start:start + 1000])
+            table.delete(f"{KEY} IN ({listed})")
+        return len(stale)
+
     def read(self, name: str, columns: list[str] | None = None) -> pl.DataFrame:
         if not self.exists(name):
             return pl.DataFrame()
