@@ -7,7 +7,9 @@ request whose run key already has a successful or live run, launched by the daem
 earlier ``cosmos run``, is skipped: a batch is curated once. A run key is claimed before its run is
 looked for and executed (an exclusive lock beside the instance, ``_claim_run_key``), so two ``cosmos run``
 processes on one home never execute the same request: the second finds the key claimed and skips it. Runs
-left ``STARTED`` by a ``cosmos run`` that crashed are marked failed and tried again.
+left ``STARTED`` by a ``cosmos run`` that died (killed, disk full) are marked failed and executed again, with
+the dead run's job, partition, run config and tags (``recover_dead_runs``), even when no sensor requests
+their key again (a sensor's cursor may have moved past it).
 """
 
 import fcntl
@@ -28,6 +30,7 @@ LAUNCHED_BY_TAG = "cosmos/launched_by"
 PID_TAG = "cosmos/pid"
 SUMMARY_SKIP_PREFIXES = ("dagster/",)
 LIVE_STATUSES = {DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING, DagsterRunStatus.STARTED}
+RETRY_OF_TAG = "cosmos/retry_of"
 CLAIMS_FOLDER = ".cosmos-run-claims"
 
 
@@ -57,6 +60,13 @@ def _release_claims(held: dict) -> None:
     held.clear()
 
 
+def _mark_dead_run_failed(instance: dg.DagsterInstance, run) -> None:
+    """Mark a run of a dead ``cosmos run`` failed and give back the pool slots its steps held (or a retry
+    would wait for them forever)."""
+    instance.report_run_failed(run)
+    instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+
+
 def _process_alive(pid: str | None) -> bool:
     try:
         os.kill(int(pid), 0)
@@ -75,10 +85,8 @@ def _existing_run(instance: dg.DagsterInstance, sensor_name: str, run_key: str):
             return existing
         if existing.status in LIVE_STATUSES:
             if existing.tags.get(LAUNCHED_BY_TAG) == "cosmos run" and not _process_alive(existing.tags.get(PID_TAG)):
-                # Its `cosmos run` process died: mark it failed, give back the pool slots its steps
-                # held (or the retry would wait for them forever), and run the batch again.
-                instance.report_run_failed(existing)
-                instance.event_log_storage.free_concurrency_slots_for_run(existing.run_id)
+                # Its `cosmos run` process died: mark it failed and run the batch again.
+                _mark_dead_run_failed(instance, existing)
                 continue
             return existing
     return None
@@ -178,6 +186,7 @@ def run_until_idle(wait_for_settling: bool = True, log=print, max_rounds: int = 
     waited_s = 0.0
     settling: list[dict] = []
     attempted: set = set()
+    recover_dead_runs(instance, defs, summary, log, attempted)
     for _ in range(max_rounds):
         before = scan_watched(folders)
         requested = 0
@@ -275,35 +284,69 @@ def _evaluate_and_execute(instance, defs, sensor, summary, log, attempted: set |
         }
         if request.run_key:
             tags["dagster/run_key"] = request.run_key
-        try:
-            result = job.execute_in_process(
-                instance=instance,
-                partition_key=request.partition_key,
-                tags=tags,
-                raise_on_error=False,
-                # The sensor's plan (e.g. retraining_sensor's generation rounds) travels in the run config.
-                run_config={**dict(request.run_config or {}), "loggers": {"console": {"config": {"log_level": "INFO"}}}},
-            )
-        except Exception as error:  # a framework error in one run is that run's failure, not the command's
-            executed += 1
-            log(f"{job.name} for {request.partition_key}: {error.__class__.__name__}: {error}")
-            summary["runs"].append({"run_id": None, "job": job.name, "partition": request.partition_key, "status": "FAILURE",
-                                    "error": f"{error.__class__.__name__}: {str(error)[:500]}"})
-            summary["runs_failed"] += 1
-            continue
+        # The sensor's plan (e.g. retraining_sensor's generation rounds) travels in the run config.
+        run_config = {**dict(request.run_config or {}), "loggers": {"console": {"config": {"log_level": "INFO"}}}}
+        _execute(instance, job, request.partition_key, tags, run_config, summary, log)
         executed += 1
-        summary["runs"].append(
-            {"run_id": result.run_id, "job": job.name, "partition": request.partition_key,
-             "status": "SUCCESS" if result.success else "FAILURE"}
-        )
-        summary["runs_succeeded" if result.success else "runs_failed"] += 1
-        for event in result.get_asset_materialization_events():
-            materialization = event.event_specific_data.materialization
-            asset = materialization.asset_key.to_user_string()
-            if materialization.partition is None:  # a whole-collection asset: its latest counts, not a sum
-                summary["assets"][asset] = {}
-            _merge_counts(summary["assets"].setdefault(asset, {}), materialization.metadata)
     _release_claims(claims)
     if tick.cursor is not None and tick.cursor != cursor:
         instance.run_storage.set_cursor_values({cursor_key: tick.cursor})
+    return executed
+
+
+def _execute(instance, job, partition_key, tags: dict, run_config: dict, summary: dict, log) -> None:
+    """Execute one run in this process and add it to the summary."""
+    try:
+        result = job.execute_in_process(instance=instance, partition_key=partition_key, tags=tags,
+                                        raise_on_error=False, run_config=run_config)
+    except Exception as error:  # a framework error in one run is that run's failure, not the command's
+        log(f"{job.name} for {partition_key}: {error.__class__.__name__}: {error}")
+        summary["runs"].append({"run_id": None, "job": job.name, "partition": partition_key, "status": "FAILURE",
+                                "error": f"{error.__class__.__name__}: {str(error)[:500]}"})
+        summary["runs_failed"] += 1
+        return
+    summary["runs"].append(
+        {"run_id": result.run_id, "job": job.name, "partition": partition_key,
+         "status": "SUCCESS" if result.success else "FAILURE"}
+    )
+    summary["runs_succeeded" if result.success else "runs_failed"] += 1
+    for event in result.get_asset_materialization_events():
+        materialization = event.event_specific_data.materialization
+        asset = materialization.asset_key.to_user_string()
+        if materialization.partition is None:  # a whole-collection asset: its latest counts, not a sum
+            summary["assets"][asset] = {}
+        _merge_counts(summary["assets"].setdefault(asset, {}), materialization.metadata)
+
+
+def recover_dead_runs(instance, defs, summary: dict, log, attempted: set) -> int:
+    """Runs a ``cosmos run`` started and never finished because its process died (killed, out of disk): marked
+    failed and executed again now, with the dead run's job, partition, run config and tags. Their sensor may
+    never request them again (its cursor moved on when it requested them), so waiting for that would leave
+    the loop stalled. A key claimed by another live ``cosmos run``, or with a successful or live run by now, is
+    left alone; each run is tried once per invocation. Returns how many runs were executed."""
+    dead = [run for run in instance.get_runs(filters=RunsFilter(statuses=list(LIVE_STATUSES),
+                                                                 tags={LAUNCHED_BY_TAG: "cosmos run"}))
+            if not _process_alive(run.tags.get(PID_TAG))]
+    executed, claims = 0, {}
+    for run in reversed(dead):  # oldest first
+        sensor_name, run_key = run.tags.get("dagster/sensor_name", ""), run.tags.get("dagster/run_key")
+        if run_key and not _claim_run_key(instance, sensor_name, run_key, claims):
+            continue  # another `cosmos run` is on it (it will find the dead run and mark it)
+        _mark_dead_run_failed(instance, run)
+        log(f"run {run.run_id[:8]} ({run.job_name} for {run.tags.get('dagster/partition')}) died with its cosmos run "
+            "process: marked failed")
+        if (run_key and (sensor_name, run_key) in attempted) or (run_key and _existing_run(instance, sensor_name, run_key)):
+            continue
+        log(f"run {run.run_id[:8]}: executing it again")
+        attempted.add((sensor_name, run_key))
+        try:
+            job = defs.resolve_job_def(run.job_name)
+        except Exception as error:  # a job that no longer exists: the failure stays recorded
+            log(f"run {run.run_id[:8]}: job {run.job_name} is not defined any more ({error.__class__.__name__})")
+            continue
+        tags = {k: v for k, v in run.tags.items() if not k.startswith("dagster/") or k in ("dagster/run_key", "dagster/sensor_name")}
+        tags.update({PID_TAG: str(os.getpid()), RETRY_OF_TAG: run.run_id})
+        _execute(instance, job, run.tags.get("dagster/partition"), tags, dict(run.run_config or {}), summary, log)
+        executed += 1
+    _release_claims(claims)
     return executed
