@@ -2,6 +2,7 @@
 collection deduplicated_clips and the versioned curated_dataset."""
 
 
+import io
 import json
 
 import dagster as dg
@@ -19,6 +20,7 @@ from cosmos_assets.curation.dataset import (
 )
 from cosmos_assets.curation.landing import LandingLedger
 from cosmos_assets.curation.dedup import DedupConfig, exact_duplicates, semantic_dedup
+from cosmos_assets.curation.frame_hashes import MAX_HAMMING, MIN_MATCHED_SHARE, ClipHashes, clip_hashes, near_exact_dedup
 from cosmos_assets.curation.vector_store import COLUMNS, KEY, TEXT_VECTOR, VIDEO_VECTOR, ClipVectorStore, table_name
 from cosmos_assets.models.frames import sample_frames
 from pydantic import Field
@@ -37,7 +39,10 @@ EMBEDDING_FRAMES = 8  # frames per clip for the video embedding, spread over the
 # clip_embeddings' table: the LanceDB row of each clip (vector_store.COLUMNS and both vectors) and its table name.
 _POLARS_TYPES = {"string": pl.String, "int64": pl.Int64, "double": pl.Float64, "bool": pl.Boolean}
 CLIP_EMBEDDINGS = {name: _POLARS_TYPES[str(kind)] for name, kind in COLUMNS.items()} | {
-    VIDEO_VECTOR: pl.List(pl.Float32), TEXT_VECTOR: pl.List(pl.Float32), "lancedb_table": pl.String}
+    VIDEO_VECTOR: pl.List(pl.Float32), TEXT_VECTOR: pl.List(pl.Float32), "lancedb_table": pl.String,
+    # Perceptual frame hashes (frame_hashes.ClipHashes.encode), read by deduplicated_clips' near-exact stage;
+    # not a LanceDB column (the store's schema takes only COLUMNS and the vectors).
+    "frame_hashes": pl.String}
 
 
 def _table(rows: list[dict], schema: dict) -> pl.DataFrame:
@@ -159,13 +164,14 @@ class EmbeddingConfig(dg.Config):
 
 
 @dg.asset(partitions_def=ingest_batches, group_name=GROUP, pool="gpu", kinds={"pytorch", "parquet"}, owners=["team:curation"],
-          code_version="embeddings-1", tags=pod_class("gpu-embedder"))
+          code_version="embeddings-2", tags=pod_class("gpu-embedder"))
 def clip_embeddings(
     context: dg.AssetExecutionContext, config: EmbeddingConfig, embedders: EmbedderResource, storage: CosmosStorage,
     filtered_clips: pl.DataFrame, clip_captions: pl.DataFrame, clip_scores: pl.DataFrame,
 ) -> dg.Output[pl.DataFrame]:
     """Video and caption embeddings of every kept clip, with the clip's scores, caption, source and path: the
-    rows ``deduplicated_clips`` upserts by clip id into the LanceDB table of the video model. Embedding runs on
+    rows ``deduplicated_clips`` upserts by clip id into the LanceDB table of the video model, and the clip's
+    perceptual frame hashes for its near-exact stage. Embedding runs on
     many GPUs at once; LanceDB gets one writer (see vector_store)."""
     video, text = embedders.video(), embedders.text()
     captions = _current_captions(clip_captions)
@@ -197,6 +203,7 @@ def clip_embeddings(
                 "video_model": video.name, "video_model_version": video.version, "text_model": text.name,
                 "text_model_version": text.version, "tiny_random": bool(video.tiny_random or caption_row.get("tiny_random")),
                 "kept": None, VIDEO_VECTOR: video_vector.tolist(), "text_embedding": text_vector.tolist(),
+                "frame_hashes": clip_hashes(store.local_path(clip["path"])).encode(),
             })
         context.log.info(f"embedded {min(start + config.clips_per_batch, len(clips))}/{len(clips)} clips")
     name = table_name(video.name, video.dim)
@@ -235,6 +242,29 @@ class DedupAssetConfig(config_from(DedupConfig, include=("eps", "n_clusters", "s
     """Semantic de-duplication (``DedupConfig``) and how embeddings are written to LanceDB."""
 
     write_chunk_rows: int = Field(default=512, description="Rows per LanceDB commit when new embeddings are written.")
+    near_exact: bool = Field(default=True, description="Run the near-exact stage (aligned perceptual frame hashes) "
+                                                       "between the exact and the semantic stage.")
+    near_exact_max_hamming: int = Field(default=MAX_HAMMING, description="Bits (of 256) within which two aligned frames match.")
+    near_exact_min_share: float = Field(default=MIN_MATCHED_SHARE, description="Share (0..1) of a clip's frames that must "
+                                        "match an earlier kept clip's, at one time offset, for it to be dropped.")
+
+
+def _frame_hashes(storage: CosmosStorage) -> dict[str, str]:
+    """Clip id -> encoded frame hashes, from every batch's clip_embeddings table that has them (batches
+    embedded before the near-exact stage existed have none: their clips meet only the other stages)."""
+    store = storage.store
+    found: dict[str, str] = {}
+    for batch in store.table_partitions("clip_embeddings"):
+        data = store.read_bytes(table_key("clip_embeddings", batch))
+        if "frame_hashes" not in pl.read_parquet_schema(io.BytesIO(data)):
+            continue
+        table = pl.read_parquet(io.BytesIO(data), columns=[KEY, "frame_hashes"]).drop_nulls()
+        found.update(zip(table[KEY].to_list(), table["frame_hashes"].to_list()))
+    return found
+
+
+def _evidence(stage: str, duplicate_of: str, **values) -> str:
+    return json.dumps({"stage": stage, **values, "duplicate_of": duplicate_of})
 
 
 def _pair_sheet(storage: CosmosStorage, rows: list[dict], by_id: dict[str, dict], limit: int = 8) -> str:
@@ -242,17 +272,20 @@ def _pair_sheet(storage: CosmosStorage, rows: list[dict], by_id: dict[str, dict]
     for row in rows[:limit]:
         for clip_id in (row["clip_id"], row["duplicate_of"]):
             images.append(thumbnail_image(store, by_id[clip_id]["thumbnail_path"]))
-        labels += [f"dropped {row['clip_id'][:8]}", f"dup of {row['duplicate_of'][:8]} ({row['similarity']:.3f})"]
+        labels += [f"dropped {row['clip_id'][:8]}", f"dup of {row['duplicate_of'][:8]} ({row['reason']}, {row['similarity']:.3f})"]
     return markdown_image(encode_jpeg(contact_sheet(images, labels, columns=2)), "duplicate pairs")
 
 
 @dg.asset(group_name=GROUP, pool="collection", deps=[clip_embeddings], kinds={"python", "lancedb"}, owners=["team:curation"],
-          code_version="dedup-1", tags=pod_class("cpu-dataset"))
+          code_version="dedup-2", tags=pod_class("cpu-dataset"))
 def deduplicated_clips(
     context: dg.AssetExecutionContext, config: DedupAssetConfig, embedders: EmbedderResource, storage: CosmosStorage,
 ) -> dg.Output[pl.DataFrame]:
     """Every embedded clip of the whole collection, kept or dropped as a duplicate of a named kept clip:
-    exact duplicates by clip content hash, then SemDeDup over the video embeddings. Older clips win, so
+    exact duplicates by clip content hash, then near-exact ones by time-aligned perceptual frame hashes
+    (a re-encode, rescale, frame-rate change, letterbox or trimmed start of the same footage), then SemDeDup
+    over the video embeddings. ``reason`` names the stage and ``evidence`` its measure (JSON: Hamming
+    distance and share of matched frames, or cosine) and the clip kept instead. Older clips win, so
     a clip landing today that duplicates last week's is the one dropped. First it writes the new batches'
     embeddings into LanceDB: this step, one at a time in the ``collection`` pool, is LanceDB's only writer."""
     video = embedders.video()
@@ -262,6 +295,7 @@ def deduplicated_clips(
     context.log.info(f"wrote {newly_written} new or updated embedding rows into LanceDB table {name}")
     table = store.read(name)
     schema = {"clip_id": pl.String, "kept": pl.Boolean, "duplicate_of": pl.String, "similarity": pl.Float64, "reason": pl.String}
+    schema["evidence"] = pl.String  # JSON: the stage, its measure and the clip kept instead
     if table.is_empty():
         return dg.Output(pl.DataFrame(schema=schema), metadata={"kept": 0, "dropped_as_duplicates": 0,
                                                                 "lancedb_rows_written": newly_written})
@@ -269,23 +303,40 @@ def deduplicated_clips(
     ids = table[KEY].to_list()
     priority = np.arange(len(ids))
     exact = exact_duplicates(table["clip_sha256"].to_list(), priority)
-    survivors = np.flatnonzero(exact < 0)
-    vectors = np.asarray(table[VIDEO_VECTOR].to_list(), dtype=np.float32)[survivors]
-    dedup_config = config.to_dataclass(DedupConfig)
-    semantic = semantic_dedup(vectors, priority[survivors], dedup_config)
-    duplicate_of, similarity, reason = [None] * len(ids), [None] * len(ids), [None] * len(ids)
+    all_vectors = np.asarray(table[VIDEO_VECTOR].to_list(), dtype=np.float32)
+    unit = all_vectors / np.maximum(np.linalg.norm(all_vectors, axis=1, keepdims=True), 1e-12)
+    duplicate_of, similarity, reason, evidence = [None] * len(ids), [None] * len(ids), [None] * len(ids), [None] * len(ids)
     for index in np.flatnonzero(exact >= 0):
         duplicate_of[index], similarity[index], reason[index] = ids[exact[index]], 1.0, "exact"
+        evidence[index] = _evidence("exact", ids[exact[index]], clip_sha256=table["clip_sha256"][int(index)])
+    survivors = np.flatnonzero(exact < 0)
+    if config.near_exact:
+        encoded = _frame_hashes(storage)
+        hashes = [ClipHashes.decode(encoded.get(ids[i])) for i in survivors]
+        near = near_exact_dedup(hashes, priority[survivors], max_hamming=config.near_exact_max_hamming,
+                                min_share=config.near_exact_min_share)
+        for local in np.flatnonzero(near.duplicate_of >= 0):
+            index, kept_index = survivors[local], survivors[near.duplicate_of[local]]
+            duplicate_of[index], reason[index] = ids[kept_index], "near_exact"
+            similarity[index] = float(unit[index] @ unit[kept_index])  # the cosine, to compare with the semantic stage's
+            evidence[index] = _evidence("near_exact", ids[kept_index], hamming=float(near.hamming[local]),
+                                        matched_frames=round(float(near.matched_share[local]), 3),
+                                        frames=int(near.matched_frames[local]), cosine=round(similarity[index], 4))
+        survivors = survivors[near.duplicate_of < 0]
+    dedup_config = config.to_dataclass(DedupConfig)
+    semantic = semantic_dedup(all_vectors[survivors], priority[survivors], dedup_config)
     for local, index in enumerate(survivors):
         if not semantic.kept[local]:
             duplicate_of[index] = ids[survivors[semantic.duplicate_of[local]]]
             similarity[index], reason[index] = float(semantic.similarity[local]), "semantic"
+            evidence[index] = _evidence("semantic", duplicate_of[index], cosine=round(similarity[index], 4))
     result = table.select(KEY, "batch", "source_hash", "source_name", "start_s", "end_s", "path", "thumbnail_path", "caption", "captioner",
                           "prompt_id", "video_model", "video_model_version", "tiny_random").with_columns(
         kept=pl.Series([d is None for d in duplicate_of], dtype=pl.Boolean),
         duplicate_of=pl.Series(duplicate_of, dtype=pl.String),
         similarity=pl.Series(similarity, dtype=pl.Float64),
         reason=pl.Series(reason, dtype=pl.String),
+        evidence=pl.Series(evidence, dtype=pl.String),
     )
     kept_ids = set(result.filter(pl.col("kept"))[KEY])
     store.mark_kept(name, kept_ids, set(ids) - kept_ids)
@@ -298,6 +349,7 @@ def deduplicated_clips(
         "kept": len(kept_ids),
         "dropped_as_duplicates": len(dropped),
         "dropped_exact": sum(r["reason"] == "exact" for r in dropped),
+        "dropped_near_exact": sum(r["reason"] == "near_exact" for r in dropped),
         "dropped_semantic": sum(r["reason"] == "semantic" for r in dropped),
         "eps": config.eps,
         "duplicate_pairs": dg.MetadataValue.md(_pair_sheet(storage, dropped, by_id) if dropped else "no duplicates"),
