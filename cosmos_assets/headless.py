@@ -253,7 +253,10 @@ def _evaluate_and_execute(instance, defs, sensor, summary, log, attempted: set |
                 return 0
     for request in tick.dynamic_partitions_requests or []:
         if isinstance(request, dg.AddDynamicPartitionsRequest):
-            instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+            new = [k for k in dict.fromkeys(request.partition_keys)
+                   if not instance.has_dynamic_partition(request.partitions_def_name, k)]
+            if new:  # as the daemon does: a key already there (or listed twice) is no error
+                instance.add_dynamic_partitions(request.partitions_def_name, new)
     executed = 0
     claims: dict = {}
     for request in tick.run_requests or []:

@@ -65,6 +65,8 @@ def _inbox_requests(context, storage: CosmosStorage, settle_seconds: float, seen
             context.log.warning(f"checkpoint inbox: {drop.name!r} set aside: {seen[drop.identity]}")
             continue
         seen[drop.identity] = key
+        if key in keys:  # the same adapter dropped twice in one tick: one checkpoint, one run
+            continue
         keys.append(key)
         requests.append(dg.RunRequest(
             job_name=checkpoint_inbox_job.name, run_key=f"register-{key}", partition_key=key,
