@@ -230,6 +230,9 @@ def _write_embeddings_to_lancedb(storage: CosmosStorage, vectors: ClipVectorStor
         table = store.read_parquet(table_key("clip_embeddings", batch))
         if "lancedb_table" in table.columns:
             rows = table.filter(pl.col("lancedb_table") == name).drop("lancedb_table").to_dicts()
+            # A batch re-filtered with stricter thresholds embeds fewer clips: the ones it no longer keeps leave
+            # the collection, so they never reach the curated dataset.
+            vectors.remove_batch_rows_except(name, batch, {r[KEY] for r in rows})
             if rows:
                 vectors.upsert(name, rows, len(rows[0][VIDEO_VECTOR]), len(rows[0][TEXT_VECTOR]), chunk_rows)
                 rows_written += len(rows)
@@ -294,7 +297,11 @@ def deduplicated_clips(
     newly_written = _write_embeddings_to_lancedb(storage, store, name, config.write_chunk_rows)
     context.log.info(f"wrote {newly_written} new or updated embedding rows into LanceDB table {name}")
     table = store.read(name)
-    schema = {"clip_id": pl.String, "kept": pl.Boolean, "duplicate_of": pl.String, "similarity": pl.Float64, "reason": pl.String}
+    # The columns of a result, also when the collection holds no clip yet (curated_dataset reads them all).
+    schema = {KEY: pl.String, "batch": pl.String, "source_hash": pl.String, "source_name": pl.String, "start_s": pl.Float64,
+              "end_s": pl.Float64, "path": pl.String, "thumbnail_path": pl.String, "caption": pl.String, "captioner": pl.String,
+              "prompt_id": pl.String, "video_model": pl.String, "video_model_version": pl.String, "tiny_random": pl.Boolean,
+              "kept": pl.Boolean, "duplicate_of": pl.String, "similarity": pl.Float64, "reason": pl.String}
     schema["evidence"] = pl.String  # JSON: the stage, its measure and the clip kept instead
     if table.is_empty():
         return dg.Output(pl.DataFrame(schema=schema), metadata={"kept": 0, "dropped_as_duplicates": 0,
