@@ -140,6 +140,44 @@ def test_the_checkpoint_pages_show_what_each_checkpoint_learned_from(flywheel):
         instance.dispose()
 
 
+@pytest.mark.slow
+def test_the_ui_shows_promoted_checkpoint_lineage_through_both_paths_and_its_samples(flywheel, tmp_path):
+    import ui_support as ui
+
+    if not ui.CHROMIUM.exists():
+        pytest.skip(f"no chromium at {ui.CHROMIUM}")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    expect = sync_api.expect
+    paths, first, _ = flywheel
+    lineage = checkpoint_lineage(LocalStore(paths.home), registry.promoted(LocalStore(paths.home))["checkpoint"])
+    server = ui.start_webserver(paths.home)
+    try:
+        with sync_api.sync_playwright() as playwright:
+            browser = ui.launch_chromium(playwright, tmp_path / "chromium-profile")
+            try:
+                page = browser.new_page()
+                page.set_default_timeout(30_000)
+                page.goto(f"{server.url}/assets/promoted_checkpoint?view=lineage&lineageScope=upstream&lineageDepth=12")
+                ui.dismiss_community_dialog(page)
+                for asset in ("training_dataset", "curated_dataset", "accepted_videos", "raw_videos"):
+                    expect(page.get_by_text(asset, exact=True).first).to_be_visible(timeout=30_000)
+                page.goto(f"{server.url}/assets/promoted_checkpoint")
+                ui.dismiss_community_dialog(page, appear_timeout_ms=2_000)
+                row = page.locator("tr").filter(has=page.get_by_text("learned_from", exact=True))
+                expect(row).to_be_visible(timeout=60_000)
+                row.get_by_text("[Show Markdown]").click()
+                dialog = page.get_by_role("dialog")
+                expect(dialog.get_by_text("Source videos")).to_be_visible()
+                for video in lineage["source_videos"]:
+                    expect(dialog.get_by_text(video["original_name"], exact=True).first).to_be_visible()
+                page.screenshot(path=str(tmp_path / "promoted_checkpoint.png"), full_page=True)
+            finally:
+                browser.close()
+    finally:
+        outcome = ui.stop_process_group(server.process)
+        assert not outcome["survivors"]
+
+
 def _drop_checkpoint(paths, source_key, name):
     drop = paths.checkpoint_inbox / name
     shutil.copytree(paths.checkpoints / source_key, drop)
@@ -228,42 +266,6 @@ def test_the_asset_graph_is_the_flywheel():
     assert "curated_dataset" in {k.to_user_string() for k in graph.get(dg.AssetKey("checkpoint_evaluation")).parent_keys}
 
 
-@pytest.mark.slow
-def test_the_ui_shows_promoted_checkpoint_lineage_through_both_paths_and_its_samples(flywheel, tmp_path):
-    import ui_support as ui
-
-    if not ui.CHROMIUM.exists():
-        pytest.skip(f"no chromium at {ui.CHROMIUM}")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    expect = sync_api.expect
-    paths, first, _ = flywheel
-    lineage = checkpoint_lineage(LocalStore(paths.home), registry.promoted(LocalStore(paths.home))["checkpoint"])
-    server = ui.start_webserver(paths.home)
-    try:
-        with sync_api.sync_playwright() as playwright:
-            browser = ui.launch_chromium(playwright, tmp_path / "chromium-profile")
-            try:
-                page = browser.new_page()
-                page.set_default_timeout(30_000)
-                page.goto(f"{server.url}/assets/promoted_checkpoint?view=lineage&lineageScope=upstream&lineageDepth=12")
-                ui.dismiss_community_dialog(page)
-                for asset in ("training_dataset", "curated_dataset", "accepted_videos", "raw_videos"):
-                    expect(page.get_by_text(asset, exact=True).first).to_be_visible(timeout=30_000)
-                page.goto(f"{server.url}/assets/promoted_checkpoint")
-                row = page.locator("tr").filter(has=page.get_by_text("learned_from", exact=True))
-                row.get_by_text("[Show Markdown]").click()
-                dialog = page.get_by_role("dialog")
-                expect(dialog.get_by_text("Source videos")).to_be_visible()
-                for video in lineage["source_videos"]:
-                    expect(dialog.get_by_text(video["original_name"], exact=True).first).to_be_visible()
-                page.screenshot(path=str(tmp_path / "promoted_checkpoint.png"), full_page=True)
-            finally:
-                browser.close()
-    finally:
-        outcome = ui.stop_process_group(server.process)
-        assert not outcome["survivors"]
-
-
 class RecordingStore:
     """The real store, noting which asset's code read which asset's table (the asset found on the call stack)."""
 
@@ -331,7 +333,8 @@ def test_every_asset_declares_the_tables_it_reads(flywheel, monkeypatch):
             assert result.success, job_name
     finally:
         instance.dispose()
-    assert {"training_dataset", "checkpoint_evaluation", "generation_prompts"} <= reads.keys(), reads
+    # (training_dataset reuses its immutable snapshot here, so it reads no table this time)
+    assert {"checkpoint_evaluation", "generation_prompts", "deduplicated_clips"} <= reads.keys(), reads
     for reader, tables in reads.items():
         keys = [dg.AssetKey("video_clips"), dg.AssetKey("clip_scores")] if reader == "video_clips_and_scores" else [dg.AssetKey(reader)]
         declared = {reader} | {k.to_user_string() for key in keys for k in graph.get(key).parent_keys} | {k.to_user_string() for k in keys}
