@@ -66,3 +66,16 @@ def test_the_dataset_leaves_a_superseded_version_out_and_keeps_the_completed_cop
     assert dataset_members(clips, set())["clip_id"].to_list() == ["new-2", "new-3", "old-1", "old-2", "other-1"]
     members = dataset_members(clips, {old})
     assert members["clip_id"].to_list() == ["new-1", "new-2", "new-3", "other-1"]
+
+
+def test_the_dataset_learns_which_versions_were_superseded_from_raw_videos_on_the_store(tmp_path):
+    """curated_dataset reads raw_videos' tables (a declared upstream, visible to every step pod), not the sensor's ledger."""
+    from cosmos_assets.common.artefacts import LocalStore, table_key
+    from cosmos_assets.curation.dataset_assets import superseded_sources
+
+    store = LocalStore(tmp_path)
+    assert superseded_sources(store) == set()
+    store.write_parquet(table_key("raw_videos", "batch-000001-a"), pl.DataFrame({"content_hash": ["a" * 64], "supersedes": [None]},
+                                                                                 schema={"content_hash": pl.String, "supersedes": pl.String}))
+    store.write_parquet(table_key("raw_videos", "batch-000002-b"), pl.DataFrame({"content_hash": ["b" * 64], "supersedes": ["a" * 64]}))
+    assert superseded_sources(store) == {"a" * 64}

@@ -18,7 +18,6 @@ from cosmos_assets.curation.assets import GROUP, filtered_clips, ingest_batches
 from cosmos_assets.curation.dataset import (
     card_markdown, dataset_members, dataset_recipe, dataset_version, export_dataset, split_of,
 )
-from cosmos_assets.curation.landing import LandingLedger
 from cosmos_assets.curation.dedup import DedupConfig, exact_duplicates, semantic_dedup
 from cosmos_assets.curation.frame_hashes import MAX_HAMMING, MIN_MATCHED_SHARE, ClipHashes, clip_hashes, near_exact_dedup
 from cosmos_assets.curation.vector_store import COLUMNS, KEY, TEXT_VECTOR, VIDEO_VECTOR, ClipVectorStore, table_name
@@ -380,16 +379,27 @@ def lancedb_unique_clip_ids(storage: CosmosStorage) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(passed=not duplicates, metadata={"duplicated_ids": dg.MetadataValue.json(duplicates)})
 
 
+def superseded_sources(store) -> set[str]:
+    """Content hashes of landed versions a later, completed upload of the same file superseded (raw_videos.supersedes).
+    Read from raw_videos' tables on the store, where every step pod sees them, not from the landing ledger."""
+    raw = store.read_partitions("raw_videos")
+    if raw.is_empty() or "supersedes" not in raw.columns:
+        return set()
+    return set(raw["supersedes"].drop_nulls().to_list())
+
+
 # code_version 2: the version hashes the clip files' store keys, not their absolute paths (existing versions get new ids).
 @dg.asset(group_name=GROUP, pool="collection", kinds={"python", "parquet"}, owners=["team:curation"], code_version="dataset-2",
-          tags=pod_class("cpu-dataset"))
+          tags=pod_class("cpu-dataset"),
+          # raw_videos: which landed versions a completed upload superseded (read from its tables, on the store).
+          deps=[dg.AssetDep("raw_videos", partition_mapping=dg.AllPartitionMapping())])
 def curated_dataset(
     context: dg.AssetExecutionContext, config: CuratedDatasetConfig, storage: CosmosStorage, deduplicated_clips: pl.DataFrame,
 ) -> dg.Output[pl.DataFrame]:
     """The kept clips as a versioned dataset: version id from members and config, a deterministic
     train/validation split, a dataset card, the Predict2 training layout and webdataset shards."""
     # A stalled upload's truncated version is left out once the completed file superseded it (raw_videos.supersedes).
-    members = dataset_members(deduplicated_clips, LandingLedger(storage.paths.landing_ledger).superseded_hashes(), KEY)
+    members = dataset_members(deduplicated_clips, superseded_sources(storage.store), KEY)
     members = members.with_columns(split=pl.Series([split_of(i, config.validation_fraction) for i in members[KEY]], dtype=pl.String))
     version = dataset_version(members[KEY].to_list(), dataset_recipe(storage.store, members, config.model_dump()))
     card = {
