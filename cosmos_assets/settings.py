@@ -146,6 +146,12 @@ run_monitoring:
   start_timeout_seconds: 180
   max_resume_run_attempts: 0
   poll_interval_seconds: 30
+# A run whose worker died (killed, out of memory or disk) is marked failed by run monitoring and launched
+# again by the daemon, up to twice; a run that failed in an asset's own code is not (a retry would fail alike).
+run_retries:
+  enabled: true
+  max_retries: 2
+  retry_on_asset_or_op_failure: false
 concurrency:
   runs:
     max_concurrent_runs: 4

@@ -27,12 +27,15 @@ def test_contract_assets_sensors_and_job_exist(cosmos_env):
     assert graph.get(dg.AssetKey("filtered_clips")).parent_keys == {dg.AssetKey("video_clips"), dg.AssetKey("clip_scores")}
 
 
-def test_the_local_instance_has_run_monitoring_and_a_gpu_pool_limit(cosmos_env):
+def test_the_local_instance_has_run_monitoring_retries_and_a_gpu_pool_limit(cosmos_env):
     home = ensure_local_instance(CosmosPaths(cosmos_env.home))
     assert home == cosmos_env.dagster_home
     instance = dg.DagsterInstance.from_config(str(home))
     try:
-        assert instance.run_monitoring_enabled
+        # A run whose worker died (disk full, killed) is marked failed by monitoring and launched again by the
+        # daemon; one that failed in an asset's code is not retried (it would fail alike).
+        assert instance.run_monitoring_enabled and instance.run_retries_enabled
+        assert instance.run_retries_max_retries == 2 and not instance.run_retries_retry_on_asset_or_op_failure
         # 1 with a GPU, one per core without (tests/test_pools.py specifies it)
         assert instance.get_concurrency_config().pool_config.default_pool_limit == device_pool_limits().gpu_limit
         assert instance.storage_directory().startswith(str(home))

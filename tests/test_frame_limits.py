@@ -92,3 +92,36 @@ def test_jpeg_size_reads_the_frame_header(samples, tmp_path):
     assert jpeg_size(bytes(packet)) == (200, 120)
     assert jpeg_size(b"not a jpeg") is None and jpeg_size(b"\xff\xd8\xff\xda") is None
     FrameGuard(codec="mjpeg").check_packet(packet)  # within the limits: nothing raised
+
+
+
+def test_the_split_holds_frames_to_the_limits_the_video_was_accepted_under(growing, samples, tmp_path):
+    """A configured limit is not only the probe's: raw_videos records it and the split applies the same one,
+    stricter or looser than the defaults."""
+    import hashlib
+
+    from cosmos_assets.curation.clips import TranscodeConfig
+    from cosmos_assets.curation.landing import BatchMember
+    from cosmos_assets.curation.pipeline import ingest_member
+
+    _, to_8000 = growing  # 64x64, then 8000x16 frames: over the default width limit of 7680
+    to_640 = media_factory.write_growing_frames(tmp_path / "to_640.ts", samples, codec="libx264",
+                                                container_format="mpegts", large_size=(640, 16))
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    store = LocalStore(tmp_path / "artefacts")
+    split = SplitConfig(method="fixed_stride", stride_s=0.4, min_clip_s=0.2)
+    cases = ((to_640, ProbeLimits(max_width=320), "FrameTooLarge"),  # stricter than the defaults
+             (to_8000, ProbeLimits(max_width=8000), None))  # looser than the defaults
+    for source, limits, expected_error in cases:
+        data = source.read_bytes()
+        (landing / source.name).write_bytes(data)
+        member = BatchMember(relative_path=source.name.encode(), size=len(data), content_hash=hashlib.sha256(data).hexdigest())
+        row = ingest_member(member, "b", landing, store, limits)
+        assert row["status"] == "ok", "the header and first frames are 64x64: the probe cannot know"
+        assert f'"max_width": {limits.max_width}' in row["frame_limits"]
+        rows, error = split_video(row, store, split, TranscodeConfig(), None)
+        if expected_error:
+            assert rows == [] and error["error_class"] == expected_error and "640x16" in error["error_message"]
+        else:
+            assert error is None and rows, "accepted under a raised limit: the split does not refuse it by its defaults"

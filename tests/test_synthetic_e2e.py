@@ -15,7 +15,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from conftest import age_file
+import media_factory
+from conftest import SAMPLES, age_file
 from cosmos_assets.synthetic.generation import ClassicalBackend, candidate_id
 from cosmos_assets.synthetic.selection import DEFAULT_THRESHOLDS
 from cosmos_assets.synthetic.video import read_video, write_mp4
@@ -195,6 +196,9 @@ def _drop_external_batch(paths, partition):
     write_mp4(folder / "blank.mp4", np.full_like(good, 128), fps)
     (folder / "notes.mp4").write_text("this is not a video")
     os.symlink(folder / "good.mp4", folder / "link.mp4")
+    # Probes fine (its header and first frames are 64x64), then a frame 8000 pixels wide: refused, not thumbnailed.
+    media_factory.write_growing_frames(folder / "grows.ts", SAMPLES, codec="libx264", container_format="mpegts",
+                                       large_size=(8000, 16))
     clip = source["source_clip_id"]
     candidates = [{"file": f"{name}.mp4", "request_id": "acme-17", "seed": seed, "source_clip_id": clip, "condition": "rain"}
                   for seed, name in enumerate(["good", "frozen", "shuffled", "blank"])]
@@ -203,6 +207,7 @@ def _drop_external_batch(paths, partition):
         {"file": "link.mp4", "request_id": "acme-18", "seed": 1, "source_clip_id": clip},
         {"file": "../../escape.mp4", "request_id": "acme-18", "seed": 2, "source_clip_id": clip},
         {"file": "never-written.mp4", "request_id": "acme-18", "seed": 3, "source_clip_id": clip},
+        {"file": "grows.ts", "request_id": "acme-18", "seed": 4, "source_clip_id": clip},
         {"file": "good.mp4", "request_id": "acme-19", "seed": 0, "source_clip_id": "no-such-clip"},
         {"file": "good.mp4", "request_id": "acme-20", "seed": "zero", "source_clip_id": clip},
     ]
@@ -224,7 +229,8 @@ def test_an_inbox_drop_is_checked_critiqued_and_selected_once_and_broken_candida
     assert batch.startswith("inbox-000001-")
     assert summary["synthetic"]["candidates"] == 4 and summary["synthetic"]["accepted"] == 1
     assert summary["assets"]["synthetic_videos"]["rejected_by_error_class"] == {
-        "NotAVideo": 1, "UnsafePath": 2, "MissingFile": 1, "UnknownSourceClip": 1, "ManifestEntryInvalid": 1}
+        "NotAVideo": 1, "UnsafePath": 2, "MissingFile": 1, "UnknownSourceClip": 1, "ManifestEntryInvalid": 1,
+        "FrameTooLarge": 1}
     decided = table(paths, "accepted_videos", batch).to_dicts()
     videos = {r["candidate_id"]: r for r in table(paths, "synthetic_videos", batch).to_dicts()}
     [good] = [r for r in decided if r["accepted"]]
@@ -235,7 +241,8 @@ def test_an_inbox_drop_is_checked_critiqued_and_selected_once_and_broken_candida
     assert all(r["score"] < THRESHOLD and r["decision"] == "below_threshold" for r in broken)  # for their scores
     bad = sorted((videos[r["candidate_id"]]["error_class"], r["decision"]) for r in decided if r["decision"] == "bad_input")
     assert bad == sorted([("NotAVideo", "bad_input"), ("UnsafePath", "bad_input"), ("UnsafePath", "bad_input"),
-                          ("MissingFile", "bad_input"), ("UnknownSourceClip", "bad_input"), ("ManifestEntryInvalid", "bad_input")])
+                          ("MissingFile", "bad_input"), ("UnknownSourceClip", "bad_input"), ("ManifestEntryInvalid", "bad_input"),
+                          ("FrameTooLarge", "bad_input")])
     assert {videos[c]["generator"] for c in videos} == {"acme-gen 3.1"}
     assert not (paths.synthetic_inbox.parent / "escape.mp4").exists()
 

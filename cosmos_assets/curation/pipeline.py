@@ -16,6 +16,7 @@ from pathlib import Path
 from cosmos_assets.common.artefacts import CLIPS, ArtefactStore, clip_key, raw_key, thumbnail_key
 from cosmos_assets.common.files import copy_and_hash_atomically, stable_id
 from cosmos_assets.curation.clips import TranscodeConfig, cut_clips
+from cosmos_assets.common.decoding import FrameLimits
 from cosmos_assets.common.drop_zone import open_dropped_file
 from cosmos_assets.curation.landing import BatchMember
 from cosmos_assets.curation.probe import ProbeLimits, VideoProbe, VideoRejected, probe_video
@@ -99,8 +100,16 @@ def ingest_member(
         row["error_class"], row["error_message"] = rejected.error_class, rejected.message
         return row
     row.update(probe.as_row())
+    row["frame_limits"] = json.dumps(asdict(limits.frame_limits()), sort_keys=True)
     row["status"] = "ok"
     return row
+
+
+def accepted_frame_limits(video: dict) -> FrameLimits:
+    """The limits a raw video was accepted under (``raw_videos.frame_limits``); rows written before the
+    column existed were probed with the defaults."""
+    recorded = video.get("frame_limits")
+    return FrameLimits(**json.loads(recorded)) if recorded else FrameLimits()
 
 
 class SplitProgress:
@@ -128,10 +137,11 @@ def clip_id_for(source_hash: str, span: Span) -> str:
     return stable_id(source_hash, span.start_frame, span.end_frame)
 
 
-def plan_spans(raw_path: str | Path, frames: int, fps: float, split: SplitConfig, detector) -> list[Span]:
+def plan_spans(raw_path: str | Path, frames: int, fps: float, split: SplitConfig, detector,
+               limits: FrameLimits | None = None) -> list[Span]:
     if split.method == "fixed_stride":
         return plan_fixed_stride(frames, fps, split)
-    small = decode_small_rgb(raw_path)
+    small = decode_small_rgb(raw_path, limits=limits)
     scenes = scenes_from_probabilities(detector.transition_probabilities(small), split.threshold)
     return plan_clips(scenes, len(small), fps, split)
 
@@ -152,10 +162,12 @@ def split_video(
     try:
         fps = video["average_fps"] or video["real_fps"]
         raw = store.local_path(video["raw_path"])
-        spans = plan_spans(raw, video["frames"], fps, split, detector)
+        limits = accepted_frame_limits(video)
+        spans = plan_spans(raw, video["frames"], fps, split, detector, limits)
         ids = [clip_id_for(video["content_hash"], span) for span in spans]
         files = [(clip_key(i, recipe), thumbnail_key(i, recipe)) for i in ids]
-        results = cut_clips(raw, spans, [(store.staging_path(c), store.staging_path(t)) for c, t in files], fps, transcode)
+        results = cut_clips(raw, spans, [(store.staging_path(c), store.staging_path(t)) for c, t in files], fps, transcode,
+                            limits=limits)
         for clip, thumbnail in files:  # written in one decode pass; published once all are whole
             store.commit(clip)
             store.commit(thumbnail)

@@ -30,6 +30,9 @@ RAW_VIDEOS = {
     "audio_streams": pl.Int64,
     "display_rotation": pl.Int64,  # counter-clockwise degrees that show the frames upright; width/height are upright
     "supersedes": pl.String,  # content hash of an earlier, truncated version of this file (a stalled upload completed)
+    # The frame limits the file was accepted under (JSON of common.decoding.FrameLimits): the split decodes
+    # the same file and holds every frame to the same limits, whatever the split step's own defaults.
+    "frame_limits": pl.String,
 }
 
 VIDEO_CLIPS = {

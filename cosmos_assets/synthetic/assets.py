@@ -400,11 +400,17 @@ def _ingest_inbox(context, storage, requests: pl.DataFrame) -> list[dict]:
             rows.append(_failed_row(row, "DuplicateEntry", f"the same candidate as entry {taken[candidate]} of this manifest"))
             context.log.warning(f"inbox entry {entry.index} ({entry.file!r}): DuplicateEntry of entry {taken[candidate]}")
             continue
-        taken[candidate] = entry.index
         thumbnail = f"{external}/{ingested.sha256[:2]}/{ingested.sha256}.jpg"
-        if not store.exists(thumbnail):
-            with store.writing(thumbnail) as tmp:
-                write_jpeg(tmp, middle_frame(read_video(store.local_path(ingested.path))[0]))
+        try:  # the probe decoded its first frames only: a later frame may still be over the limits or corrupt
+            if not store.exists(thumbnail):
+                with store.writing(thumbnail) as tmp:
+                    write_jpeg(tmp, middle_frame(read_video(store.local_path(ingested.path))[0]))
+        except Exception as error:  # noqa: BLE001 - one undecodable candidate is recorded; the manifest goes on
+            reason = error.error_class if isinstance(error, VideoRejected) else "UndecodableVideo"
+            rows.append(_failed_row(row, reason, f"{type(error).__name__}: {error}"))
+            context.log.warning(f"inbox entry {entry.index} ({entry.file!r}): {reason}: {error}")
+            continue
+        taken[candidate] = entry.index
         probe = ingested.probe
         rows.append({**row, "candidate_id": candidate, "model_version": None, "checkpoint": None, "controls": "{}",
                      "settings": json.dumps({"manifest": batch.manifest_name, "entry": entry.index, "file": entry.file}),

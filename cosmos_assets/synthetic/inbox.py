@@ -37,6 +37,10 @@ from cosmos_assets.curation.probe import ProbeLimits, VideoRejected, probe_video
 
 INBOX_PREFIX = "inbox-"
 MANIFEST_SUFFIX = ".json"
+# Errors that say the manifest was replaced or removed while it was read, or that the file system is busy: worth
+# another look next tick. Every other error (no permission, an I/O error, a folder under a manifest's name) will
+# not go away by waiting, so the manifest is recorded with it instead of being retried unseen forever.
+TRANSIENT_ERRNOS = frozenset({errno.ENOENT, errno.ESTALE, errno.EAGAIN, errno.EINTR, errno.EBUSY})
 REQUIRED_FIELDS = ("file", "request_id", "seed", "source_clip_id")
 
 
@@ -225,9 +229,9 @@ class InboxLedger:
                     taken.append((entry, None, None, f"{error_class(error)}: {error}"))
                     continue
                 except OSError as error:
-                    if error.errno in (errno.EACCES, errno.EPERM):  # waiting will not make it readable: recorded
+                    if error.errno not in TRANSIENT_ERRNOS:  # waiting will not make it readable: recorded
                         taken.append((entry, None, None, f"UnreadableFile: {error.strerror or error}"))
-                    continue  # else maybe transient (replaced while we looked): next tick
+                    continue  # else transient (replaced or removed while we looked): the next tick decides
                 except Exception as error:  # noqa: BLE001 - one bad manifest never stalls the inbox: recorded, the rest goes on
                     taken.append((entry, None, None, f"{error_class(error)}: {str(error)[:300]}"))
                     continue
