@@ -12,7 +12,7 @@ from cosmos_assets.critic_training.labels import (
 )
 from cosmos_assets.critic_training.training_set import (
     TrainingSetRecipe, build_training_set, conversation_records, export_conversations, import_conversations,
-    parse_prediction, split_side,
+    parse_prediction, rows_by_side, split_side,
 )
 from cosmos_assets.models.vlm import CRITIC_SETTINGS
 from cosmos_assets.synthetic.critics import ReasonCritic
@@ -136,6 +136,18 @@ def test_bad_rows_are_recorded_with_their_class_and_the_good_rows_go_on():
     assert [(r.line, r.subject) for r in parsed.rows] == [(1, "a.mp4"), (13, "b.mp4")]
 
 
+def test_a_csv_row_that_breaks_the_format_is_recorded_and_the_next_rows_are_read():
+    data = ("video,task,score\n"
+            "a.mp4,critique,4\n"
+            '"' + "x" * 200_000 + '",critique,3\n'  # one field beyond what the CSV reader takes
+            "b.mp4,critique,5,surplus\n"
+            "c.mp4,critique,2\n").encode()
+    parsed = parse_label_file(data, "sheet.csv")
+
+    assert [(b.line, b.error_class) for b in parsed.bad] == [(3, "BadCsv"), (4, "BadCsv")]
+    assert [(r.line, r.subject) for r in parsed.rows] == [(2, "a.mp4"), (5, "c.mp4")]
+
+
 def test_files_that_cannot_be_read_as_labels_are_one_bad_row_each(tmp_path):
     not_text = parse_label_file(b"\xff\xfe\x00video", "latin.csv")
     (target := tmp_path / "real.csv").write_bytes(b"video,task,score\na.mp4,critique,4\n")
@@ -220,6 +232,7 @@ def test_the_split_never_puts_one_video_on_both_sides_and_existing_videos_keep_t
         assert train_videos.isdisjoint(test_videos) and train_videos and test_videos
     assert all(after.sides[video] == side for video, side in before.sides.items())
     assert before.forced == [] and after.version != before.version
+    assert rows_by_side(after.records()) == {"train": after.train, "test": after.test}
 
 
 def test_the_version_depends_on_labels_and_recipe_not_on_their_order():

@@ -420,12 +420,13 @@ def _csv_records(text: str, source: str) -> tuple[list[str], Iterator[tuple[int,
 
     def records():
         while True:
+            start = reader.line_num + 1  # a record that fails to parse is named by the line it starts on
             try:
                 row = next(reader)
             except StopIteration:
                 return
             except csv.Error as error:
-                yield reader.line_num, BadLabelRow(source, reader.line_num, "BadCsv", str(error))
+                yield start, BadLabelRow(source, start, "BadCsv", str(error))
                 continue
             if row.get(None):
                 yield reader.line_num, BadLabelRow(source, reader.line_num, "BadCsv",

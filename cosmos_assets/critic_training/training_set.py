@@ -124,6 +124,20 @@ class TrainingSet:
                 "forced_videos": list(self.forced), "class_counts": self.class_counts}
 
 
+    def records(self) -> list[dict]:
+        """One table row per train row (repeats included) and test row: the label's fields, ``side`` and ``version``."""
+        return [row.to_record() | {"side": side, "version": self.version}
+                for side, rows in (("train", self.train), ("test", self.test)) for row in rows]
+
+
+def rows_by_side(records: Iterable[Mapping]) -> dict[str, list[LabelRow]]:
+    """The train and test rows back from ``TrainingSet.records`` (e.g. read from the training-set table)."""
+    sides: dict[str, list[LabelRow]] = {side: [] for side in SIDES}
+    for record in records:
+        sides[record["side"]].append(LabelRow.from_record(record))
+    return sides
+
+
 def _answer_class(row: LabelRow) -> str:
     return str(row.score) if row.task == "critique" else row.answer
 
