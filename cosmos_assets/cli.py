@@ -81,6 +81,11 @@ def demo(args: argparse.Namespace) -> int:
     # other samples curate beside it on the other core (without a GPU the `gpu` pool admits a step per core).
     os.environ.setdefault("COSMOS_FIRST_BATCH_FILES", "1")
     land_sample_videos(paths)
+    from cosmos_assets.headless import take_runner_lock_for_daemon
+
+    # Held by `dagster dev` after the exec below (and so for the life of the daemon): `cosmos run` sees it and
+    # waits for the daemon's runs instead of executing the same run keys beside it.
+    take_runner_lock_for_daemon(os.environ["DAGSTER_HOME"], log=lambda line: print(f"cosmos demo: {line}", flush=True))
     dagster = Path(sys.executable).with_name("dagster")
     command = [str(dagster), "dev", "-h", args.host, "-p", str(args.port), "-m", "cosmos_assets.definitions"]
     print(
@@ -123,7 +128,8 @@ def format_summary(summary: dict) -> str:
         return "\n".join(lines + ["Nothing new: no landed files to curate and no requested runs."])
     lines.append(summary["message"])
     for waiting in summary["waiting_on"]:
-        lines.append(f"  {waiting['partition']}: run {waiting['run_id'][:8]} is {waiting['status']} elsewhere")
+        run_id = (waiting["run_id"] or "not yet created")[:8]  # a key claimed by another `cosmos run` has no run yet
+        lines.append(f"  {waiting['partition']}: run {run_id} is {waiting['status']} elsewhere")
     for run_info in summary["runs"]:
         run_id = (run_info["run_id"] or "none")[:8]
         lines.append(f"  {run_info['partition'] or run_info['job']}: {run_info['status']} (run {run_id})")
@@ -238,7 +244,8 @@ def main(argv: list[str] | None = None) -> int:
     run_parser.add_argument("--no-wait", action="store_true",
                             help="do not wait for files that are still settling; report them (status 'settling') instead")
     run_parser.add_argument("--max-wait", type=float, default=None, metavar="SECONDS",
-                            help="wait at most this long for settling files (default: 3 settle times + 5 s)")
+                            help="wait at most this long for settling files (default: 3 settle times + 5 s); beside a "
+                                 "live daemon, for its runs (default: an hour)")
     run_parser.set_defaults(handler=run)
     search_parser = commands.add_parser("search", help="semantic search over curated clips by text")
     search_parser.add_argument("text")

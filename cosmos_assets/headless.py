@@ -10,13 +10,22 @@ processes on one home never execute the same request: the second finds the key c
 left ``STARTED`` by a ``cosmos run`` that died (killed, disk full) are marked failed and executed again, with
 the dead run's job, partition, run config and tags (``recover_dead_runs``), even when no sensor requests
 their key again (a sensor's cursor may have moved past it).
+
+A dagster-daemon on the same instance (``cosmos demo``, ``dagster dev``, a deployment) evaluates the same sensors
+and launches the same run keys; its check-then-launch cannot take our claims, so ``cosmos run`` never races it:
+when a daemon is alive (``cosmos demo`` holds the runner lock, or the sensor daemon's heartbeat is recent) it
+evaluates nothing and executes nothing itself, and instead waits until the daemon's sensors have looked at
+everything that landed and the runs they launched have finished, then reports those runs
+(``wait_for_daemon``). ``cosmos demo`` in turn waits for a ``cosmos run`` in progress before it starts its daemon.
 """
 
+import contextlib
 import fcntl
 import hashlib
 import os
 import time
 from collections import Counter
+from datetime import datetime, timezone
 from pathlib import Path
 
 import dagster as dg
@@ -32,6 +41,13 @@ SUMMARY_SKIP_PREFIXES = ("dagster/",)
 LIVE_STATUSES = {DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING, DagsterRunStatus.STARTED}
 RETRY_OF_TAG = "cosmos/retry_of"
 CLAIMS_FOLDER = ".cosmos-run-claims"
+# Held shared by every `cosmos run` while it works, and exclusively by `cosmos demo` for the life of its UI and
+# daemon (the descriptor survives its exec into `dagster dev`): each sees the other.
+RUNNER_LOCK = ".cosmos-runner.lock"
+# The daemon reports every 30 s (Dagster's default heartbeat interval); three missed beats mean it is gone.
+DAEMON_ALIVE_S = 90.0
+# How long `cosmos run` waits for a daemon's runs by default: a curation run of a large batch takes minutes.
+DAEMON_WAIT_S = 3600.0
 
 
 def _claim_run_key(instance: dg.DagsterInstance, sensor_name: str, run_key: str, held: dict):
@@ -167,6 +183,125 @@ def _settling_message(settling: list[dict]) -> str:
             f"ready in {first['ready_in_s']:.0f} s" + (f" ({first['file']})" if len(settling) == 1 else ""))
 
 
+def open_runner_lock(dagster_home: str | os.PathLike):
+    """The lock file beside the instance that ``cosmos run`` and ``cosmos demo`` coordinate on."""
+    Path(dagster_home).mkdir(parents=True, exist_ok=True)
+    return open(Path(dagster_home) / RUNNER_LOCK, "a+")
+
+
+@contextlib.contextmanager
+def runner_lock_shared(dagster_home: str | os.PathLike):
+    """Hold the runner lock shared for a ``cosmos run``; yields False when ``cosmos demo`` holds it (its daemon
+    evaluates the sensors: this process must not)."""
+    handle = open_runner_lock(dagster_home)
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        handle.close()
+
+
+def take_runner_lock_for_daemon(dagster_home: str | os.PathLike, log=print):
+    """For ``cosmos demo``: wait until no ``cosmos run`` works on this home, then hold the lock exclusively and
+    keep it across ``exec`` (the returned file stays open, inheritable), so that later ``cosmos run`` invocations
+    defer to the daemon the demo starts."""
+    handle = open_runner_lock(dagster_home)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        log("a `cosmos run` is working on this home; the UI and its daemon start when it has finished")
+        fcntl.flock(handle, fcntl.LOCK_EX)
+    os.set_inheritable(handle.fileno(), True)
+    return handle
+
+
+def sensor_daemon_heartbeat_age(instance: dg.DagsterInstance, now: float | None = None) -> float | None:
+    """Seconds since a dagster-daemon's sensor loop last reported to this instance, when recent enough that the
+    daemon is alive; None otherwise (a daemon that stopped leaves its last heartbeat behind)."""
+    beat = instance.get_daemon_heartbeats().get("SENSOR")
+    if beat is None:
+        return None
+    age = (time.time() if now is None else now) - beat.timestamp
+    return age if age <= DAEMON_ALIVE_S else None
+
+
+def _latest_sensor_ticks(instance: dg.DagsterInstance, names: set[str]) -> dict:
+    """The latest tick of each running sensor the daemon evaluates, by sensor name (None before its first)."""
+    from dagster._core.definitions.run_request import InstigatorType
+
+    ticks = {}
+    for state in instance.all_instigator_state(instigator_type=InstigatorType.SENSOR):
+        if state.name in names and state.is_running:
+            latest = instance.get_ticks(state.instigator_origin_id, state.selector_id, limit=1)
+            ticks[state.name] = latest[0] if latest else None
+    return ticks
+
+
+def _summarise_daemon_runs(instance: dg.DagsterInstance, since: float, seen_live: set[str], summary: dict) -> None:
+    """The runs created since ``since`` and those seen queued or running while waiting (created just before)."""
+    from dagster._core.events import DagsterEventType
+
+    records = instance.get_run_records(filters=RunsFilter(created_after=datetime.fromtimestamp(since, tz=timezone.utc)))
+    known = {record.dagster_run.run_id for record in records}
+    if missing := seen_live - known:
+        records = [*records, *instance.get_run_records(filters=RunsFilter(run_ids=list(missing)))]
+    for record in sorted(records, key=lambda r: r.create_timestamp):
+        run = record.dagster_run
+        info = {"run_id": run.run_id, "job": run.job_name, "partition": run.tags.get("dagster/partition"),
+                "status": run.status.value}
+        if run.status in LIVE_STATUSES:
+            summary["waiting_on"].append({"partition": info["partition"], "run_id": run.run_id, "status": run.status.value})
+            continue
+        summary["runs"].append(info)
+        succeeded = run.status == DagsterRunStatus.SUCCESS
+        summary["runs_succeeded" if succeeded else "runs_failed"] += 1
+        for event in instance.get_records_for_run(run.run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION).records:
+            materialization = event.event_log_entry.asset_materialization
+            asset = materialization.asset_key.to_user_string()
+            if materialization.partition is None:
+                summary["assets"][asset] = {}
+            _merge_counts(summary["assets"].setdefault(asset, {}), materialization.metadata)
+
+
+def wait_for_daemon(instance: dg.DagsterInstance, defs: dg.Definitions, folders, summary: dict, log,
+                    max_wait_s: float, poll_s: float = 2.0) -> list[dict]:
+    """With a daemon evaluating the sensors: wait until nothing is settling, no run is queued or running, and every
+    running sensor has finished a tick that started after the last time something was (so it has seen all of it);
+    then put the runs launched meanwhile into the summary. Returns what is still settling at the end."""
+    from dagster._core.scheduler.instigation import TickStatus
+
+    started, deadline = time.time(), time.monotonic() + max_wait_s
+    names = {sensor.name for sensor in defs.sensors}
+    busy_until = started
+    settling: list[dict] = []
+    seen_live: set[str] = set()
+    while True:
+        now = time.time()
+        settling = settling_files(folders, scan_watched(folders, now), now)
+        live = instance.get_runs(filters=RunsFilter(statuses=list(LIVE_STATUSES)))
+        seen_live.update(run.run_id for run in live)
+        if settling or live:
+            busy_until = now
+        ticks = _latest_sensor_ticks(instance, names)
+        looked = all(t is not None and t.timestamp > busy_until and t.status != TickStatus.STARTED for t in ticks.values())
+        if not settling and not live and looked:
+            break
+        if time.monotonic() >= deadline:
+            log(f"stopped waiting for the daemon after {max_wait_s:.0f} s")
+            break
+        time.sleep(poll_s)
+    for name, tick in _latest_sensor_ticks(instance, names).items():
+        if tick is not None and tick.status == TickStatus.FAILURE:
+            error = tick.error.message if tick.error else "failed"
+            summary.setdefault("sensor_errors", {})[name] = f"(daemon tick) {error}"[:2000]
+    _summarise_daemon_runs(instance, started, seen_live, summary)
+    return settling
+
+
 def run_until_idle(wait_for_settling: bool = True, log=print, max_rounds: int = 1000,
                    max_wait_s: float | None = None) -> dict:
     """Evaluate every sensor and run what they request, round after round, until a round requests nothing.
@@ -179,14 +314,35 @@ def run_until_idle(wait_for_settling: bool = True, log=print, max_rounds: int = 
     instance = dg.DagsterInstance.get()
     defs = build_definitions()
     folders = watched_folders(defs)
-    if max_wait_s is None:
-        max_wait_s = 3 * max(settle for _, _, settle in folders) + 5
-    summary: dict = {"runs": [], "assets": {}, "runs_succeeded": 0, "runs_failed": 0, "waiting_on": []}
+    summary: dict = {"runs": [], "assets": {}, "runs_succeeded": 0, "runs_failed": 0, "waiting_on": [], "mode": "headless"}
     started = time.monotonic()
     waited_s = 0.0
     settling: list[dict] = []
     attempted: set = set()
-    recover_dead_runs(instance, defs, summary, log, attempted)
+    with runner_lock_shared(instance.root_directory) as lock_free:
+        daemon_age = None if not lock_free else sensor_daemon_heartbeat_age(instance)
+        if not lock_free or daemon_age is not None:
+            summary["mode"] = "daemon"
+            summary["daemon"] = ("`cosmos demo` is running on this home" if not lock_free else
+                                 f"a dagster-daemon is evaluating this home's sensors (heartbeat {daemon_age:.0f} s ago)")
+            log(f"{summary['daemon']}: it launches the runs; waiting for them instead of racing it")
+            settling = wait_for_daemon(instance, defs, folders, summary, log,
+                                       max_wait_s if max_wait_s is not None else DAEMON_WAIT_S)
+            waited_s = time.monotonic() - started
+            return _finish_summary(summary, started, waited_s, settling, wait_for_settling)
+        if max_wait_s is None:
+            max_wait_s = 3 * max(settle for _, _, settle in folders) + 5
+        recover_dead_runs(instance, defs, summary, log, attempted)
+        settling, waited_s = _headless_rounds(instance, defs, folders, summary, log, attempted, max_rounds,
+                                              wait_for_settling, max_wait_s)
+    return _finish_summary(summary, started, waited_s, settling, wait_for_settling)
+
+
+def _headless_rounds(instance, defs, folders, summary, log, attempted, max_rounds, wait_for_settling, max_wait_s):
+    """Rounds of evaluating every sensor and executing what it requests, until a round requests nothing and
+    nothing is settling (or the wait is over). Returns (still settling, seconds waited)."""
+    waited_s = 0.0
+    settling: list[dict] = []
     for _ in range(max_rounds):
         before = scan_watched(folders)
         requested = 0
@@ -207,6 +363,10 @@ def run_until_idle(wait_for_settling: bool = True, log=print, max_rounds: int = 
         log(f"{_settling_message(settling)}; waiting {pause:.0f} s")
         time.sleep(pause)
         waited_s += pause
+    return settling, waited_s
+
+
+def _finish_summary(summary: dict, started: float, waited_s: float, settling: list[dict], wait_for_settling: bool) -> dict:
     summary["elapsed_s"] = round(time.monotonic() - started, 1)
     summary["waited_s"] = round(waited_s, 1)
     summary["settling"] = settling
@@ -227,6 +387,8 @@ def run_until_idle(wait_for_settling: bool = True, log=print, max_rounds: int = 
             parts.append(_settling_message(settling) + ("" if wait_for_settling else " (not waited for: --no-wait)")
                          + "; run again then")
         summary["message"] = "; ".join(parts)
+    if summary.get("mode") == "daemon":
+        summary["message"] = f"{summary['daemon']}; its runs since this command started: " + summary["message"]
     if summary.get("sensor_errors"):
         summary["message"] = (f"{len(summary['sensor_errors'])} sensor evaluation(s) failed "
                               f"({', '.join(sorted(summary['sensor_errors']))}); " + summary["message"])

@@ -6,6 +6,7 @@
   again with its job, partition, run config and tags, although no sensor requests its key any more."""
 
 import subprocess
+import time
 
 import dagster as dg
 import pytest
@@ -127,3 +128,35 @@ def test_an_orphan_candidate_of_a_dead_run_is_regenerated_not_reused(tmp_path, s
     assert row["frames"] == len(source) and store.local_path(store.ref(video)).stat().st_size != 5000
     again = generate_candidate(Backend(), request, 0, source, store, root, "round-2")
     assert again["reused"] is True and Backend.calls == 1 and again["sha256"] == row["sha256"]
+
+
+def test_beside_a_live_daemon_cosmos_run_executes_nothing_and_reports_what_the_daemon_ran(cosmos_env, samples):
+    """Issue 14.5 with a daemon: the daemon's check-then-launch cannot take our claims, so `cosmos run` never
+    evaluates sensors beside it. `cosmos demo` holds the runner lock for its daemon's life; any other daemon is
+    seen by its heartbeat. (The daemon at work: tests/test_postgres_instance.py.)"""
+    import shutil
+
+    from dagster._daemon.types import DaemonHeartbeat
+
+    from cosmos_assets.settings import ensure_local_instance
+
+    home = ensure_local_instance(cosmos_env)
+    shutil.copy(samples / "asl_walk.mkv", cosmos_env.landing / "walk.mkv")
+    quiet = lambda *_: None  # noqa: E731
+
+    demo_lock = headless.take_runner_lock_for_daemon(home)  # as `cosmos demo` holds it
+    try:
+        summary = headless.run_until_idle(log=quiet, max_wait_s=2)
+    finally:
+        demo_lock.close()
+    assert summary["mode"] == "daemon" and "cosmos demo" in summary["daemon"]
+    assert summary["runs"] == [] and not (cosmos_env.tables / "raw_videos").exists(), "nothing executed beside it"
+
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        now = time.time()
+        instance.add_daemon_heartbeat(DaemonHeartbeat(now - 10, "SENSOR", "elsewhere", errors=[]))
+        summary = headless.run_until_idle(log=quiet, max_wait_s=2)
+        assert summary["mode"] == "daemon" and "heartbeat" in summary["daemon"] and summary["runs"] == []
+        # A daemon that stopped leaves its last heartbeat: once it is stale, `cosmos run` works on its own.
+        instance.add_daemon_heartbeat(DaemonHeartbeat(now - headless.DAEMON_ALIVE_S - 60, "SENSOR", "elsewhere", errors=[]))
+        assert headless.sensor_daemon_heartbeat_age(instance) is None

@@ -11,6 +11,7 @@ runs at once; afterwards every batch has exactly one successful run, every video
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -31,6 +32,8 @@ from dagster_k8s import K8sRunLauncher
 from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
 
 from conftest import age_file
+from cosmos_assets.headless import LAUNCHED_BY_TAG, sensor_daemon_heartbeat_age
+from test_cosmos_run import COSMOS
 from cosmos_assets.settings import CosmosPaths
 from postgres_support import offline_kubeconfig, offline_run_launcher, postgres_server, production_instance_config  # noqa: F401
 
@@ -191,8 +194,19 @@ class DaemonFlow:
 def test_two_batches_run_at_once_through_the_daemon_and_nothing_is_lost_or_duplicated(daemon_flow):
     flow = daemon_flow
     started = time.time()
+    # `cosmos run` beside a live daemon executes nothing itself (the daemon's check-then-launch cannot be
+    # locked against): it waits for the daemon's runs and reports them.
+    while sensor_daemon_heartbeat_age(flow.instance) is None:
+        assert time.time() - started < 120 and flow.daemon.poll() is None, f"no daemon heartbeat\n{flow.log_tail()}"
+        time.sleep(0.5)
+    beside = subprocess.run([COSMOS, "run", "--json"], env=os.environ.copy(), capture_output=True, text=True,
+                            timeout=RUNS_TIMEOUT_S + 180)
+    summary = json.loads(beside.stdout.splitlines()[-1])
+    assert beside.returncode == 0 and summary["mode"] == "daemon", beside.stderr[-2000:]
+    assert sorted((r["job"], r["status"]) for r in summary["runs"]) == [("curation_job", "SUCCESS")] * len(SAMPLE_VIDEOS)
     records = flow.wait_for_runs(len(SAMPLE_VIDEOS), RUNS_TIMEOUT_S)
     runs = [r.dagster_run for r in records]
+    assert not [run for run in runs if LAUNCHED_BY_TAG in run.tags], "every run was launched by the daemon"
     assert [run.status for run in runs] == [DagsterRunStatus.SUCCESS] * len(SAMPLE_VIDEOS), flow.log_tail()
 
     # One batch per video, one run per batch, requested by one tick of the sensor.
