@@ -228,32 +228,37 @@ class TransformersVLM:
         expanded = {k: inputs[k].repeat_interleave(trials, dim=0) for k in sequence_keys}
         return self.model.generate(**expanded, cache=cache, **generator_kwargs)
 
-    def generate(self, prompts: list[VideoPrompt], settings: GenerationSettings) -> list[list[str]]:
-        """``settings.trials`` texts for each prompt, the prompts batched into one ``generate`` call."""
+    def encode_prompts(self, prompts: list[VideoPrompt]):
+        """The model inputs of ``prompts`` exactly as inference builds them (chat template with the generation
+        prompt, frames fitted to the pixel budget, sampling rate in the video metadata), left-padded, on the
+        model's device. Training builds its inputs here too, so a tuned model sees what inference will send."""
         from transformers.video_utils import VideoMetadata
 
-        if not prompts:
-            return []
-        if settings.trials > 1 and not settings.sampling:  # greedy trials are identical: decode once
-            once = self.generate(prompts, GenerationSettings(**{**asdict(settings), "trials": 1}))
-            return [texts * settings.trials for texts in once]
-        speedups = self.speedups
-        timings: dict | None = {} if self.record_timings else None
-        clock = PhaseClock(self.device, timings)
         texts = [self.processor.apply_chat_template(_messages(p, {"type": "video"}), tokenize=False, add_generation_prompt=True)
                  for p in prompts]
         on_device = {}
-        if speedups.device_preprocess:
+        if self.speedups.device_preprocess:
             videos = [self._fit_on_device(p.frames) for p in prompts]
             on_device = {"device": str(self.device)}
         else:
             videos = [self._fit(p.frames) for p in prompts]
-        inputs = self.processor(
+        return self.processor(
             text=texts, videos=videos, padding=True, return_tensors="pt",
             # The sampling rate tells the model how much time each temporal patch spans (its M-RoPE).
             videos_kwargs={"video_metadata": [VideoMetadata(total_num_frames=len(v), fps=p.fps) for v, p in zip(videos, prompts)],
                            "do_resize": False, "cap_pixels_per_frame": True, **on_device},
         ).to(self.device)
+
+    def generate_tokens(self, prompts: list[VideoPrompt], settings: GenerationSettings) -> torch.Tensor:
+        """The new token ids, ``[len(prompts)·trials, n]``: the trials of a prompt together, finished rows padded
+        with the pad token. ``generate`` decodes them; GRPO scores these very tokens."""
+        if settings.trials > 1 and not settings.sampling:  # greedy trials are identical: decode once
+            once = self.generate_tokens(prompts, GenerationSettings(**{**asdict(settings), "trials": 1}))
+            return once.repeat_interleave(settings.trials, dim=0)
+        speedups = self.speedups
+        timings: dict | None = {} if self.record_timings else None
+        clock = PhaseClock(self.device, timings)
+        inputs = self.encode_prompts(prompts)
         clock.lap("preprocess_s")
         generator_kwargs = {}
         if settings.sampling:
@@ -274,9 +279,16 @@ class TransformersVLM:
                     output = self.model.generate(**inputs, num_return_sequences=settings.trials, **generator_kwargs)
                 new_tokens = output[:, inputs["input_ids"].shape[1]:]
                 clock.lap("generate_s")
+        self._clock, self.last_timings = clock, timings  # ``generate`` adds its detokenising time
+        return new_tokens
+
+    def generate(self, prompts: list[VideoPrompt], settings: GenerationSettings) -> list[list[str]]:
+        """``settings.trials`` texts for each prompt, the prompts batched into one ``generate`` call."""
+        if not prompts:
+            return []
+        new_tokens = self.generate_tokens(prompts, settings)
         decoded = self.processor.batch_decode(new_tokens.cpu(), skip_special_tokens=True)
-        clock.lap("detokenize_s")
-        self.last_timings = timings
+        self._clock.lap("detokenize_s")
         return [decoded[i * settings.trials:(i + 1) * settings.trials] for i in range(len(prompts))]
 
 

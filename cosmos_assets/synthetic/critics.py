@@ -334,6 +334,18 @@ def rubric_score(trials: list[Trial]) -> tuple[float | None, float | None]:
     return round((mean - 1) / 4, 6), round(mean, 4)
 
 
+def critic_prompts(mode: str) -> tuple[str, str]:
+    """(system prompt, question) of a Reason critic mode."""
+    return (ANOMALY_SYSTEM_PROMPT, ANOMALY_QUESTION) if mode == "reason" else (RUBRIC_SYSTEM_PROMPT, RUBRIC_QUESTION)
+
+
+def critic_prompt(mode: str, frames: np.ndarray, fps: float) -> VideoPrompt:
+    """What the critic in ``mode`` asks about one video; critic training builds its examples with it too, so a
+    tuned critic is trained on exactly the prompt it is asked at inference."""
+    system, question = critic_prompts(mode)
+    return VideoPrompt(frames, fps, question, system)
+
+
 class ReasonCritic:
     """A vision-language model (``TransformersVLM`` or ``EndpointVLM``) as critic, K trials per video."""
 
@@ -344,7 +356,7 @@ class ReasonCritic:
 
     @property
     def prompts(self) -> tuple[str, str]:
-        return (ANOMALY_SYSTEM_PROMPT, ANOMALY_QUESTION) if self.mode == "reason" else (RUBRIC_SYSTEM_PROMPT, RUBRIC_QUESTION)
+        return critic_prompts(self.mode)
 
     @property
     def identity(self) -> dict:
@@ -357,8 +369,7 @@ class ReasonCritic:
 
     def critique(self, videos: list[tuple[np.ndarray, float]]) -> list[Critique]:
         """One critique per (frames, fps); the videos go to the model as one batch."""
-        system, question = self.prompts
-        texts = self.vlm.generate([VideoPrompt(frames, fps, question, system) for frames, fps in videos], self.settings)
+        texts = self.vlm.generate([critic_prompt(self.mode, frames, fps) for frames, fps in videos], self.settings)
         results = []
         for trial_texts in texts:
             if self.mode == "reason":
