@@ -68,15 +68,15 @@ def main() -> None:
     print(f"features of {frames} frames: {time.perf_counter() - started:.1f} s "
           f"({1000 * (time.perf_counter() - started) / frames:.0f} ms/frame, {args.threads} thread(s))")
 
-    configurations = {"full (feature changes + statistics + flow)": FeatureCriticSettings()}
+    configurations = {"default: trajectory statistics + flow": FeatureCriticSettings()}
     if args.ablations:
-        configurations["statistics + flow, no feature changes"] = FeatureCriticSettings(projection=0)
-        configurations["feature changes + statistics, no flow"] = FeatureCriticSettings(use_flow=False)
-        configurations["statistics only"] = FeatureCriticSettings(projection=0, use_flow=False)
+        configurations["statistics, no flow"] = FeatureCriticSettings(use_flow=False)
+        configurations["statistics + flow + projected feature changes (16)"] = FeatureCriticSettings(projection=16)
+        configurations["statistics + projected feature changes (16), no flow"] = FeatureCriticSettings(projection=16, use_flow=False)
     videos = sorted({c.video for c in clips})
     for name, settings in configurations.items():
         print(f"\n== {name}")
-        pooled_correct, pooled_truth, kinds = [], [], {}
+        pooled_correct, pooled_truth, kinds, balanced = [], [], {}, []
         train_seconds = []
         for held_out in videos:
             train = [e for e in examples if e.video != held_out]
@@ -95,12 +95,14 @@ def main() -> None:
                     count = report["per_kind_count"][kind]
                     right, seen = kinds.get(kind, (0.0, 0))
                     kinds[kind] = (right + accuracy * count, seen + count)
+                balanced.append(report["balanced_accuracy"])
                 pooled_correct.append(report["accuracy"] * report["examples"])
                 pooled_truth.append((report["examples"], sum(e.plausible for e in test)))
         total = sum(n for n, _ in pooled_truth)
         plausible = sum(p for _, p in pooled_truth)
         print(f"  pooled held-out accuracy {sum(pooled_correct) / total:.3f} over {total} examples; "
               f"chance (majority class) {max(plausible, total - plausible) / total:.3f}; "
+              f"mean balanced accuracy over folds {np.mean(balanced):.3f} (chance 0.5); "
               f"training {np.mean(train_seconds):.1f} s per fold")
         print("  per kind: " + ", ".join(f"{k} {r / n:.2f} ({n})" for k, (r, n) in sorted(kinds.items())))
 

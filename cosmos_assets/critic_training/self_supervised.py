@@ -187,8 +187,8 @@ def plausibility_variants(clip: SourceClip, settings: SelfSupervisedSettings = S
 
     def add(kind: str, indices: np.ndarray, evidence: float | None, what: str = "") -> None:
         if evidence is not None and evidence < threshold:
-            skipped.append(SkippedVariant(clip.clip_id, kind, f"nearly static: {what} changes coarse luma by "
-                                          f"{evidence:.4f} per frame, below the visible {threshold}; not implausible"))
+            skipped.append(SkippedVariant(clip.clip_id, kind, f"nearly static: the edit changes coarse luma by {evidence:.4f} "
+                                          f"per frame over {what}, below the visible {threshold}; not implausible"))
             return
         examples.append(PlausibilityExample(clip, kind, kind in PLAUSIBLE_KINDS, tuple(int(i) for i in indices),
                                             None if evidence is None else round(evidence, 6)))
