@@ -2,6 +2,8 @@
 
     .venv/bin/python bench/near_duplicates.py            # corpus in a temporary folder
     .venv/bin/python bench/near_duplicates.py --keep DIR # keep the corpus
+    .venv/bin/python bench/near_duplicates.py --scale 20000,100000 [--old-up-to 20000]
+
 
 Builds a corpus at run time from the sample videos (cosmos_assets/samples/): shots cut from each
 source at fixed times (the originals; several shots of one camera are the distinct-shot negatives),
@@ -16,12 +18,19 @@ copies (originals first: the older clip wins), and once over everything together
 
 A dropped copy is correct when the clip it names is a version of the same shot; recall = correct
 drops / copies; precision = correct drops / all drops; a dropped original is a distinct shot merged.
+
+``--scale``: wall time and peak memory of ``near_exact_dedup`` alone on synthetic hash sets of N clips
+(8-24 frames each, frames of a clip correlated as in a static to a fast-moving shot, 1 % planted copies:
+bits flipped, or a crop), each size in a fresh process; the previous implementation (a Python band index)
+beside it (whole pictures only, as it had no crops) up to ``--old-up-to`` clips.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -37,7 +46,8 @@ import torch  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cosmos_assets.curation.dedup import DedupConfig, semantic_dedup  # noqa: E402
-from cosmos_assets.curation.frame_hashes import clip_hashes, compare, near_exact_dedup  # noqa: E402
+from cosmos_assets.curation.frame_hashes import (  # noqa: E402
+    CROPS, WORDS, ClipHashes, clip_hashes, compare, is_duplicate, near_exact_dedup)
 from cosmos_assets.models.frames import sample_frames  # noqa: E402
 
 SAMPLES = Path(__file__).resolve().parents[1] / "cosmos_assets" / "samples"
@@ -96,10 +106,28 @@ def recompress(frames, fps, crf):
     return frames, fps, 32
 
 
-def crop(frames, fps, crf):
+def centred_crop(frames, keep_w: float, keep_h: float):
     h, w = frames[0].shape[:2]
-    dy, dx = int(h * 0.08), int(w * 0.08)  # 8 % off every side: 70 % of the picture left
-    return [f[dy:h - dy, dx:w - dx] for f in frames], fps, crf
+    dy, dx = int(round(h * (1 - keep_h) / 2)), int(round(w * (1 - keep_w) / 2))
+    return [f[dy:h - dy, dx:w - dx] for f in frames]
+
+
+def crop8(frames, fps, crf):  # a zoomed re-upload: 8 % off every side, 71 % of the picture left
+    return centred_crop(frames, 0.84, 0.84), fps, crf
+
+
+def crop4(frames, fps, crf):  # a light zoom: 4 % off every side
+    return centred_crop(frames, 0.92, 0.92), fps, crf
+
+
+def crop_aspect(frames, fps, crf):  # 16:9 cut to 4:3 in the centre (4:3 sources: cut to 16:9)
+    h, w = frames[0].shape[:2]
+    return (centred_crop(frames, 0.75, 1.0) if w * 9 >= h * 16 else centred_crop(frames, 1.0, 0.75)), fps, crf
+
+
+def crop_bottom(frames, fps, crf):  # off-centre: the bottom 10 % cut (a burned-in ticker or logo removed)
+    h = frames[0].shape[0]
+    return [f[:h - int(h * 0.1)] for f in frames], fps, crf
 
 
 def letterbox(frames, fps, crf):
@@ -121,14 +149,15 @@ def trim(frames, fps, crf):
     return frames[int(round(0.8 * fps)):], fps, crf
 
 
-SINGLE = {"rescale": [rescale], "fps10": [frame_rate], "crf32": [recompress], "crop": [crop],
-          "letterbox": [letterbox], "trim": [trim]}
+SINGLE = {"rescale": [rescale], "fps10": [frame_rate], "crf32": [recompress], "crop4": [crop4], "crop8": [crop8],
+          "crop_aspect": [crop_aspect], "crop_bottom": [crop_bottom], "letterbox": [letterbox], "trim": [trim]}
 COMBINED = {
     "rescale+fps10+crf32": [rescale, frame_rate, recompress],
-    "crop+crf32": [crop, recompress],
+    "crop8+crf32": [crop8, recompress],
+    "crop_aspect+rescale+crf32": [crop_aspect, rescale, recompress],
     "letterbox+rescale+crf32": [letterbox, rescale, recompress],
     "trim+fps10+crf32": [trim, frame_rate, recompress],
-    "trim+crop+rescale+fps10+crf32": [trim, crop, rescale, frame_rate, recompress],
+    "trim+crop8+rescale+fps10+crf32": [trim, crop8, rescale, frame_rate, recompress],
     "letterbox+trim+rescale+fps10+crf32": [trim, letterbox, rescale, frame_rate, recompress],
 }
 KINDS = SINGLE | COMBINED
@@ -202,11 +231,123 @@ def evaluate(clips, vectors, hashes, kinds: list[str], with_near_exact: bool) ->
             "originals_merged": int((dropped & ~is_copy).sum()), "by_stage": by_stage}
 
 
+# --- scale (--scale) ---------------------------------------------------------------------------------
+
+def synthetic_collection(n: int, seed: int, crops: bool) -> tuple[list[ClipHashes], np.ndarray]:
+    """n clips of 8-24 frames; each frame is its clip's base hash with each bit flipped with probability
+    1/2 (a fast shot) down to 1/32 (a nearly static one). 1 % are copies of an earlier clip: 12 bits
+    flipped in every frame and, for half of them when crops are hashed, the earlier clip's 0.88 crop as
+    their whole picture. Returns the clips and, per clip, the clip it copies (-1 for none)."""
+    rng = np.random.default_rng(seed)
+    variants = 1 + len(CROPS) if crops else 1
+    frames = rng.integers(8, 25, size=n)
+    starts = np.concatenate([[0], np.cumsum(frames)])
+    hashes = np.repeat(rng.integers(0, 2**64, size=(n, variants, WORDS), dtype=np.uint64), frames, axis=0)
+    speed = np.repeat(rng.integers(1, 6, size=n), frames)  # each bit flips with probability 2^-speed
+    for start in range(0, len(hashes), 1 << 20):  # in slices: a million clips' masks at once would not fit
+        part = slice(start, start + (1 << 20))
+        mask = rng.integers(0, 2**64, size=hashes[part].shape, dtype=np.uint64)
+        for extra in range(1, 5):
+            mask &= np.where((speed[part] > extra)[:, None, None],
+                             rng.integers(0, 2**64, size=mask.shape, dtype=np.uint64), np.uint64(2**64 - 1))
+        hashes[part] ^= mask
+    clips = [ClipHashes(0.25, hashes[starts[i]:starts[i + 1]], np.ones(int(frames[i]), bool)) for i in range(n)]
+    copies = np.full(n, -1)
+    for index in rng.choice(np.arange(n // 2, n), n // 100, replace=False).tolist():
+        source = int(rng.integers(0, index))
+        copied = clips[source].hashes.copy()
+        for bit in rng.choice(256, 12, replace=False).tolist():
+            copied[..., bit // 64] ^= np.uint64(1) << np.uint64(bit % 64)
+        if crops and rng.random() < 0.5:
+            copied[:, 0] = copied[:, 4]  # the copy is the earlier clip's 0.88 × 0.88 centre
+        clips[index], copies[index] = ClipHashes(0.25, copied, np.ones(len(copied), bool)), source
+    return clips, copies
+
+
+def legacy_near_exact_dedup(clips: list[ClipHashes]) -> np.ndarray:
+    """The previous candidate search (commit 7770ddc): per frame, a Python dict per 16-bit band of the kept
+    clips' whole-picture hashes; a kept clip whose frames share a band with 30 % of the new clip's frames
+    is compared (here with today's ``compare``). Returns duplicate_of."""
+    duplicate_of = np.full(len(clips), -1)
+    buckets: list[dict[int, list[int]]] = [{} for _ in range(16)]
+    for index, clip in enumerate(clips):
+        bands = np.ascontiguousarray(clip.hashes[clip.valid, 0]).view(np.uint16).reshape(-1, 16).astype(np.int64)
+        hits: dict[int, int] = {}
+        for frame_bands in bands.tolist():
+            hit: set[int] = set()
+            for b, value in enumerate(frame_bands):
+                members = buckets[b].get(value)
+                if members and len(members) <= 4096:
+                    hit.update(members)
+            for other in hit:
+                hits[other] = hits.get(other, 0) + 1
+        needed = max(1, int(np.ceil(0.3 * len(bands))))
+        best, best_share = -1, -1.0
+        for other in sorted(o for o, count in hits.items() if count >= needed):
+            match = compare(clip, clips[other])
+            if is_duplicate(match) and match.matched_share > best_share:
+                best, best_share = other, match.matched_share
+        if best >= 0:
+            duplicate_of[index] = best
+            continue
+        for b in range(16):
+            for value in np.unique(bands[:, b]).tolist():
+                buckets[b].setdefault(value, []).append(index)
+    return duplicate_of
+
+
+def memory_kib(field: str) -> int:
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith(field))
+
+
+def scale_one(n: int, implementation: str, crops: bool) -> dict:
+    """One measurement, meant to run alone in its process: peak memory is the process's high-water mark."""
+    clips, copies = synthetic_collection(n, seed=n, crops=crops)
+    before = memory_kib("VmRSS:")
+    started = time.perf_counter()
+    duplicate_of = near_exact_dedup(clips).duplicate_of if implementation == "new" else legacy_near_exact_dedup(clips)
+    seconds = time.perf_counter() - started
+    planted = copies >= 0
+    return {"clips": n, "frames": int(sum(len(c.valid) for c in clips)), "implementation": implementation,
+            "crops": crops, "seconds": round(seconds, 1), "hashes_gib": round(before / 2**20, 2),
+            "peak_gib": round(memory_kib("VmHWM:") / 2**20, 2), "planted": int(planted.sum()),
+            "planted_found": int((duplicate_of[planted] == copies[planted]).sum()),
+            "other_drops": int(((duplicate_of >= 0) & ~planted).sum())}
+
+
+def scale(sizes: list[int], old_up_to: int, whole_only_from: int) -> None:
+    print("| clips | frames | crops hashed | implementation | wall s | RSS before (hash sets) GiB | peak RSS GiB | "
+          "planted copies found | other drops |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for n in sizes:
+        runs = [("new", n < whole_only_from)] + ([("old", False), ("new", False)] if n <= old_up_to else [])
+        for implementation, crops in runs:
+            command = [sys.executable, __file__, "--scale-one", str(n), implementation] + (["--crops"] if crops else [])
+            output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+            row = json.loads(output.strip().splitlines()[-1])
+            print(f"| {row['clips']:,} | {row['frames']:,} | {'yes' if row['crops'] else 'no'} | {implementation} | "
+                  f"{row['seconds']} | {row['hashes_gib']} | {row['peak_gib']} | {row['planted_found']}/{row['planted']} | "
+                  f"{row['other_drops']} |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--keep", type=Path, help="build the corpus here and keep it")
     parser.add_argument("--reuse", action="store_true", help="with --keep: use the corpus already there")
+    parser.add_argument("--scale", help="comma-separated clip counts: time near_exact_dedup on synthetic hash sets")
+    parser.add_argument("--old-up-to", type=int, default=20000, help="with --scale: run the previous search up to this size")
+    parser.add_argument("--whole-only-from", type=int, default=1_000_000,
+                        help="with --scale: from this size, whole-picture hashes only (crop hashes would not fit in memory)")
+    parser.add_argument("--scale-one", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--crops", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.scale_one:
+        print(json.dumps(scale_one(int(args.scale_one[0]), args.scale_one[1], args.crops)))
+        return
+    if args.scale:
+        scale([int(x) for x in args.scale.split(",")], args.old_up_to, args.whole_only_from)
+        return
     torch.set_num_threads(2)
     with tempfile.TemporaryDirectory() as scratch:
         directory = args.keep or Path(scratch)

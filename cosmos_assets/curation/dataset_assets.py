@@ -162,8 +162,10 @@ class EmbeddingConfig(dg.Config):
     clips_per_batch: int = Field(default=8, description="Clips embedded per model call.")
 
 
+# code_version 3: frame_hashes also hold each frame's centred crops (frame_hashes.HASH_VERSION 2). Rows written
+# by version 2 still decode, as whole-picture hashes: a crop copy among them is found once they are re-embedded.
 @dg.asset(partitions_def=ingest_batches, group_name=GROUP, pool="gpu", kinds={"pytorch", "parquet"}, owners=["team:curation"],
-          code_version="embeddings-2", tags=pod_class("gpu-embedder"))
+          code_version="embeddings-3", tags=pod_class("gpu-embedder"))
 def clip_embeddings(
     context: dg.AssetExecutionContext, config: EmbeddingConfig, embedders: EmbedderResource, storage: CosmosStorage,
     filtered_clips: pl.DataFrame, clip_captions: pl.DataFrame, clip_scores: pl.DataFrame,
@@ -279,17 +281,18 @@ def _pair_sheet(storage: CosmosStorage, rows: list[dict], by_id: dict[str, dict]
 
 
 @dg.asset(group_name=GROUP, pool="collection", deps=[clip_embeddings], kinds={"python", "lancedb"}, owners=["team:curation"],
-          code_version="dedup-2", tags=pod_class("cpu-dataset"))
+          code_version="dedup-3", tags=pod_class("cpu-dataset"))
 def deduplicated_clips(
     context: dg.AssetExecutionContext, config: DedupAssetConfig, embedders: EmbedderResource, storage: CosmosStorage,
 ) -> dg.Output[pl.DataFrame]:
     """Every embedded clip of the whole collection, kept or dropped as a duplicate of a named kept clip:
     exact duplicates by clip content hash, then near-exact ones by time-aligned perceptual frame hashes
-    (a re-encode, rescale, frame-rate change, letterbox or trimmed start of the same footage), then SemDeDup
-    over the video embeddings. ``reason`` names the stage and ``evidence`` its measure (JSON: Hamming
-    distance and share of matched frames, or cosine) and the clip kept instead. Older clips win, so
-    a clip landing today that duplicates last week's is the one dropped. First it writes the new batches'
-    embeddings into LanceDB: this step, one at a time in the ``collection`` pool, is LanceDB's only writer."""
+    (a re-encode, rescale, frame-rate change, letterbox, centred crop or trimmed start of the same footage),
+    then SemDeDup over the video embeddings. ``reason`` names the stage and ``evidence`` its measure (JSON:
+    Hamming distance and share of matched frames, and which clip is a centred crop of the other if one is;
+    or cosine) and the clip kept instead. Older clips win, so a clip landing today that duplicates last
+    week's is the one dropped. First it writes the new batches' embeddings into LanceDB: this step, one at
+    a time in the ``collection`` pool, is LanceDB's only writer."""
     video = embedders.video()
     name = table_name(video.name, video.dim)
     store = vector_store(storage)
@@ -327,7 +330,8 @@ def deduplicated_clips(
             similarity[index] = float(unit[index] @ unit[kept_index])  # the cosine, to compare with the semantic stage's
             evidence[index] = _evidence("near_exact", ids[kept_index], hamming=float(near.hamming[local]),
                                         matched_frames=round(float(near.matched_share[local]), 3),
-                                        frames=int(near.matched_frames[local]), cosine=round(similarity[index], 4))
+                                        frames=int(near.matched_frames[local]), cosine=round(similarity[index], 4),
+                                        **({"crop": near.crop[local]} if near.crop[local] else {}))
         survivors = survivors[near.duplicate_of < 0]
     dedup_config = config.to_dataclass(DedupConfig)
     semantic = semantic_dedup(all_vectors[survivors], priority[survivors], dedup_config)

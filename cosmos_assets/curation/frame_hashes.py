@@ -9,30 +9,43 @@ would need a C++ build, so this is a hash of the same family, in numpy/OpenCV:
   dark in every sampled frame), so a letterboxed copy hashes the same picture.
 - The cropped luma is resized to 64 × 64 (area averaging), its 2-D DCT taken, and the 16 × 16
   lowest-frequency coefficients are compared with their median: 256 bits per frame, as PDQ. Low
-  frequencies survive rescaling, re-compression and small crops; the median makes the hash
-  independent of brightness and contrast. Nearly flat frames (fades, black) carry no information and
-  are marked invalid: they neither match nor count.
+  frequencies survive rescaling and re-compression; the median makes the hash independent of
+  brightness and contrast. Nearly flat frames (fades, black) carry no information and are marked
+  invalid: they neither match nor count.
+- Crops: the hash moves by ~15 bits per 1 % of the picture cut from each side (measured by
+  bench/near_duplicates.py), so a cropped copy does not match the whole picture. Each frame is therefore
+  also hashed at the centred crops in ``CROPS`` (a zoomed re-upload: 1.5-10.5 % off every side in steps of
+  1.5 %; a 16:9 picture cut to 4:3 or a 4:3 one to 16:9). A copy that is a centred crop of a clip matches
+  one of that clip's crop hashes, whichever of the two landed first. Off-centre crops (one edge cut, a
+  pan-and-scan) are not covered.
 - Two clips are compared on a common time offset (one clip may start later: a trimmed start or a shot
   cut at another frame): for each offset the share of the later clip's valid frames that have a frame
   of the earlier clip within ``MAX_HAMMING`` bits at the aligned time (± one sample, which absorbs a
-  changed frame rate and sub-sample misalignment). The clip is a near-exact duplicate when that share
-  is at least ``MIN_MATCHED_SHARE`` over at least ``MIN_MATCHED_FRAMES`` frames.
-- Not crop-invariant: the hash shifts by ~40 bits per 2 % of the picture cut from each side, so a
-  cropped copy (other than black bars) is left to the semantic stage.
+  changed frame rate and sub-sample misalignment), for the whole pictures and for each crop of either
+  clip against the other's whole picture. The clip is a near-exact duplicate when the best share is
+  at least ``MIN_MATCHED_SHARE`` over at least ``MIN_MATCHED_FRAMES`` frames.
 
-Candidate pairs are found through 16 bands of 16 bits of each frame hash (a pair of near-identical
-frames shares a band with high probability, see ``MIN_BAND_HIT_SHARE``); only candidates are compared
-frame by frame. No Dagster here.
+Candidate pairs are found in bulk (numpy, no per-frame Python): each hash gives ``BANDS`` keys of
+``BAND_BITS`` bits; entries that share a key are joined by sorting each band once, and a joined pair counts
+only when the two whole hashes are within ``MAX_HAMMING`` bits. Two clips are compared frame by frame only
+when one such pair of frames joins them (whole picture with whole picture or with a crop). A duplicate is
+missed only when none of its matching frames shares a key with its match: each does not with probability
+0.05 within 20 bits, 0.34 within 28 bits, 0.5 within 32, so a copy of a few frames near ``MAX_HAMMING`` is
+the one at risk.
+No Dagster here.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 from dataclasses import dataclass
 
 import numpy as np
 
-HASH_VERSION = 1
+# 2: every frame also hashed at the centred crops in CROPS; hashes stored as base64 (v1 columns still
+# decode, as whole-picture hashes only).
+HASH_VERSION = 2
 HASH_FPS = 4.0
 MAX_HASH_FRAMES = 480  # 2 minutes at 4 fps; longer clips are sampled more sparsely
 HASH_SIZE = 64
@@ -45,19 +58,29 @@ MIN_FRAME_STD = 4.0  # luma standard deviation under which a frame is flat (no h
 MAX_HAMMING = 32  # of 256 bits
 MIN_MATCHED_SHARE = 0.7
 MIN_MATCHED_FRAMES = 3
-BANDS = 16
-# A kept clip is compared frame by frame only when this share of the new clip's frames share a band with
-# it: a frame within 32 bits of another shares one of 16 bands of 16 bits with probability ≥ 0.87, so a
-# true duplicate (≥ 70 % of frames matched) has about 60 % or more; a random pair of frames 0.4 %.
-MIN_BAND_HIT_SHARE = 0.3
-MAX_BUCKET = 4096  # a band value shared by more kept frames than this is not used to find candidates
+# (kept width, kept height) of each centred crop hashed besides the whole picture. Measured on the bench's
+# shots rescaled and at CRF 32 (worst shot's median): the copy's own crop 14-19 bits, 0.5 % per side away
+# ≤ 24, 1 % away 28-34: hence steps of 1.5 % per side, none more than 0.75 % from any crop up to 11 %.
+CROPS = tuple((round(1 - 2 * cut, 3), round(1 - 2 * cut, 3)) for cut in (0.015, 0.03, 0.045, 0.06, 0.075, 0.09, 0.105)) + (
+    (0.75, 1.0), (1.0, 0.75))
+# Keys: 19 windows of 24 bits starting every 12 bits over bits 0-239 (the last row of frequencies, the
+# least stable, is left out). A frame within 20 bits of another shares one of them with probability 0.95,
+# within 28 bits 0.66, within 32 bits 0.50 (simulated); two random frames with probability 1e-6, which keeps
+# the joins linear up to millions of clips (16-bit keys would give 3e10 random frame pairs at a million
+# clips; overlapping windows catch more than 10 disjoint ones, 0.45 within 28 bits, at twice the joins).
+BAND_BITS = 24
+BAND_STEP = 12
+BANDS = 19
+MAX_BUCKET = 4096  # a key shared by more entries than this is not used to find candidates
 
 
 @dataclass(frozen=True)
 class ClipHashes:
     """256-bit hashes of frames sampled every ``step_s`` seconds from the clip's start.
 
-    hashes: uint64[n, 4]; valid: bool[n] (False for flat frames, whose hash means nothing).
+    hashes: uint64[n, v, 4], the whole picture (v = 0) then each of ``CROPS`` (v = 1..); only the whole
+    picture (v of size 1) for hashes stored before crops were hashed. valid: bool[n] (False for flat frames,
+    whose hash means nothing).
     """
 
     step_s: float
@@ -65,9 +88,11 @@ class ClipHashes:
     valid: np.ndarray
 
     def encode(self) -> str:
-        """A compact JSON string (the ``frame_hashes`` column)."""
-        return json.dumps({"v": HASH_VERSION, "step_s": self.step_s,
-                           "h": [h.tobytes().hex() if ok else None for h, ok in zip(self.hashes, self.valid)]},
+        """A compact JSON string (the ``frame_hashes`` column): the valid frames' hashes as base64."""
+        crops = [list(c) for c in CROPS[:self.hashes.shape[1] - 1]]
+        return json.dumps({"v": HASH_VERSION, "step_s": self.step_s, "crops": crops,
+                           "valid": "".join("1" if ok else "0" for ok in self.valid),
+                           "h": base64.b64encode(np.ascontiguousarray(self.hashes[self.valid]).tobytes()).decode()},
                           separators=(",", ":"))
 
     @classmethod
@@ -75,16 +100,22 @@ class ClipHashes:
         if not text:
             return None
         data = json.loads(text)
+        if data.get("v") == 1:
+            rows = data["h"]
+            hashes = np.zeros((len(rows), 1, WORDS), dtype=np.uint64)
+            valid = np.array([row is not None for row in rows], dtype=bool)
+            for i, row in enumerate(rows):
+                if row is not None:
+                    hashes[i, 0] = np.frombuffer(bytes.fromhex(row), dtype=np.uint64)
+            return cls(float(data["step_s"]), hashes, valid)
         if data.get("v") != HASH_VERSION:
             return None
-        rows = data["h"]
-        hashes = np.zeros((len(rows), WORDS), dtype=np.uint64)
-        valid = np.zeros(len(rows), dtype=bool)
-        for i, row in enumerate(rows):
-            if row is not None:
-                hashes[i] = np.frombuffer(bytes.fromhex(row), dtype=np.uint64)
-                valid[i] = True
-        return cls(float(data["step_s"]), hashes, valid)
+        valid = np.array([c == "1" for c in data["valid"]], dtype=bool)
+        crops = [tuple(c) for c in data["crops"]]
+        hashes = np.zeros((len(valid), 1 + len(crops), WORDS), dtype=np.uint64)
+        hashes[valid] = np.frombuffer(base64.b64decode(data["h"]), dtype=np.uint64).reshape(-1, 1 + len(crops), WORDS)
+        # Crops hashed under another CROPS list mean other pictures: only the whole picture is comparable.
+        return cls(float(data["step_s"]), hashes if crops == list(CROPS) else hashes[:, :1], valid)
 
 
 def _crop_bars(lumas: np.ndarray) -> tuple[slice, slice]:
@@ -101,31 +132,44 @@ def _crop_bars(lumas: np.ndarray) -> tuple[slice, slice]:
     return inside(rows), inside(columns)
 
 
-def frame_hashes_of(lumas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Hashes (uint64[n, 4]) and validity of luma frames (float32[n, h, w]) of one clip."""
+_WEIGHTS = (1 << np.arange(64, dtype=np.uint64)).astype(np.uint64)
+
+
+def _bits(small: np.ndarray) -> np.ndarray:
+    """The 256-bit DCT hash (uint64[4]) of a 64 × 64 luma picture."""
+    import cv2
+
+    low = cv2.dct(small)[:LOW_FREQUENCIES, :LOW_FREQUENCIES].ravel()
+    bits = (low > np.median(low)).reshape(WORDS, 64).astype(np.uint64)
+    return (bits * _WEIGHTS).sum(axis=1, dtype=np.uint64)
+
+
+def frame_hashes_of(lumas: np.ndarray, crops: tuple[tuple[float, float], ...] = CROPS) -> tuple[np.ndarray, np.ndarray]:
+    """Hashes (uint64[n, 1 + len(crops), 4]: the whole picture, then each centred crop) and validity of
+    luma frames (float32[n, h, w]) of one clip."""
     import cv2
 
     n = len(lumas)
-    hashes = np.zeros((n, WORDS), dtype=np.uint64)
+    hashes = np.zeros((n, 1 + len(crops), WORDS), dtype=np.uint64)
     valid = np.zeros(n, dtype=bool)
     if n == 0:
         return hashes, valid
     rows, columns = _crop_bars(lumas)
-    weights = (1 << np.arange(64, dtype=np.uint64)).astype(np.uint64)
     for i, luma in enumerate(lumas):
         picture = np.ascontiguousarray(luma[rows, columns], dtype=np.float32)
         if float(picture.std()) < MIN_FRAME_STD:
             continue
-        small = cv2.resize(picture, (HASH_SIZE, HASH_SIZE), interpolation=cv2.INTER_AREA)
-        low = cv2.dct(small)[:LOW_FREQUENCIES, :LOW_FREQUENCIES].ravel()
-        bits = (low > np.median(low)).reshape(WORDS, 64).astype(np.uint64)
-        hashes[i] = (bits * weights).sum(axis=1, dtype=np.uint64)
+        height, width = picture.shape
+        for v, (keep_w, keep_h) in enumerate(((1.0, 1.0), *crops)):
+            dy, dx = int(round(height * (1 - keep_h) / 2)), int(round(width * (1 - keep_w) / 2))
+            part = picture[dy:height - dy, dx:width - dx]
+            hashes[i, v] = _bits(cv2.resize(part, (HASH_SIZE, HASH_SIZE), interpolation=cv2.INTER_AREA))
         valid[i] = True
     return hashes, valid
 
 
 def clip_hashes(path, max_side: int = 256) -> ClipHashes:
-    """Hash a clip file: frames at ``HASH_FPS`` (fewer for long clips), luma, bars cropped."""
+    """Hash a clip file: frames at ``HASH_FPS`` (fewer for long clips), luma, bars cropped, whole and at ``CROPS``."""
     import av
 
     from cosmos_assets.models.frames import sample_frames
@@ -136,15 +180,10 @@ def clip_hashes(path, max_side: int = 256) -> ClipHashes:
     sampled = sample_frames(path, fps, MAX_HASH_FRAMES, max_side=max_side)
     frames = np.asarray(sampled.frames, dtype=np.float32)
     if len(frames) == 0:
-        return ClipHashes(1.0 / fps, np.zeros((0, WORDS), np.uint64), np.zeros(0, bool))
+        return ClipHashes(1.0 / fps, np.zeros((0, 1 + len(CROPS), WORDS), np.uint64), np.zeros(0, bool))
     lumas = frames[..., 0] * 0.299 + frames[..., 1] * 0.587 + frames[..., 2] * 0.114
     hashes, valid = frame_hashes_of(lumas)
     return ClipHashes(1.0 / float(sampled.fps) if getattr(sampled, "fps", None) else 1.0 / fps, hashes, valid)
-
-
-def hamming_matrix(first: np.ndarray, second: np.ndarray) -> np.ndarray:
-    """Bit distances between every row of ``first`` (uint64[n, 4]) and of ``second`` (uint64[m, 4])."""
-    return np.bitwise_count(first[:, None, :] ^ second[None, :, :]).sum(axis=2, dtype=np.int32)
 
 
 @dataclass(frozen=True)
@@ -153,30 +192,55 @@ class Match:
     matched_frames: int
     median_hamming: float  # over the matched frames
     offset_s: float  # the later clip's start in the earlier clip's time
+    # When a crop matched: which clip's centred crop ("later" or "earlier") equals the other's whole picture,
+    # and the crop's (kept width, kept height) share of that clip's picture.
+    cropped: str | None = None
+    crop: tuple[float, float] | None = None
+
+
+_FAR = 10**6
 
 
 def compare(later: ClipHashes, earlier: ClipHashes, max_hamming: int = MAX_HAMMING) -> Match | None:
-    """Best time alignment of ``later`` inside ``earlier``; None when either has no valid frame."""
+    """Best time alignment of ``later`` inside ``earlier``, over the whole pictures and every crop of
+    either clip against the other's whole picture; None when either has no valid frame. Of alignments
+    matching as many frames, the one with the smallest total distance wins, then the whole pictures,
+    then the smaller offset."""
     q_index, c_index = np.flatnonzero(later.valid), np.flatnonzero(earlier.valid)
     if len(q_index) == 0 or len(c_index) == 0:
         return None
+    q_hashes, c_hashes = later.hashes[q_index], earlier.hashes[c_index]
+    # Pairings: whole × whole, whole × each crop of the earlier clip, each crop of the later clip × whole.
+    distance = np.concatenate([  # later frame × earlier frame × pairing
+        np.bitwise_count(q_hashes[:, None, None, 0] ^ c_hashes[None, :, :]).sum(axis=-1, dtype=np.int32),
+        np.bitwise_count(q_hashes[:, None, 1:] ^ c_hashes[None, :, None, 0]).sum(axis=-1, dtype=np.int32)], axis=2)
+    distance = np.moveaxis(distance, 2, 0)  # pairing × later frame × earlier frame
     # Both on the earlier clip's sampling grid (steps differ only for long clips).
-    ratio = later.step_s / earlier.step_s
-    distance = hamming_matrix(later.hashes[q_index], earlier.hashes[c_index])
-    q_pos = np.rint(q_index * ratio).astype(np.int64)
-    best: Match | None = None
-    for offset in np.unique(c_index[None, :] - q_pos[:, None]):
-        target = q_pos + offset
-        # The nearest candidate frame within ± one sample of the aligned time.
-        near = np.abs(c_index[None, :] - target[:, None]) <= 1
-        aligned = np.where(near, distance, 10**6).min(axis=1)
-        hit = aligned <= max_hamming
-        matched = int(hit.sum())
-        if best is not None and matched <= best.matched_frames:
-            continue
-        best = Match(matched / len(q_index), matched, float(np.median(aligned[hit])) if matched else float("nan"),
-                     float(offset * earlier.step_s))
-    return best
+    q_pos = np.rint(q_index * later.step_s / earlier.step_s).astype(np.int64)
+    length = int(c_index[-1]) + 1
+    dense = np.full((len(distance), len(q_index), length + 2), _FAR, dtype=np.int32)
+    dense[:, :, c_index + 1] = distance
+    # The nearest earlier frame within ± one sample of each aligned time.
+    window = np.minimum(np.minimum(dense[:, :, :-2], dense[:, :, 1:-1]), dense[:, :, 2:])
+    offsets = np.unique(c_index[None, :] - q_pos[:, None])
+    target = q_pos[:, None] + offsets[None, :]
+    inside = (target >= 0) & (target < length)
+    aligned = np.where(inside, window[:, np.arange(len(q_index))[:, None], np.clip(target, 0, length - 1)], _FAR)
+    hit = aligned <= max_hamming
+    matched = hit.sum(axis=1)  # pairing × offset
+    # Most frames matched; among those, the smallest total distance (which crop fits best), then the first.
+    score = matched.astype(np.int64) * (max_hamming + 1) * len(q_index) - np.where(hit, aligned, 0).sum(axis=1)
+    pairing, offset = np.unravel_index(int(np.argmax(score)), score.shape)
+    hits = int(matched[pairing, offset])
+    column = aligned[pairing, :, offset]
+    cropped, crop = None, None
+    whole_vs_crop = c_hashes.shape[1] - 1
+    if 1 <= pairing <= whole_vs_crop:
+        cropped, crop = "later", CROPS[pairing - 1]
+    elif pairing > whole_vs_crop:
+        cropped, crop = "earlier", CROPS[pairing - 1 - whole_vs_crop]
+    return Match(hits / len(q_index), hits, float(np.median(column[column <= max_hamming])) if hits else float("nan"),
+                 float(offsets[offset] * earlier.step_s), cropped, crop)
 
 
 def is_duplicate(match: Match | None, min_share: float = MIN_MATCHED_SHARE) -> bool:
@@ -187,12 +251,14 @@ def is_duplicate(match: Match | None, min_share: float = MIN_MATCHED_SHARE) -> b
 @dataclass(frozen=True)
 class NearExactResult:
     """Per clip (input order): -1 when kept by this stage, else the index of the earlier kept clip it
-    repeats; and for those, the match's evidence (share of matched frames, their median Hamming distance)."""
+    repeats; and for those, the match's evidence (share of matched frames, their median Hamming distance,
+    and which clip is a centred crop of the other, if one is: ``{"cropped": "this" | "kept", "keep": [w, h]}``)."""
 
     duplicate_of: np.ndarray
     matched_share: np.ndarray
     hamming: np.ndarray
     matched_frames: np.ndarray
+    crop: list
 
 
 def near_exact_dedup(clips: list[ClipHashes | None], priority: np.ndarray | None = None, *,
@@ -200,46 +266,107 @@ def near_exact_dedup(clips: list[ClipHashes | None], priority: np.ndarray | None
     """Visit clips by priority (smallest first); drop a clip whose frames repeat an earlier kept clip's.
 
     A clip without hashes (None) is kept by this stage. The earlier clip named is the kept candidate
-    with the largest matched share (ties: the earliest)."""
+    with the largest matched share (ties: the earliest by priority)."""
     n = len(clips)
     order = np.arange(n) if priority is None else np.argsort(np.asarray(priority), kind="stable")
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = np.arange(n)
     duplicate_of = np.full(n, -1, dtype=np.int64)
     share = np.full(n, np.nan)
     hamming = np.full(n, np.nan)
     matched_frames = np.zeros(n, dtype=np.int64)
-    buckets: list[dict[int, list[int]]] = [{} for _ in range(BANDS)]
-    for index in order:
-        clip = clips[index]
-        if clip is None or not clip.valid.any():
-            continue
-        bands = _bands(clip.hashes[clip.valid])
-        hits: dict[int, int] = {}  # kept clip -> how many of this clip's frames share a band with one of its frames
-        for frame_bands in bands.tolist():
-            hit: set[int] = set()
-            for b, value in enumerate(frame_bands):
-                members = buckets[b].get(value)
-                if members and len(members) <= MAX_BUCKET:
-                    hit.update(members)
-            for other in hit:
-                hits[other] = hits.get(other, 0) + 1
-        needed = max(1, int(np.ceil(MIN_BAND_HIT_SHARE * len(bands))))
+    crop: list = [None] * n
+    later, earlier = candidate_pairs(clips, rank, max_hamming)
+    bounds = np.flatnonzero(np.diff(later, prepend=-1, append=-1))  # pairs come grouped by later clip, in visiting order
+    for start, end in zip(bounds[:-1], bounds[1:]):
+        index = int(later[start])
         best, best_match = -1, None
-        for other in sorted(o for o, count in hits.items() if count >= needed):
-            match = compare(clip, clips[other], max_hamming)
+        for other in earlier[start:end].tolist():
+            if duplicate_of[other] >= 0:
+                continue  # dropped itself: only kept clips are named
+            match = compare(clips[index], clips[other], max_hamming)
             if is_duplicate(match, min_share) and (best_match is None or match.matched_share > best_match.matched_share):
                 best, best_match = other, match
         if best >= 0:
             duplicate_of[index] = best
             share[index], hamming[index] = best_match.matched_share, best_match.median_hamming
             matched_frames[index] = best_match.matched_frames
-            continue
-        for b in range(BANDS):
-            table = buckets[b]
-            for value in np.unique(bands[:, b]).tolist():
-                table.setdefault(value, []).append(int(index))
-    return NearExactResult(duplicate_of, share, hamming, matched_frames)
+            if best_match.cropped:
+                crop[index] = {"cropped": "this" if best_match.cropped == "later" else "kept", "keep": list(best_match.crop)}
+    return NearExactResult(duplicate_of, share, hamming, matched_frames, crop)
 
 
-def _bands(hashes: np.ndarray) -> np.ndarray:
-    """uint16 bands of each hash: int64[n, 16]."""
-    return np.ascontiguousarray(hashes).view(np.uint16).reshape(len(hashes), BANDS).astype(np.int64)
+def candidate_pairs(clips: list[ClipHashes | None], rank: np.ndarray,
+                    max_hamming: int = MAX_HAMMING) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs (later clip, earlier clip) by ``rank`` with a frame of one within ``max_hamming`` bits of a frame
+    of the other, found through a shared key: whole picture with whole picture or with a crop. Sorted by
+    the later clip's rank, then the earlier's."""
+    clip_of, is_crop, hashes = _entries(clips)
+    n = len(clips)
+    found = []
+    for band in range(BANDS):
+        first, second = _same_key(_key(hashes, band))
+        first, second = first[clip_of[first] != clip_of[second]], second[clip_of[first] != clip_of[second]]
+        # A shared key is only a lead: two random frames share one of the keys with probability 1e-6, and
+        # the whole hashes then differ by ~128 bits. Checking the distance here keeps such pairs from
+        # costing a clip comparison each.
+        close = ~(is_crop[first] & is_crop[second]) & (
+            np.bitwise_count(hashes[first] ^ hashes[second]).sum(axis=1) <= max_hamming)
+        first, second = clip_of[first[close]], clip_of[second[close]]
+        swap = rank[first] < rank[second]
+        found.append(np.unique(np.where(swap, second, first) * n + np.where(swap, first, second)))
+    codes = np.unique(np.concatenate(found)) if found else np.zeros(0, np.int64)
+    later, earlier = codes // n, codes % n
+    by_rank = np.lexsort((rank[earlier], rank[later]))
+    return later[by_rank], earlier[by_rank]
+
+
+def _entries(clips: list[ClipHashes | None]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every hash the candidate search keys: each valid frame's whole picture and its crops. Returns the
+    clip and whether it is a crop, per entry, and the hashes (uint64[m, 4])."""
+    present = [i for i, c in enumerate(clips) if c is not None and c.valid.any()]
+    if not present:
+        return np.zeros(0, np.int64), np.zeros(0, bool), np.zeros((0, WORDS), np.uint64)
+    valid = np.concatenate([clips[i].valid for i in present])
+    clip_of = np.repeat(np.asarray(present, dtype=np.int64), [len(clips[i].valid) for i in present])[valid]
+    whole = np.concatenate([clips[i].hashes[:, 0] for i in present])[valid]
+    # Crops: only clips hashed with them (hashes stored before have the whole picture alone).
+    cropped = [i for i in present if clips[i].hashes.shape[1] == 1 + len(CROPS) > 1]
+    if not cropped:
+        return clip_of, np.zeros(len(whole), bool), whole
+    crop_valid = np.concatenate([clips[i].valid for i in cropped])
+    crop_clip = np.repeat(np.asarray(cropped, dtype=np.int64), [len(clips[i].valid) for i in cropped])[crop_valid]
+    crops = np.concatenate([clips[i].hashes[:, 1:] for i in cropped])[crop_valid].reshape(-1, WORDS)
+    return (np.concatenate([clip_of, np.repeat(crop_clip, len(CROPS))]),
+            np.arange(len(whole) + len(crops)) >= len(whole), np.concatenate([whole, crops]))
+
+
+def _key(hashes: np.ndarray, band: int) -> np.ndarray:
+    """Key ``band`` of each hash: bits ``BAND_STEP``·band onwards, ``BAND_BITS`` of them, as uint32."""
+    start = band * BAND_STEP
+    octets = np.ascontiguousarray(hashes).view(np.uint8).reshape(len(hashes), 32)[:, start // 8:start // 8 + 4]
+    word = np.ascontiguousarray(octets).view("<u4").ravel()
+    return (word >> np.uint32(start % 8)) & np.uint32((1 << BAND_BITS) - 1)
+
+
+def _same_key(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """All pairs of entries (i < j in sorted order) with equal ``key``, keys shared by more than
+    ``MAX_BUCKET`` entries left out. Done by one sort and a loop over the distance within a run of equal
+    keys, so the work is the number of pairs, not a Python step per entry."""
+    order = np.argsort(key)
+    sorted_key = key[order]
+    starts = np.flatnonzero(np.diff(sorted_key, prepend=sorted_key[:1] ^ 1)) if len(key) else np.zeros(0, np.int64)
+    sizes = np.diff(starts, append=len(key))
+    run_size = np.repeat(sizes, sizes)
+    position = np.arange(len(key)) - np.repeat(starts, sizes)
+    active = np.flatnonzero((run_size >= 2) & (run_size <= MAX_BUCKET))
+    first, second = [], []
+    step = 1
+    while len(active):
+        active = active[position[active] + step < run_size[active]]
+        first.append(order[active])
+        second.append(order[active + step])
+        step += 1
+    if not first:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    return np.concatenate(first), np.concatenate(second)
