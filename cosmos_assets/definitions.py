@@ -10,6 +10,7 @@ import os
 import dagster as dg
 
 # The domains' modules, not their `defs`: Dagster loads the one Definitions object found at module scope here.
+from cosmos_assets.critic_training import definitions as critic_training
 from cosmos_assets.curation import definitions as curation
 from cosmos_assets.settings import cosmos_home, cosmos_profile
 from cosmos_assets.synthetic import definitions as synthetic
@@ -26,7 +27,9 @@ from cosmos_assets.common.artefacts import OBJECT_STORE_ENV
 from resources.landing import FIRST_BATCH_FILES_ENV, LandingZoneSettings
 from resources.retraining import RetrainingSettings
 from sensors import curated_dataset_sensor, landing_zone_sensor
+from sensors.critic_training import critic_labels_sensor, critic_training_sensor
 from sensors.training import checkpoint_sensor, retraining_sensor
+from resources.critic_training import CriticTrainingSettings
 
 
 def model_resources(profile: str, home: str) -> dict:
@@ -90,6 +93,24 @@ def synthetic_settings(profile: str) -> SyntheticSettings:
     )
 
 
+SELF_SUPERVISED_ENV = "COSMOS_SELF_SUPERVISED_LABELS"
+
+
+def critic_training_settings(profile: str) -> CriticTrainingSettings:
+    """The critic loop per profile: ``local`` trains the feature critic on self-supervised labels of a few curated
+    clips and retrains after 20 new labels; ``gpu`` / ``k8s`` tune the Reason model (``vlm`` resource) with LoRA
+    once 200 labels are new. COSMOS_SELF_SUPERVISED_LABELS=0 turns the derived labels off (landed labels still count)."""
+    env = os.environ.get
+    local = profile == "local"
+    return CriticTrainingSettings(
+        backend=env("COSMOS_CRITIC_BACKEND", "feature" if local else "reason"),
+        min_new_labels=int(env("COSMOS_CRITIC_MIN_NEW_LABELS", "20" if local else "200")),
+        self_supervised=env(SELF_SUPERVISED_ENV, "1") not in ("0", "false", "no", "off"),
+        self_supervised_clips=24 if local else 256,
+        label_settle_seconds=float(env("COSMOS_SETTLE_SECONDS", "10")),
+    )
+
+
 def object_store_url(profile: str) -> str | None:
     """``COSMOS_OBJECT_STORE_URL`` puts every artefact, table and the vector store on that store, in any
     profile. The k8s profile needs it: its step pods share no disk."""
@@ -108,12 +129,14 @@ def build_definitions(profile: str | None = None) -> dg.Definitions:
     # the k8s profile gives each step its own pod instead (added below, sized per asset).
     executor = dg.in_process_executor if profile in ("local", "gpu") else None
     profile_defs = dg.Definitions(
-        sensors=[landing_zone_sensor, curated_dataset_sensor, generation_round_sensor, synthetic_batch_sensor, retraining_sensor, checkpoint_sensor],
+        sensors=[landing_zone_sensor, curated_dataset_sensor, generation_round_sensor, synthetic_batch_sensor, retraining_sensor,
+                 checkpoint_sensor, critic_labels_sensor, critic_training_sensor],
         executor=executor,
         resources={
             "io_manager": ParquetTableIOManager(home=home, object_store_url=store_url),
             "storage": CosmosStorage(home=home, object_store_url=store_url),
             "synthetic": synthetic_settings(profile),
+            "critic_training": critic_training_settings(profile),
             "shot_detector": ShotDetectorResource(device=os.environ.get("COSMOS_DEVICE", "auto")),
             **model_resources(profile, home),
             "landing_zone": LandingZoneSettings(
@@ -123,7 +146,7 @@ def build_definitions(profile: str | None = None) -> dg.Definitions:
             ),
         },
     )
-    defs = dg.Definitions.merge(curation.defs, synthetic.defs, training.defs, profile_defs)
+    defs = dg.Definitions.merge(curation.defs, synthetic.defs, training.defs, critic_training.defs, profile_defs)
     return with_kubernetes_executor(defs) if profile == "k8s" else defs
 
 

@@ -147,6 +147,7 @@ def watched_folders(defs: dg.Definitions) -> list[tuple[str, Path, float]]:
         ("synthetic inbox", paths.synthetic_inbox, defs.resources["synthetic"].inbox_settle_seconds),
         # checkpoint_sensor takes inbox drops with the landing zone's settle time.
         ("checkpoint inbox", paths.checkpoint_inbox, landing_settle),
+        ("label inbox", paths.label_inbox, defs.resources["critic_training"].label_settle_seconds),
     ]
 
 

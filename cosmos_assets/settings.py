@@ -92,6 +92,11 @@ class CosmosPaths:
         return self.home / "checkpoint_inbox"
 
     @property
+    def label_inbox(self) -> Path:
+        """Where critic labels land (JSONL / CSV / Cosmos RL conversations; videos they name may sit beside them)."""
+        return self.home / "label_inbox"
+
+    @property
     def lancedb(self) -> Path:
         return self.home / keys.LANCEDB
 

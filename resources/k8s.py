@@ -86,7 +86,7 @@ POD_CLASSES: dict[str, PodClass] = {
                  memory="64Gi", gpus=1, min_gpu_memory_gib=48, scratch="100Gi", deadline_hours=24),
         PodClass("gpu-predict2-14b", "Cosmos-Predict2 14B + T5 encoder + guardrail (~54 GB bf16)", cpu="12", cpu_limit="16",
                  memory="96Gi", gpus=1, min_gpu_memory_gib=80, scratch="100Gi", deadline_hours=24),
-        PodClass("gpu-train-2b", "LoRA post-training of the 2B generator", cpu="16", cpu_limit="24", memory="128Gi",
+        PodClass("gpu-train-2b", "LoRA post-training of the 2B generator or the Reason-7B critic", cpu="16", cpu_limit="24", memory="128Gi",
                  gpus=1, min_gpu_memory_gib=80, scratch="200Gi", deadline_hours=47),
         PodClass("gpu-eval", "2B generator + Reason-7B critic on fixed prompts", cpu="8", cpu_limit="16", memory="80Gi",
                  gpus=1, min_gpu_memory_gib=80, scratch="100Gi", deadline_hours=24),

@@ -116,10 +116,26 @@ class VisionLanguageResource(ModelResource):
                 lambda: EndpointVLM(self.endpoint_url, self.model, self.endpoint_api_key, self.endpoint_timeout_s,
                                     self.endpoint_max_retries, sizing=sizing),
             )
-        checkpoint = resolve_model(self.model, role="vision-language", models_root=self.models_root, revision=self.revision)
-        speedups = VLMSpeedups(share_prefill=self.share_prefill, static_decode=self.static_decode, cuda_graphs=self.cuda_graphs,
-                               device_preprocess=self.device_preprocess, batched_vision=self.batched_vision)
-        return load_transformers_vlm(checkpoint, self.torch_device(), self.torch_dtype(), sizing, speedups=speedups)
+        return load_transformers_vlm(self.checkpoint(), self.torch_device(), self.torch_dtype(), sizing, speedups=self._speedups())
+
+    def checkpoint(self):
+        """The base checkpoint of the transformers backend (what a critic adapter must have been trained on)."""
+        return resolve_model(self.model, role="vision-language", models_root=self.models_root, revision=self.revision)
+
+    def _speedups(self) -> VLMSpeedups:
+        return VLMSpeedups(share_prefill=self.share_prefill, static_decode=self.static_decode, cuda_graphs=self.cuda_graphs,
+                           device_preprocess=self.device_preprocess, batched_vision=self.batched_vision)
+
+    def tuned(self, adapter_path):
+        """The base model with a critic adapter on it (its own copy; the cached base stays untuned). Refuses an
+        adapter trained on another base (``AdapterMismatch``)."""
+        if self.backend == "endpoint":
+            raise dg.Failure("a tuned critic adapter needs the transformers backend (serve it from the endpoint instead)")
+        from cosmos_assets.critic_training.reason_tuning import load_tuned_vlm
+
+        return MODELS.get(("vlm-tuned", self.model, str(adapter_path)),
+                          lambda: load_tuned_vlm(self.checkpoint(), adapter_path, self.torch_device(), self.torch_dtype(),
+                                                 speedups=self._speedups()))
 
 
 class EmbedderResource(ModelResource):

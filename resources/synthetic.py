@@ -21,6 +21,10 @@ class SyntheticSettings(dg.ConfigurableResource):
         default="metric",
         description="metric: structure, motion, flicker and exposure measured against the source clip; reason: the "
                     "`vlm` resource answering the anomaly question K times; rubric: the same model rating 1-5.")
+    use_promoted_critic: bool = Field(
+        default=True,
+        description="Once the critic loop has promoted a critic, critique_scores uses it (a feature critic scores "
+                    "P(plausible); a Reason adapter is applied to the `vlm` model) unless a run names its critic.")
     max_width: int = Field(default=320, description="Candidate width (the source's aspect ratio is kept; multiples of 16).")
     seconds: float = Field(default=2.0, description="Candidate length in seconds (1 + 4k frames at `fps`).")
     fps: int = Field(default=16, description="Candidate frames per second.")

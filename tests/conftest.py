@@ -10,6 +10,10 @@ from cosmos_assets.settings import CosmosPaths
 
 SAMPLES = Path(str(package_files.files("cosmos_assets") / "samples"))
 
+# The critic loop's self-supervised labels (every curated dataset version lends clips to critic training) are off
+# for the tests of the other loops, whose runs and timings they would change; tests/test_critic_loop.py turns them on.
+os.environ.setdefault("COSMOS_SELF_SUPERVISED_LABELS", "0")
+
 
 @pytest.fixture(scope="session")
 def samples() -> Path:

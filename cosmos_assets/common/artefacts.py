@@ -54,6 +54,8 @@ SYNTHETIC = f"{ARTEFACTS}/synthetic"
 TRAINING_DATASETS = f"{ARTEFACTS}/training_datasets"
 TRAINING_RUNS = f"{ARTEFACTS}/training_runs"
 CHECKPOINTS = f"{ARTEFACTS}/checkpoints"
+CRITIC = f"{ARTEFACTS}/critic"  # landed label files, self-supervised variants, training sets, runs
+CRITIC_CHECKPOINTS = f"{ARTEFACTS}/critic_checkpoints"
 
 
 def raw_key(content_hash: str, container_suffix: str) -> str:

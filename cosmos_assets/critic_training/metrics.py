@@ -204,12 +204,12 @@ def compare(base: CriticMetrics | Mapping[str, float], tuned: CriticMetrics | Ma
 
 def metrics_table(metrics: CriticMetrics) -> str:
     """A markdown table of one critic's measures and the rows each rests on."""
-    rows = [{"measure": measure, "value": round(value, 4), "rows": metrics.support.get(_support_key(measure))}
+    rows = [{"measure": measure, "value": round(value, 4), "rows": metrics.support.get(support_key(measure))}
             for measure, value in metrics.measures.items()]
     return markdown_table(rows, ["measure", "value", "rows"])
 
 
-def _support_key(measure: str) -> str:
+def support_key(measure: str) -> str:
     """``critique.pearson`` rests on the critique rows, ``vqa.accuracy[environment]`` on ``vqa[environment]``."""
     if "." not in measure:
         return "all"

@@ -28,6 +28,8 @@ from cosmos_assets.common.pictures import (
 )
 from cosmos_assets.common.pod_classes import pod_class
 from cosmos_assets.common.drop_zone import OutsideDropZone
+from cosmos_assets.critic_training import checkpoints as critic_checkpoints
+from cosmos_assets.critic_training.feature_critic import load_feature_critic
 from cosmos_assets.curation.probe import VideoRejected
 from cosmos_assets.models.checkpoints import TINY_LABEL
 from cosmos_assets.models.frames import sample_frames
@@ -567,8 +569,37 @@ def _vlm_rows(context, store, critic: ReasonCritic, candidates: list[dict], conf
     return rows
 
 
+def _learned_rows(context, store, critic, candidates: list[dict], config: CritiqueConfig) -> list[dict]:
+    """The promoted feature critic's P(plausible) per candidate, as it watches any video (its own frame rate)."""
+    rows = []
+    for number, candidate in enumerate(candidates, start=1):
+        try:
+            sampled = sample_frames(store.local_path(candidate["path"]), config.critic_fps, config.critic_max_frames, max_side=256)
+            rating, plausible = critic.score_videos([(sampled.frames, sampled.fps)])[0]
+            rows.append({"candidate_id": candidate["candidate_id"], "score": plausible, "rating_mean": rating,
+                         "trials_total": 0, "trials_parsed": 0, "parse_failures": 0})
+        except (ValueError, OSError) as error:
+            rows.append({"candidate_id": candidate["candidate_id"], "error_class": "UndecodableCandidate",
+                         "error_message": f"{error.__class__.__name__}: {error}"[:500]})
+        if number % 10 == 0 or number == len(candidates):
+            context.log.info(f"critiqued {number}/{len(candidates)}")
+    return rows
+
+
+def _promoted_critic(context, store, synthetic: SyntheticSettings, config: CritiqueConfig):
+    """The critic promoted by the critic loop, when the run did not name a critic and the profile follows promotions."""
+    if config.critic is not None or not synthetic.use_promoted_critic:
+        return None
+    promoted = critic_checkpoints.promoted_critic(store)
+    if promoted is not None:
+        context.log.info(f"critic {promoted.key} ({promoted.backend}, {promoted.critic_version}) is promoted: it scores this round")
+    return promoted
+
+
 @dg.asset(partitions_def=generation_rounds, group_name=GROUP, pool="gpu", kinds={"pytorch", "parquet"}, owners=OWNERS,
-          code_version="critique-1", tags=pod_class("gpu-reason-7b"))
+          code_version="critique-1", tags=pod_class("gpu-reason-7b"),
+          # The critic the critic loop promoted scores from then on: its promotion is upstream of every round's scores.
+          deps=[dg.AssetDep("promoted_critic", partition_mapping=dg.AllPartitionMapping())])
 def critique_scores(
     context: dg.AssetExecutionContext, config: CritiqueConfig, synthetic: SyntheticSettings, vlm: VisionLanguageResource,
     storage: CosmosStorage, synthetic_videos: pl.DataFrame, generation_prompts: pl.DataFrame,
@@ -579,7 +610,12 @@ def critique_scores(
     mode = config.critic or synthetic.critic
     candidates = synthetic_videos.filter(pl.col("status") == "ok").to_dicts()
     requests = {r["request_id"]: r for r in generation_prompts.to_dicts()}
-    if mode == "metric":
+    promoted = _promoted_critic(context, storage.store, synthetic, config)
+    if promoted is not None and promoted.backend == "feature":
+        mode = "learned"
+        critic = load_feature_critic(promoted.weights(storage.store))
+        scored = _learned_rows(context, storage.store, critic, candidates, config)
+    elif mode == "metric":
         critic = MetricCritic(config.to_dataclass(MetricCriticConfig))
         scored = _metric_rows(context, storage.store, critic, candidates, requests)
     elif mode in ("reason", "rubric"):
@@ -587,9 +623,13 @@ def critique_scores(
         if config.trials:
             settings = dataclasses.replace(settings, trials=config.trials)
         critic = ReasonCritic(vlm.get(), settings, mode)
+        if promoted is not None and promoted.backend == "reason":  # the tuned adapter on the `vlm` resource's base
+            critic = ReasonCritic(vlm.tuned(promoted.weights(storage.store)), settings, mode)
         scored = _vlm_rows(context, storage.store, critic, candidates, config)
     else:
         raise dg.Failure(f"critic {mode!r}; expected metric, reason or rubric")
+    if promoted is not None and promoted.backend == "reason" and mode == "metric":
+        context.log.warning(f"critic {promoted.key} is a Reason adapter; this profile's critic is metric, so it is not used")
     identity = critic.identity
     by_id = {c["candidate_id"]: c for c in candidates}
     rows = [{**{k: by_id[r["candidate_id"]][k] for k in ("request_id", "round", "condition")}, "critic": identity["critic"],
@@ -609,7 +649,7 @@ def critique_scores(
         "mean_score": round(float(scores.mean()), 4) if scores.len() else 0.0,
         **_tiny_label(bool(identity["tiny_random"])),
     }
-    if mode != "metric" and table.height:
+    if mode in ("reason", "rubric") and table.height:
         examples = [{"candidate_id": r["candidate_id"][:8], "score": r["score"], "parsed": f"{r['trials_parsed']}/{r['trials_total']}",
                      "first trial": (json.loads(r["trials"])[0]["text"] if r["trials"] else "")[:160]} for r in rows[:6]]
         metadata["trials_examples"] = dg.MetadataValue.md(markdown_table(examples, ["candidate_id", "score", "parsed", "first trial"]))

@@ -18,7 +18,8 @@ RULES = ("best_of_n", "threshold", "best_of_n_and_threshold")
 # Score scales differ by critic: the metric critic's good candidates score 0.8-1 and broken ones under 0.6
 # (measured on the sample clips, bench/RESULTS.md); the Reason critic's score is the share of "No anomaly"
 # trials (a majority); the rubric keeps ratings 4-5 as GR00T-Dreams does ((4 - 1) / 4 = 0.75).
-DEFAULT_THRESHOLDS = {"metric": 0.7, "reason": 0.5, "rubric": 0.75}
+# learned: the promoted feature critic's P(plausible).
+DEFAULT_THRESHOLDS = {"metric": 0.7, "reason": 0.5, "rubric": 0.75, "learned": 0.5}
 
 # Why a candidate was not accepted.
 BAD_INPUT = "bad_input"

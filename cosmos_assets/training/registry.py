@@ -23,8 +23,6 @@ from cosmos_assets.models.checkpoints import CorruptCheckpoint, ModelError, chec
 ADAPTER = "adapter.safetensors"
 MANIFEST = "manifest.json"
 REQUIRED_MANIFEST_KEYS = ("kind", "base_model")
-PROMOTED = f"{CHECKPOINTS}/PROMOTED.json"
-HISTORY = f"{CHECKPOINTS}/history.jsonl"
 
 
 class CheckpointMissing(ModelError):
@@ -61,23 +59,25 @@ def adapter_path(store: ArtefactStore, key: str) -> Path:
     return store.local_path(store.ref(f"{checkpoint_key(key)}/{ADAPTER}"))
 
 
-def promoted(store: ArtefactStore) -> dict | None:
-    return store.read_json_if_exists(PROMOTED)
+def promoted(store: ArtefactStore, root: str = CHECKPOINTS) -> dict | None:
+    """The promoted pointer under ``root`` (the generator's checkpoints by default; the critic's have their own)."""
+    return store.read_json_if_exists(f"{root}/PROMOTED.json")
 
 
-def promote(store: ArtefactStore, key: str, evidence: dict) -> dict:
-    """Point PROMOTED.json at ``key`` and append to history.jsonl once (a re-run adds nothing)."""
+def promote(store: ArtefactStore, key: str, evidence: dict, root: str = CHECKPOINTS) -> dict:
+    """Point ``root``/PROMOTED.json at ``key`` and append to its history.jsonl once (a re-run adds nothing)."""
     entry = {"checkpoint": key, "promoted_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "evidence": evidence}
-    previous = history(store)
+    previous = history(store, root)
     if previous and previous[-1]["checkpoint"] == key:
         return previous[-1]
-    store.write_json(PROMOTED, entry)
-    store.write_bytes(HISTORY, "".join(json.dumps(e) + "\n" for e in previous + [entry]).encode())
+    store.write_json(f"{root}/PROMOTED.json", entry)
+    store.write_bytes(f"{root}/history.jsonl", "".join(json.dumps(e) + "\n" for e in previous + [entry]).encode())
     return entry
 
 
-def history(store: ArtefactStore) -> list[dict]:
-    return [json.loads(line) for line in store.read_bytes(HISTORY).decode().splitlines()] if store.exists(HISTORY) else []
+def history(store: ArtefactStore, root: str = CHECKPOINTS) -> list[dict]:
+    path = f"{root}/history.jsonl"
+    return [json.loads(line) for line in store.read_bytes(path).decode().splitlines()] if store.exists(path) else []
 
 
 INBOX_ERRORS = (ModelError, CorruptCheckpoint, ValueError, OSError, UnicodeDecodeError)
