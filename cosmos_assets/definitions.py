@@ -98,13 +98,13 @@ SELF_SUPERVISED_ENV = "COSMOS_SELF_SUPERVISED_LABELS"
 
 def critic_training_settings(profile: str) -> CriticTrainingSettings:
     """The critic loop per profile: ``local`` trains the feature critic on self-supervised labels of a few curated
-    clips and retrains after 20 new labels; ``gpu`` / ``k8s`` tune the Reason model (``vlm`` resource) with LoRA
+    clips and retrains after 60 new labels (a few videos' worth: fewer teach it nothing); ``gpu`` / ``k8s`` tune the Reason model (``vlm`` resource) with LoRA
     once 200 labels are new. COSMOS_SELF_SUPERVISED_LABELS=0 turns the derived labels off (landed labels still count)."""
     env = os.environ.get
     local = profile == "local"
     return CriticTrainingSettings(
         backend=env("COSMOS_CRITIC_BACKEND", "feature" if local else "reason"),
-        min_new_labels=int(env("COSMOS_CRITIC_MIN_NEW_LABELS", "20" if local else "200")),
+        min_new_labels=int(env("COSMOS_CRITIC_MIN_NEW_LABELS", "60" if local else "200")),
         self_supervised=env(SELF_SUPERVISED_ENV, "1") not in ("0", "false", "no", "off"),
         self_supervised_clips=24 if local else 256,
         label_settle_seconds=float(env("COSMOS_SETTLE_SECONDS", "10")),
