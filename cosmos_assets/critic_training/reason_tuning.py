@@ -11,6 +11,16 @@ the conversation and video inputs its own way (its own frame sampling and proces
 through it would see at training time something other than what ``TransformersVLM`` sends at inference. The
 loop is small: one example per forward pass, gradient accumulation, AdamW on the adapter, a linear warm-up.
 
+Speed at real size (bench/GPU_RESULTS.md, issue 15): the base is frozen, so its backward needs input gradients only;
+what else a step costs is the adapter's. On a bf16 base the adapter computes in bf16 under autocast
+(``adapter_autocast``) while its weights, gradients and AdamW state stay float32 -- peft would otherwise cast every
+adapted projection's input to float32 (seven full copies of the activations per layer, and float32 outputs the size
+of the projections'). LoRA dropout is off by default: with it on, each adapted projection keeps a dropped-out copy
+of its input and a mask for the backward. With both, the 7B critic at ~8k visual tokens trains without activation
+checkpointing within an 80 GB card; where memory is shorter, checkpointing can recompute every
+``checkpoint_every_n_layers``-th language-model layer only, trading the recompute against the memory of the layers
+that keep their activations.
+
 Adapters are peft LoRA layers injected in place (``peft.inject_adapter_in_model``; transformers' own
 ``add_adapter`` wants a newer peft than the 0.21 installed), so the model keeps its class and
 ``TransformersVLM`` (shared prefill, static decode, CUDA graphs) generates with it unchanged. The vision
@@ -121,7 +131,7 @@ class ReasonLoraSettings:
 
     rank: int = knob(16, "LoRA rank of every adapted projection.")
     alpha: float = knob(32.0, "LoRA alpha: the adapter's update is scaled by alpha / rank.")
-    dropout: float = knob(0.05, "Dropout on the adapter's input while training (0..1).")
+    dropout: float = knob(0.0, "Dropout on the adapter's input while training (0..1).")
     target_modules: tuple[str, ...] = knob(LANGUAGE_PROJECTIONS,
                                            "Language-model projections that get an adapter (the vision tower stays frozen).")
 
@@ -137,7 +147,9 @@ class SFTSettings:
 
     lora_rank: int = knob(16, "LoRA rank of every adapted projection.")
     lora_alpha: float = knob(32.0, "LoRA alpha: the adapter's update is scaled by alpha / rank.")
-    lora_dropout: float = knob(0.05, "Dropout on the adapter's input while training (0..1).")
+    lora_dropout: float = knob(0.0, "Dropout on the adapter's input while training (0..1). Off by default: with "
+                               "it on, every adapted projection keeps a dropped-out copy of its input and a mask for "
+                               "the backward (bench/GPU_RESULTS.md has the cost at real size).")
     lora_targets: tuple[str, ...] = knob(LANGUAGE_PROJECTIONS, "Language-model projections that get an adapter.")
     steps: int = knob(200, "Optimiser steps.")
     grad_accumulation: int = knob(8, "Examples whose gradients are summed into one optimiser step (one per forward pass).")
@@ -148,7 +160,14 @@ class SFTSettings:
     seed: int = knob(0, "Seed of the example order, the adapter's initialisation and its dropout.")
     checkpoint_every: int = knob(50, "Steps between resumable checkpoints (0: only the final adapter).")
     keep_checkpoints: int = knob(2, "Most recent resumable checkpoints kept on disk.")
-    gradient_checkpointing: bool = knob(False, "Recompute activations in the backward pass (less memory, ~30 % slower).")
+    gradient_checkpointing: bool = knob(False, "Recompute activations in the backward pass (less memory, slower). Off, "
+                                        "the 7B critic at ~8k visual tokens peaks at 64 GiB (fits an 80 GB card); on, "
+                                        "at 20 GiB and 0.79 samples/s against 1.04 (bench/GPU_RESULTS.md).")
+    checkpoint_every_n_layers: int = knob(1, "With gradient_checkpointing, recompute only every n-th language-model "
+                                          "layer (1: all; 2: half of them, faster, more memory).")
+    adapter_autocast: bool = knob(True, "On a bf16/fp16 base, compute the adapter in the base's dtype under autocast "
+                                  "(its weights, gradients and AdamW state stay float32); off, peft casts every adapted "
+                                  "projection's input to float32. No effect on a float32 base.")
 
     @property
     def lora(self) -> ReasonLoraSettings:
@@ -480,8 +499,11 @@ def example_order(count: int, seed: int, epoch: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch]).permutation(count)
 
 
-def activation_checkpointing(model, enable: bool) -> None:
-    """Recompute each layer's activations in the backward pass (transformers renamed the switch in 5.x)."""
+def activation_checkpointing(model, enable: bool, every_n_layers: int = 1) -> None:
+    """Recompute layers' activations in the backward pass (transformers renamed the switch in 5.x); with
+    ``every_n_layers`` > 1 only every n-th language-model layer recomputes and the others keep their activations."""
+    if every_n_layers < 1:
+        raise ValueError(f"every_n_layers must be >= 1, not {every_n_layers}")
     kwargs = {"use_reentrant": False}  # the reentrant variant needs inputs that require grad; ours do not
     if not hasattr(model, "activation_checkpointing_enable"):
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs) if enable else model.gradient_checkpointing_disable()
@@ -489,6 +511,77 @@ def activation_checkpointing(model, enable: bool) -> None:
         model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
     else:
         model.activation_checkpointing_disable()
+    if enable and every_n_layers > 1:
+        # transformers sets the flag on every checkpointable layer and each layer reads its own flag at call time,
+        # so clearing it on some layers leaves those to the ordinary autograd graph.
+        for index, layer in language_model_layers(model):
+            layer.gradient_checkpointing = index % every_n_layers == 0
+
+
+def language_model_layers(model) -> list[tuple[int, torch.nn.Module]]:
+    """The language model's decoder layers with their indices (``….language_model.layers.<i>``)."""
+    layers = []
+    for name, module in model.named_modules():
+        head, _, index = name.rpartition(".")
+        if head.endswith("language_model.layers") and index.isdigit():
+            layers.append((int(index), module))
+    return layers
+
+
+def lora_layers(model) -> list[torch.nn.Module]:
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    return [m for m in model.modules() if isinstance(m, BaseTunerLayer)]
+
+
+def adapter_autocast_dtype(model, enable: bool) -> torch.dtype | None:
+    """The dtype the adapter computes in under ``adapter_autocast``, or None where it would change nothing (off, or a
+    float32 base: the CPU tests' runs keep their bits)."""
+    dtype = next(model.parameters()).dtype
+    return dtype if enable and dtype in (torch.bfloat16, torch.float16) else None
+
+
+@contextlib.contextmanager
+def training_compute(model, settings: SFTSettings) -> Iterator[Callable[[], contextlib.AbstractContextManager]]:
+    """How ``model`` computes while ``settings`` train it; yields a factory of the context each forward runs in.
+
+    Checkpointing is switched on for the whole block. With the adapter computed in the base's dtype, peft's cast
+    of every projection's input to the adapter's float32 is turned off for the whole block too, not only around the
+    forward: checkpointed layers recompute inside the backward and must see the same inputs as the first time.
+    Autocast casts the float32 adapter weights to bf16 for the products (their gradients come back float32).
+    """
+    dtype = adapter_autocast_dtype(model, settings.adapter_autocast)
+    layers = lora_layers(model) if dtype is not None else []
+    casting = [getattr(layer, "cast_input_dtype_enabled", True) for layer in layers]
+    if settings.gradient_checkpointing:
+        activation_checkpointing(model, True, settings.checkpoint_every_n_layers)
+    for layer in layers:
+        layer.cast_input_dtype_enabled = False
+    device_type = next(model.parameters()).device.type
+    try:
+        if dtype is None:
+            yield contextlib.nullcontext
+        else:
+            yield lambda: torch.autocast(device_type, dtype=dtype)
+    finally:
+        for layer, value in zip(layers, casting):
+            layer.cast_input_dtype_enabled = value
+        if settings.gradient_checkpointing:
+            activation_checkpointing(model, False)
+
+
+def remove_reason_lora(model) -> None:
+    """Take the adapter off ``model`` again (each adapted projection becomes its base layer), leaving the base frozen
+    as it was: a model can then be trained afresh, e.g. by a benchmark comparing settings on one loaded base."""
+    adapted = {id(layer) for layer in lora_layers(model)}
+    for name, module in list(model.named_modules()):
+        if id(module) in adapted:
+            parent_name, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent_name) if parent_name else model, child, module.base_layer)
+    # peft keeps the adapter's config on the model; left there, the next injection takes the model for one that
+    # already has an adapter of that name
+    model.__dict__.pop("peft_config", None)
+    model.requires_grad_(False)
 
 
 def make_optimizer(parameters: list[torch.nn.Parameter], learning_rate: float, weight_decay: float) -> torch.optim.Optimizer:
@@ -527,8 +620,6 @@ def run_sft(vlm: TransformersVLM, examples: Sequence[CritiqueExample], settings:
     lora = settings.lora
     parameters = add_reason_lora(model, lora, settings.seed)
     optimizer = make_optimizer(parameters, settings.learning_rate, settings.weight_decay)
-    if settings.gradient_checkpointing:
-        activation_checkpointing(model, True)
     key = run_key("sft", asdict(settings), base_identity(vlm.checkpoint), examples_fingerprint(examples),
                   asdict(vlm.sizing), training_set_version)
     meta = lambda step: adapter_metadata(vlm.checkpoint, lora, vlm.sizing, stage="sft", steps=step,  # noqa: E731
@@ -543,42 +634,45 @@ def run_sft(vlm: TransformersVLM, examples: Sequence[CritiqueExample], settings:
     answers = [answer_token_ids(vlm, e.answer_text) for e in examples]
     pad = pad_token_id(vlm)
     began, seen = time.perf_counter(), 0
-    for step in range(start, settings.steps):
-        picks = []
-        for slot in range(settings.grad_accumulation):
-            position = step * settings.grad_accumulation + slot
-            epoch, within = divmod(position, len(examples))
-            picks.append(int(example_order(len(examples), settings.seed, epoch)[within]))
-        tokens = sum(len(answers[i]) for i in picks)
-        for group in optimizer.param_groups:
-            group["lr"] = warmup_lr(step, settings.learning_rate, settings.warmup_steps)
-        model.train()
-        step_loss = 0.0
-        for index in picks:
-            batch = completion_batch(vlm, examples[index].prompt(), [answers[index]], pad)
-            # Summed over the step's answer tokens, then divided by their count: every token weighs the same
-            # whatever example it is in (long and short answers are not averaged per example).
-            loss = -(completion_logprobs(model, batch) * batch.mask).sum() / tokens
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"SFT loss is {loss.item()} at step {step}; lower the learning rate or check the data")
-            loss.backward()
-            step_loss += loss.item()
-        if settings.max_grad_norm > 0:
-            torch.nn.utils.clip_grad_norm_(parameters, settings.max_grad_norm)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        model.eval()
-        curve.append(step_loss)
-        seen += len(picks)
-        done = step + 1
-        if progress is not None:
-            progress({"step": done, "steps": settings.steps, "loss": step_loss, "lr": optimizer.param_groups[0]["lr"]})
-        if settings.checkpoint_every and done % settings.checkpoint_every == 0 and done < settings.steps:
-            save_training_state(states, model, optimizer, step=done, curve=curve, run_key=key, adapter_meta=meta(done))
-            prune_training_states(states, settings.keep_checkpoints)
+    with training_compute(model, settings) as compute:
+        for step in range(start, settings.steps):
+            picks = []
+            for slot in range(settings.grad_accumulation):
+                position = step * settings.grad_accumulation + slot
+                epoch, within = divmod(position, len(examples))
+                picks.append(int(example_order(len(examples), settings.seed, epoch)[within]))
+            tokens = sum(len(answers[i]) for i in picks)
+            for group in optimizer.param_groups:
+                group["lr"] = warmup_lr(step, settings.learning_rate, settings.warmup_steps)
+            model.train()
+            step_loss = 0.0
+            for index in picks:
+                batch = completion_batch(vlm, examples[index].prompt(), [answers[index]], pad)
+                with compute():
+                    # Summed over the step's answer tokens, then divided by their count: every token weighs the same
+                    # whatever example it is in (long and short answers are not averaged per example).
+                    loss = -(completion_logprobs(model, batch) * batch.mask).sum() / tokens
+                loss.backward()
+                # Read after the backward is queued, so the device is not left idle while the host waits for the
+                # value; a non-finite loss still stops the run before the optimiser step uses its gradients.
+                value = loss.item()
+                if not math.isfinite(value):
+                    raise FloatingPointError(f"SFT loss is {value} at step {step}; lower the learning rate or check the data")
+                step_loss += value
+            if settings.max_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(parameters, settings.max_grad_norm)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            model.eval()
+            curve.append(step_loss)
+            seen += len(picks)
+            done = step + 1
+            if progress is not None:
+                progress({"step": done, "steps": settings.steps, "loss": step_loss, "lr": optimizer.param_groups[0]["lr"]})
+            if settings.checkpoint_every and done % settings.checkpoint_every == 0 and done < settings.steps:
+                save_training_state(states, model, optimizer, step=done, curve=curve, run_key=key, adapter_meta=meta(done))
+                prune_training_states(states, settings.keep_checkpoints)
     seconds = time.perf_counter() - began
-    if settings.gradient_checkpointing:
-        activation_checkpointing(model, False)
     model.eval()
     metadata = {**meta(settings.steps), "final_loss": f"{curve[-1]:.6f}"}
     adapter_path = save_adapter(model, out_dir / ADAPTER_FILE, metadata)
