@@ -1,29 +1,32 @@
-"""Comparing a fine-tuned generator with its base: Fréchet distance between generated and real held-out
-clips in an embedder's feature space, critic acceptance, and the promotion rule."""
+"""Comparing a fine-tuned generator with its base: Fréchet distances between generated and real held-out
+clips in each available feature space (``cosmos_assets.models.feature_spaces``), critic acceptance, and the
+promotion rule."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import linalg
+
+# One Fréchet distance for every feature space (EfficientNet, FID's Inception, FVD's I3D).
+from cosmos_assets.models.feature_spaces import frechet_distance
 
 
-def frechet_distance(features_a: np.ndarray, features_b: np.ndarray, eps: float = 1e-6) -> float:
-    """‖μa − μb‖² + Tr(Σa + Σb − 2 (Σa Σb)^½), the FID formula, on any feature space.
-
-    With fewer samples than dimensions the covariances are singular: ``eps`` on the diagonal keeps the
-    matrix square root defined (the distance is then comparable between runs of equal size, not absolute).
-    """
-    a, b = np.asarray(features_a, np.float64), np.asarray(features_b, np.float64)
-    if len(a) < 2 or len(b) < 2:
-        raise ValueError("a Fréchet distance needs at least two samples on each side")
-    mean_a, mean_b = a.mean(0), b.mean(0)
-    cov_a = np.cov(a, rowvar=False) + eps * np.eye(a.shape[1])
-    cov_b = np.cov(b, rowvar=False) + eps * np.eye(b.shape[1])
-    root, _ = linalg.sqrtm(cov_a @ cov_b, disp=False)
-    root = root.real
-    return float(((mean_a - mean_b) ** 2).sum() + np.trace(cov_a + cov_b - 2 * root))
+def distances_by_feature_space(spaces: Sequence, generated: dict[str, list[np.ndarray]],
+                               real: list[np.ndarray]) -> list[dict]:
+    """The Fréchet distance of each model's generated videos to the real videos in every feature space given
+    (objects with ``space`` and ``features(videos)``): one row per model and space, naming the space, whether
+    its network has random weights, and how many feature rows each side had."""
+    rows = []
+    for space in spaces:
+        real_features = space.features(real)
+        for model, videos in generated.items():
+            features = space.features(videos)
+            rows.append({"model": model, "feature_space": space.space.label, "unit": space.space.unit,
+                         "random_weights": space.space.random_weights, "frechet_distance": frechet_distance(features, real_features),
+                         "samples": len(features), "real_samples": len(real_features)})
+    return rows
 
 
 @dataclass(frozen=True)
