@@ -18,6 +18,7 @@ from cosmos_assets.training import definitions as training
 from resources.synthetic import SyntheticSettings
 from sensors import generation_round_sensor, synthetic_batch_sensor
 from cosmos_assets.models.catalog import DEFAULT_MODELS
+from cosmos_assets.models.feature_spaces import I3D_WEIGHTS_ENV, INCEPTION_WEIGHTS_ENV
 from resources import CosmosStorage, EmbedderResource, ShotDetectorResource, VisionLanguageResource
 from resources.generator import VideoGeneratorResource
 from resources.training import TrainerResource
@@ -56,6 +57,9 @@ def model_resources(profile: str, home: str) -> dict:
         device=device,
         video_backend=env("COSMOS_VIDEO_EMBEDDER", "efficientnet" if local else "siglip"),
         video_model=env("COSMOS_VIDEO_EMBEDDER_MODEL", DEFAULT_MODELS["video_embedder"]),
+        # FID / FVD only where the user supplies the feature networks' weights (never downloaded).
+        inception_weights=env(INCEPTION_WEIGHTS_ENV),
+        i3d_weights=env(I3D_WEIGHTS_ENV),
     )
     generator_kind = env("COSMOS_GENERATOR", "transfer2.5" if local else "predict2")
     generator = VideoGeneratorResource(

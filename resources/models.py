@@ -9,8 +9,9 @@ import dagster as dg
 import torch
 from pydantic import Field
 
-from cosmos_assets.models.catalog import resolve_model
+from cosmos_assets.models.catalog import TINY_PREFIX, resolve_model
 from cosmos_assets.models.embedders import load_efficientnet, load_minilm, load_siglip, CosmosEmbed1VideoEmbedder
+from cosmos_assets.models.feature_spaces import load_i3d_fvd, load_inception_fid
 from cosmos_assets.models.runtime import MODELS, choose_device, choose_dtype
 from cosmos_assets.models.transnetv2 import TransNetV2ShotDetector
 from cosmos_assets.models.vlm import (
@@ -161,6 +162,30 @@ class EmbedderResource(ModelResource):
             return load_siglip(checkpoint, device, self.torch_dtype())
         return MODELS.get(("cosmos-embed1", str(checkpoint.path), self.revision),
                           lambda: CosmosEmbed1VideoEmbedder(checkpoint, device, self.torch_dtype(), self.revision, self.trust_remote_code))
+
+    inception_weights: Optional[str] = Field(
+        default=None, description="FID: weights of the FID Inception-v3 (pytorch-fid's pt_inception-2015-12-05 .pth, read "
+                                  "with weights_only, or safetensors; a file or a directory holding one; tiny:inception_v3_fid "
+                                  "for random weights). Unset: no FID. Never downloaded (COSMOS_INCEPTION_WEIGHTS).")
+    i3d_weights: Optional[str] = Field(
+        default=None, description="FVD: weights of I3D trained on Kinetics-400 (a state dict in the common PyTorch port's "
+                                  "layout, .pth read with weights_only, or safetensors; tiny:i3d for random weights). Unset: "
+                                  "no FVD. Never downloaded (COSMOS_I3D_WEIGHTS).")
+
+    def _weights_path(self, source: str, role: str) -> str:
+        if source.startswith(TINY_PREFIX):
+            return str(resolve_model(source, role=role, models_root=self.models_root).path)
+        return source
+
+    def standard_feature_spaces(self) -> list:
+        """FID's Inception-v3 and FVD's I3D, each where its weights are configured (in that order)."""
+        device, spaces = self.torch_device(), []
+        for source, role, load in ((self.inception_weights, "FID Inception-v3", load_inception_fid),
+                                   (self.i3d_weights, "FVD I3D", load_i3d_fvd)):
+            if source:
+                path = self._weights_path(source, role)
+                spaces.append(MODELS.get((role, path, str(device)), lambda: load(path, device, name=source)))
+        return spaces
 
     def video_signals(self):
         """The packaged ImageNet model, for tags and signal captions whatever the video embedder is."""

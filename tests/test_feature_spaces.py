@@ -15,7 +15,6 @@ from cosmos_assets.models import feature_spaces as fs
 from cosmos_assets.models.checkpoints import ModelNotAvailable, UnsafeCheckpoint, resolve_checkpoint
 from cosmos_assets.models.frames import sample_frames
 from cosmos_assets.models.tiny import ensure_tiny, tiny_builders
-from cosmos_assets.training.evaluation import distances_by_feature_space
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -154,28 +153,73 @@ def test_fvd_of_real_sample_clips_is_finite_and_zero_for_identical_sets(i3d, sam
     assert clean_fid_frechet(*statistics) == pytest.approx(fvd, rel=1e-6)
 
 
-def test_the_evaluation_names_the_feature_space_of_every_distance(inception, i3d, samples, models_root):
-    from cosmos_assets.models.embedders import load_efficientnet
-    from resources import EmbedderResource
+def _evaluate_checkpoint(home: Path, samples: Path, **weights):
+    """checkpoint_evaluation of a 2-step LoRA of the tiny Predict2.5 on two real held-out clips, one seed."""
+    import dagster as dg
+    import polars as pl
+    import shutil
 
-    real = [frames_of(samples, "asl_book.mkv", 3, max_side=160), frames_of(samples, "asl_walk.mkv", 3, max_side=160)]
-    base = [frames_of(samples, "dashcam_solid_white_right.mp4", 3, max_side=160), frames_of(samples, "bottle_conveyor.mp4", 3, max_side=160)]
-    tuned = [frames_of(samples, "asl_again.mkv", 3, max_side=160), frames_of(samples, "asl_book.mkv", 3, fps=4.0, max_side=160)]
-    spaces = [fs.EfficientNetFrames(load_efficientnet(torch.device("cpu"))), inception, i3d]
-    rows = distances_by_feature_space(spaces, {"base": base, "fine-tuned": tuned}, real)
-    by_space = {(r["model"], r["feature_space"]): r for r in rows}
-    assert set(by_space) == {(model, space) for model in ("base", "fine-tuned") for space in (
-        "efficientnet_lite0 (packaged)", "inception_v3 pool3 (FID) [random_weights]", "i3d (FVD) [random_weights]")}
-    assert all(np.isfinite(r["frechet_distance"]) and r["frechet_distance"] > 0 for r in rows)
-    fid, fvd = by_space[("base", inception.space.label)], by_space[("base", i3d.space.label)]
-    assert (fid["unit"], fid["samples"], fid["real_samples"]) == ("frame", 6, 6)  # FID compares frames,
-    assert (fvd["unit"], fvd["samples"], fvd["real_samples"]) == ("16-frame clip", 2, 2)  # FVD whole clips
-    efficientnet = by_space[("base", "efficientnet_lite0 (packaged)")]
-    assert not efficientnet["random_weights"] and fid["random_weights"] and fvd["random_weights"]
+    from cosmos_assets.common.artefacts import LocalStore, table_key
+    from cosmos_assets.models.catalog import resolve_model
+    from cosmos_assets.models.generator import load_pipeline
+    from cosmos_assets.settings import CosmosPaths
+    from cosmos_assets.training import registry
+    from cosmos_assets.training.assets import checkpoint_evaluation
+    from cosmos_assets.training.trainer import TrainingConfig, cache_samples, train_lora
+    from resources import CosmosStorage, EmbedderResource
+    from resources.storage import ParquetTableIOManager
+    from resources.training import TrainerResource
 
-    # The resource offers FID / FVD only where weights are configured; tiny:<name> builds them under COSMOS_HOME.
-    home = models_root.parent / "home"
-    assert EmbedderResource(home=str(home)).standard_feature_spaces() == []
-    configured = EmbedderResource(home=str(home), device="cpu", inception_weights=f"tiny:{fs.TINY_INCEPTION}",
-                                  i3d_weights=f"tiny:{fs.TINY_I3D}").standard_feature_spaces()
-    assert [s.space.label for s in configured] == [inception.space.label, i3d.space.label]
+    store = LocalStore(home)
+    if not (home / registry.checkpoint_key("run1")).is_dir():
+        clips = []
+        for i, name in enumerate(["asl_book.mkv", "asl_walk.mkv"]):
+            (home / "clips").mkdir(parents=True, exist_ok=True)
+            shutil.copy(samples / name, home / "clips" / name)
+            clips.append({"clip_id": f"clip-{i}", "split": "validation", "path": str(home / "clips" / name), "caption": "a person signing"})
+        store.write_parquet(table_key("curated_dataset", None), pl.DataFrame(clips))
+        geometry = TrainingConfig(steps=2, save_interval=2, warmup_steps=1, frames=9, height=32, width=48)
+        checkpoint = resolve_model("tiny:predict2.5", role="trainer base", models_root=CosmosPaths(home).models)
+        pipeline = load_pipeline(checkpoint, "predict2.5", torch.device("cpu"), torch.float32)
+        rng = np.random.default_rng(0)
+        batch = [(f"s{i}", rng.integers(0, 256, (9, 32, 48, 3), dtype=np.uint8), "a person") for i in range(2)]
+        result = train_lora(pipeline.transformer, cache_samples(pipeline, checkpoint.version, batch, home / "cache", geometry),
+                            geometry, home / "run", log=lambda _: None)
+        folder = home / registry.checkpoint_key("run1")
+        folder.mkdir(parents=True)
+        shutil.copy(result.adapter_path, folder / registry.ADAPTER)
+        (folder / registry.MANIFEST).write_bytes(registry.manifest_json({
+            "kind": "predict2.5", "base_model": "tiny:predict2.5", "losses": result.losses, "tiny_random": True,
+            "lora": {"rank": geometry.rank, "alpha": geometry.alpha, "target_modules": list(geometry.target_modules)}}))
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("training_runs", ["run1"])
+    result = dg.materialize([checkpoint_evaluation], partition_key="run1", instance=instance, resources={
+        "storage": CosmosStorage(home=str(home)), "io_manager": ParquetTableIOManager(home=str(home)),
+        "trainer": TrainerResource(home=str(home), kind="predict2.5", base_model="tiny:predict2.5", device="cpu", frames=9,
+                                   height=32, width=48, evaluation_steps=2, evaluation_clips=2),
+        "embedders": EmbedderResource(home=str(home), device="cpu", **weights)},
+        run_config={"ops": {"checkpoint_evaluation": {"config": {"seeds": [0]}}}})
+    return store.read_table("checkpoint_evaluation", "run1"), result.asset_materializations_for_node("checkpoint_evaluation")[0].metadata
+
+
+def test_the_evaluation_table_names_the_feature_space_of_every_distance(samples, models_root):
+    home = models_root.parent / "evaluation_home"
+    table, _ = _evaluate_checkpoint(home, samples)
+    # Without feature-network weights: the EfficientNet distance alone, and FID / FVD columns that say so (null).
+    assert table["model"].to_list() == ["base", "fine-tuned"] and table["frechet_distance"].is_finite().all()
+    assert table.select("fid", "fid_feature_space", "fvd", "fvd_feature_space").null_count().row(0) == (2, 2, 2, 2)
+
+    table, metadata = _evaluate_checkpoint(home, samples, inception_weights=f"tiny:{fs.TINY_INCEPTION}",
+                                           i3d_weights=f"tiny:{fs.TINY_I3D}")
+    for column, space, network in (("fid", "inception_v3 pool3 (FID) [random_weights]", fs.TINY_INCEPTION),
+                                   ("fvd", "i3d (FVD) [random_weights]", fs.TINY_I3D)):
+        assert table[column].is_finite().all() and (table[column] > 0).all()
+        assert all(label.startswith(f"{space}: tiny:{network}@") for label in table[f"{column}_feature_space"])
+    distances = metadata["frechet_distances"].value  # the long table: every model in every space
+    for model in ("base", "fine-tuned"):
+        for space, unit, count in (("efficientnet_lite0 (packaged)", "frame", 9 * 2),
+                                   ("inception_v3 pool3 (FID) [random_weights]", "frame", 9 * 2),
+                                   ("i3d (FVD) [random_weights]", "16-frame clip", 2)):
+            assert f"| `{model}` | `{space}` |" in distances and f"| {count} | {count} | `{unit}` |" in distances
+    assert [s["space"] for s in metadata["feature_spaces"].value] == [
+        "efficientnet_lite0 (packaged)", "inception_v3 pool3 (FID) [random_weights]", "i3d (FVD) [random_weights]"]

@@ -360,10 +360,11 @@ class NetworkWeights:
         return f"{self.source}@{self.version[:12]}"
 
 
-def load_weights(source: str | Path, *, role: str) -> NetworkWeights:
+def load_weights(source: str | Path, *, role: str, name: str | None = None) -> NetworkWeights:
     """A state dict from a safetensors file, a checkpoint directory holding one (verified and checked for the
     tiny marker as every checkpoint is), or a ``.pth`` / ``.pt`` state dict read with ``weights_only=True``
-    (a pickle that would build anything but tensors and containers is refused)."""
+    (a pickle that would build anything but tensors and containers is refused). ``name``: what the user
+    configured (``tiny:i3d``), when that is not the path itself."""
     path = Path(source).expanduser()
     tiny = False
     if path.is_dir():
@@ -384,7 +385,7 @@ def load_weights(source: str | Path, *, role: str) -> NetworkWeights:
     else:
         state = _weights_only_state(path, source, role)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-    return NetworkWeights(state=state, source=str(source), version=digest, tiny_random=tiny)
+    return NetworkWeights(state=state, source=name or str(source), version=digest, tiny_random=tiny)
 
 
 def _weights_only_state(path: Path, source, role: str) -> dict[str, torch.Tensor]:
@@ -471,12 +472,12 @@ class EfficientNetFrames:
         return self.embedder.frame_features(list(videos))
 
 
-def load_inception_fid(source: str | Path, device: torch.device | str = "cpu") -> InceptionFID:
-    return InceptionFID(load_weights(source, role="FID Inception-v3"), device)
+def load_inception_fid(source: str | Path, device: torch.device | str = "cpu", name: str | None = None) -> InceptionFID:
+    return InceptionFID(load_weights(source, role="FID Inception-v3", name=name), device)
 
 
-def load_i3d_fvd(source: str | Path, device: torch.device | str = "cpu") -> I3DFVD:
-    return I3DFVD(load_weights(source, role="FVD I3D"), device)
+def load_i3d_fvd(source: str | Path, device: torch.device | str = "cpu", name: str | None = None) -> I3DFVD:
+    return I3DFVD(load_weights(source, role="FVD I3D", name=name), device)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -34,7 +34,8 @@ from cosmos_assets.training.datasets import (
     MixConfig, plan_training_dataset, real_samples, sample_counts, samples_markdown, snapshot_samples, synthetic_samples,
     write_snapshot,
 )
-from cosmos_assets.training.evaluation import ModelScores, frechet_distance, promotion_decision
+from cosmos_assets.models.feature_spaces import EfficientNetFrames
+from cosmos_assets.training.evaluation import ModelScores, distances_by_feature_space, promotion_decision
 from cosmos_assets.training.trainer import STATE_PREFIX, TrainingConfig, cache_samples, latest_state, train_lora
 from pydantic import Field
 from resources import CosmosStorage, EmbedderResource
@@ -257,11 +258,25 @@ def _generate_all(generator: VideoGenerator, clips: list[dict], seeds: list[int]
     return outputs
 
 
-def _scores(outputs, critic: MetricCritic, embedder, real_features: np.ndarray, threshold: float) -> tuple[ModelScores, list[float]]:
+def _scores(outputs, critic: MetricCritic, frechet: float, threshold: float) -> tuple[ModelScores, list[float]]:
     scores = [critic.score(frames, align_source(clip["frames"], 16.0, len(frames), 16.0)).score for clip, _, frames in outputs]
-    features = embedder.frame_features([frames for _, _, frames in outputs])
     return ModelScores(acceptance_rate=float(np.mean([s >= threshold for s in scores])), mean_score=float(np.mean(scores)),
-                       frechet_distance=frechet_distance(features, real_features)), scores
+                       frechet_distance=frechet), scores
+
+
+# The standard spaces' columns of the evaluation table, beside the EfficientNet `frechet_distance`.
+STANDARD_SPACE_COLUMNS = {"inception_v3 pool3 (FID)": "fid", "i3d (FVD)": "fvd"}
+
+
+def _standard_space_columns(distances: list[dict], spaces, model: str) -> dict:
+    """fid / fvd and the space each was measured in (its weights' label); null where no weights are configured."""
+    columns = {}
+    for name, column in STANDARD_SPACE_COLUMNS.items():
+        space = next((s.space for s in spaces if s.space.name == name), None)
+        row = next((r for r in distances if space and r["model"] == model and r["feature_space"] == space.label), None)
+        columns[column] = row["frechet_distance"] if row else None
+        columns[f"{column}_feature_space"] = f"{space.label}: {space.weights}" if space else None
+    return columns
 
 
 @dg.asset(partitions_def=training_runs, group_name=GROUP, pool="gpu", kinds={"pytorch"}, owners=["team:training"],
@@ -274,8 +289,9 @@ def checkpoint_evaluation(
     storage: CosmosStorage,
 ) -> dg.Output[pl.DataFrame]:
     """The checkpoint against its base on a fixed evaluation set (held-out clips, their captions as prompts,
-    fixed seeds): metric-critic acceptance and mean score, and the Fréchet distance of generated frames to the
-    real held-out frames in the packaged EfficientNet-Lite0 feature space (1280-d)."""
+    fixed seeds): metric-critic acceptance and mean score, and the Fréchet distance of generated to real held-out
+    clips in every available feature space: the packaged EfficientNet-Lite0 (per frame, always), FID's
+    Inception-v3 and FVD's I3D where their weights are configured. Each number names its space."""
     store = storage.store
     try:
         manifest = registry.verified_checkpoint(store, context.partition_key)
@@ -300,15 +316,21 @@ def checkpoint_evaluation(
     tuned_pipeline.set_progress_bar_config(disable=True)
     tuned = VideoGenerator(trainer.kind, base_checkpoint, tuned_pipeline, pipeline.device, pipeline.dtype, defaults)
     embedder = embedders.video_signals()
-    real_features = embedder.frame_features([c["frames"] for c in clips])
+    spaces = [EfficientNetFrames(embedder), *embedders.standard_feature_spaces()]
     critic = MetricCritic()
     context.log.info(f"generating {len(clips) * len(config.seeds)} videos with the base model and with {context.partition_key}")
     base_outputs = _generate_all(base, clips, config.seeds, geometry, steps)
     tuned_outputs = _generate_all(tuned, clips, config.seeds, geometry, steps)
-    base_scores, base_each = _scores(base_outputs, critic, embedder, real_features, config.accept_threshold)
-    tuned_scores, tuned_each = _scores(tuned_outputs, critic, embedder, real_features, config.accept_threshold)
-    rows = [{"model": name, **asdict(scores)} for name, scores in (("base", base_scores), ("fine-tuned", tuned_scores))]
-    table = pl.DataFrame(rows).with_columns(checkpoint=pl.lit(context.partition_key), evaluation_set=pl.lit(evaluation_set),
+    distances = distances_by_feature_space(
+        spaces, {"base": [f for _, _, f in base_outputs], "fine-tuned": [f for _, _, f in tuned_outputs]}, [c["frames"] for c in clips])
+    efficientnet = {r["model"]: r["frechet_distance"] for r in distances if r["feature_space"] == spaces[0].space.label}
+    base_scores, base_each = _scores(base_outputs, critic, efficientnet["base"], config.accept_threshold)
+    tuned_scores, tuned_each = _scores(tuned_outputs, critic, efficientnet["fine-tuned"], config.accept_threshold)
+    rows = [{"model": name, **asdict(scores), **_standard_space_columns(distances, spaces, name)}
+            for name, scores in (("base", base_scores), ("fine-tuned", tuned_scores))]
+    # Typed even when no FID / FVD weights are configured (all null), so every partition's table has one schema.
+    typed = {c: pl.Float64 for c in STANDARD_SPACE_COLUMNS.values()} | {f"{c}_feature_space": pl.String for c in STANDARD_SPACE_COLUMNS.values()}
+    table = pl.DataFrame(rows, schema_overrides=typed).with_columns(checkpoint=pl.lit(context.partition_key), evaluation_set=pl.lit(evaluation_set),
                                             feature_space=pl.lit(f"{embedder.name} (1280-d pooled, per frame)"),
                                             critic=pl.lit(critic.identity["critic_version"]),
                                             tiny_random=pl.lit(bool(manifest.get("tiny_random"))))
@@ -321,6 +343,10 @@ def checkpoint_evaluation(
         "final_training_loss": float(manifest["losses"][-1]) if manifest.get("losses") else float("nan"),
         "feature_space": "EfficientNet-Lite0 ImageNet features (1280-d), per frame",
         "scores": dg.MetadataValue.md(markdown_table(rows, ["model", "acceptance_rate", "mean_score", "frechet_distance"])),
+        "feature_spaces": dg.MetadataValue.json([{"space": s.space.label, "weights": s.space.weights, "unit": s.space.unit}
+                                                 for s in spaces]),
+        "frechet_distances": dg.MetadataValue.md(markdown_table(
+            distances, ["model", "feature_space", "frechet_distance", "samples", "real_samples", "unit"])),
         "base_vs_fine_tuned": dg.MetadataValue.md(markdown_image(encode_jpeg(sheet), "base (top) vs fine-tuned (bottom)")),
         **({"label": TINY_LABEL} if manifest.get("tiny_random") else {}),
     })
