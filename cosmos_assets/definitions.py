@@ -112,6 +112,7 @@ def critic_training_settings(profile: str) -> CriticTrainingSettings:
         self_supervised=env(SELF_SUPERVISED_ENV, "1") not in ("0", "false", "no", "off"),
         self_supervised_clips=24 if local else 256,
         label_settle_seconds=float(env("COSMOS_SETTLE_SECONDS", "10")),
+        grpo_steps=int(env("COSMOS_CRITIC_GRPO_STEPS", "0")),
     )
 
 

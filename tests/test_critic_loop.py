@@ -214,7 +214,7 @@ def test_the_reason_backend_tunes_the_vlm_on_the_same_labels_and_is_evaluated_ag
 
     paths, _, _, _ = critic_flywheel
     for name, value in {"COSMOS_HOME": str(paths.home), "DAGSTER_HOME": str(paths.dagster_home), "COSMOS_PROFILE": "local",
-                        "COSMOS_CRITIC_BACKEND": "reason"}.items():
+                        "COSMOS_CRITIC_BACKEND": "reason", "COSMOS_CRITIC_GRPO_STEPS": "1"}.items():
         monkeypatch.setenv(name, value)
     landed = sorted(set(_table(paths, "critic_labels").filter(
         pl.col("label_partition").str.starts_with("file-") & pl.col("error_class").is_null())["label_partition"]))
@@ -229,7 +229,8 @@ def test_the_reason_backend_tunes_the_vlm_on_the_same_labels_and_is_evaluated_ag
         assert {"critic_training_set", "critic_checkpoint", "critic_evaluation"} <= materialized, result.all_events[-3:]
         checkpoint = checkpoints.read_checkpoint(LocalStore(paths.home), key)
         assert checkpoint.backend == "reason" and checkpoint.manifest["random_weights"] is True
-        assert "+sft-lora-" in checkpoint.critic_version
+        # SFT, then one GRPO step on top of its adapter (group of 8 rollouts, KL to the base without the adapter).
+        assert "+sft+grpo-lora-" in checkpoint.critic_version and checkpoint.manifest["stage"] == "sft+grpo"
         evaluation = LocalStore(paths.home).read_parquet(f"tables/critic_evaluation/{key}.parquet")
         assert set(evaluation["model"]) == {"base", "tuned"} and "(no adapter)" in evaluation.filter(pl.col("model") == "base")["critic"][0]
         [record] = instance.fetch_materializations(dg.AssetKey("critic_evaluation"), limit=1).records

@@ -171,3 +171,15 @@ def test_grpo_moves_the_adapter_and_the_kl_to_the_base_follows(base, examples, t
     assert any(v.abs().max() > 0 for v in moved)  # B starts at zero
     with safe_open(str(result.adapter_path), framework="pt") as handle:
         assert handle.metadata()["stage"] == "grpo" and handle.metadata()["grpo_beta"] == "0.05"
+
+
+def test_a_sampled_vision_placeholder_ends_the_completion_before_it():
+    """A random-weight model samples any token; a video pad inside a completion would be taken for a frame slot
+    when the completion is scored with its prompt (the model then finds more slots than frames)."""
+    import torch
+
+    from cosmos_assets.critic_training.reason_grpo import _completions
+
+    eos, video = 2, 151656
+    rows = torch.tensor([[5, 6, eos, 9], [5, video, 7, eos], [video, 1, 1, 1], [5, 6, 7, 8]])
+    assert _completions(rows, [eos], {video}) == [[5, 6, eos], [5, eos], [eos], [5, 6, 7, 8]]

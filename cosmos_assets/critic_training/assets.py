@@ -265,7 +265,9 @@ def _train_reason(context, store, config, vlm: VisionLanguageResource, grpo_step
                                  training_set_version=version,
                                  progress=lambda stats: context.log.info(f"GRPO step {stats.get('step')}: reward {stats.get('reward_mean')}"))
         adapter, stage = Path(grpo.adapter_path), "sft+grpo"
-        details["grpo_reward_mean"] = dg.MetadataValue.json([s.get("reward_mean") for s in grpo.stats])
+        rewards = [float(s.get("reward_mean") or 0.0) for s in grpo.stats]
+        details["grpo_reward_curve"] = dg.MetadataValue.md(markdown_image(
+            encode_png(line_plot(rewards, "GRPO mean reward per step")), "GRPO reward curve", "image/png"))
     fingerprint = hashlib.sha256(adapter.read_bytes()).hexdigest()[:12]
     manifest = {"critic_version": f"{base.name}@{base.version}+{stage}-lora-{fingerprint}", "training_set_version": version,
                 "base_model": base.label, "steps": result.steps, "resumed_from": result.resumed_from, "stage": stage,

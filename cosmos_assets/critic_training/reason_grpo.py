@@ -154,13 +154,23 @@ def _sync(vlm: TransformersVLM) -> float:
     return time.perf_counter()
 
 
-def _completions(tokens: torch.Tensor, eos: list[int]) -> list[list[int]]:
-    """Each sampled row up to and including its first end token (the rest is padding)."""
+def _completions(tokens: torch.Tensor, eos: list[int], vision: set[int] = frozenset()) -> list[list[int]]:
+    """Each sampled row up to and including its first end token (the rest is padding). A row also ends just before
+    a vision placeholder token (image / video pad, vision start / end): scored again with the prompt, such a token
+    would be taken for a frame slot and the model would splice visual features into it."""
     rows = []
     for row in tokens.tolist():
         end = next((i for i, t in enumerate(row) if t in eos), None)
-        rows.append(row if end is None else row[: end + 1])
+        row = row if end is None else row[: end + 1]
+        cut = next((i for i, t in enumerate(row) if t in vision), None)
+        rows.append(row if cut is None else row[:cut] + [eos[0]])
     return [row or [eos[0]] for row in rows]  # an empty completion still scores its end token
+
+
+def vision_token_ids(config) -> set[int]:
+    """The placeholder token ids of a Qwen2.5-VL config (a random-weight model samples them like any other)."""
+    names = ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")
+    return {getattr(config, name) for name in names if isinstance(getattr(config, name, None), int)}
 
 
 RewardFunction = Callable[[str, str], Reward]
@@ -182,11 +192,11 @@ def grpo_step(vlm: TransformersVLM, examples: Sequence[CritiqueExample], paramet
                                   max_new_tokens=settings.max_new_tokens, trials=group, seed=settings.seed * 1_000_003 + step)
     tokens = vlm.generate_tokens([e.prompt() for e in examples], sampling)
     rolled = _sync(vlm)
-    texts = tokenizer.batch_decode(tokens.cpu(), skip_special_tokens=True)
+    completions = _completions(tokens, eos, vision_token_ids(model.config))
+    texts = tokenizer.batch_decode(completions, skip_special_tokens=True)  # what is scored is what is rewarded
     rewards = [reward_fn(text, reference_answer(examples[i // group].answer_text)) for i, text in enumerate(texts)]
     totals = torch.tensor([r.total for r in rewards], dtype=torch.float32).view(len(examples), group)
     advantages = group_advantages(totals).to(vlm.device)
-    completions = _completions(tokens, eos)
     scored = _sync(vlm)
 
     chunks = []  # (example, rows) pieces of at most update_micro_batch completions
