@@ -1,7 +1,8 @@
-"""Near-exact de-duplication on perceptual frame hashes (issue 14): a re-encoded or cropped copy of a sample
-clip, built at test time, is dropped naming its evidence; a distinct shot of the same camera is kept; the
+"""Near-exact de-duplication on perceptual frame hashes (issue 14): a re-encoded, cropped or edge-cut copy of a
+sample clip, built at test time, is dropped naming its evidence; a distinct shot of the same camera is kept; the
 bulk candidate search decides exactly as comparing every clip with every earlier kept clip would."""
 
+import base64
 import json
 from pathlib import Path
 
@@ -53,8 +54,12 @@ def clips(tmp_path_factory, samples):
     zoomed = [cv2.resize(f[43:540 - 43, 77:960 - 77], (480, 270), interpolation=cv2.INTER_AREA) for f in shot]
     cropped = encode(directory / "zoomed.mp4", zoomed, 25, 28)
     four_three = encode(directory / "four_three.mp4", [np.ascontiguousarray(f[:, 120:840]) for f in shot], 25, 24)
+    # A caption band cut off: the bottom 10 % (54 of 540 rows) gone, the rest re-encoded at CRF 28. 10 % is
+    # between two hashed edge cuts (9 and 11 %), as far from both as a cut in that range can be.
+    bottom_cut = encode(directory / "bottom_cut.mp4", [np.ascontiguousarray(f[:486]) for f in shot], 25, 28)
     return {name: clip_hashes(path) for name, path in [("original", original), ("copy", copy), ("distinct", distinct),
-                                                         ("zoomed", cropped), ("four_three", four_three)]}
+                                                         ("zoomed", cropped), ("four_three", four_three),
+                                                         ("bottom_cut", bottom_cut)]}
 
 
 def test_a_reencoded_copy_is_a_near_exact_duplicate_naming_its_evidence(clips):
@@ -92,6 +97,22 @@ def test_a_centred_crop_is_a_near_exact_duplicate_naming_the_crop(clips):
     assert zoom["cropped"] == "this" and abs(zoom["keep"][0] - 0.84) <= 0.02 and abs(zoom["keep"][1] - 0.84) <= 0.02
     assert aspect == {"cropped": "this", "keep": [0.75, 1.0]}
     assert result.crop[0] is None and near_exact_dedup([clips["original"], clips["copy"]]).crop[1] is None
+
+
+def test_a_copy_with_its_bottom_edge_cut_is_a_near_exact_duplicate_naming_the_edge(clips):
+    result = near_exact_dedup([clips["original"], clips["distinct"], clips["bottom_cut"]])
+    assert result.duplicate_of.tolist() == [-1, -1, 0]
+    assert result.matched_share[2] >= 0.9
+    crop = result.crop[2]
+    assert crop["cropped"] == "this" and crop["cut"] == "bottom"
+    assert crop["keep"][0] == 1.0 and abs(crop["keep"][1] - 0.9) <= 0.011
+    # Landing first, the cut copy is kept and the whole picture dropped: its bottom-cut crop is the kept clip.
+    reverse = near_exact_dedup([clips["bottom_cut"], clips["distinct"], clips["original"]])
+    assert reverse.duplicate_of.tolist() == [-1, -1, 0]
+    assert reverse.crop[2]["cropped"] == "kept" and reverse.crop[2]["cut"] == "bottom"
+    for name in ("original", "bottom_cut"):  # nor does any edge crop make the distinct shot a copy
+        assert compare(clips["distinct"], clips[name]).matched_share < 0.5
+        assert compare(clips[name], clips["distinct"]).matched_share < 0.5
 
 
 def test_a_crop_landing_first_keeps_it_and_drops_the_whole_picture_naming_the_crop_of_the_kept_clip(clips):
@@ -168,6 +189,20 @@ def test_the_indexed_search_decides_exactly_as_comparing_every_pair(seed):
     assert result.duplicate_of.tolist() == expected
     assert np.allclose(result.matched_share, shares, equal_nan=True)
     assert sum(d >= 0 for d in expected) >= 30  # the planted copies are there to be found
+
+
+def test_hashes_stored_with_centred_crops_only_still_decode_and_match_centred_crops(clips):
+    original = clips["original"]
+    centred = original.hashes[:, :10]  # HASH_VERSION 2: the whole picture and the 9 centred crops
+    stored = json.dumps({"v": 2, "step_s": original.step_s, "crops": [list(c) for c in CROPS[:9]],
+                         "valid": "".join("1" if ok else "0" for ok in original.valid),
+                         "h": base64.b64encode(np.ascontiguousarray(centred[original.valid]).tobytes()).decode()})
+    decoded = ClipHashes.decode(stored)
+    assert np.array_equal(decoded.hashes, centred)
+    result = near_exact_dedup([decoded, clips["zoomed"], clips["bottom_cut"]])
+    # The zoomed copy still meets a stored centred crop; the edge-cut one only once the clip is hashed again.
+    assert result.duplicate_of.tolist() == [-1, 0, -1]
+    assert near_exact_dedup([original, clips["zoomed"], clips["bottom_cut"]]).duplicate_of.tolist() == [-1, 0, 0]
 
 
 def test_hashes_stored_before_crops_still_decode_and_match_as_whole_pictures(clips):

@@ -164,8 +164,10 @@ class EmbeddingConfig(dg.Config):
 
 # code_version 3: frame_hashes also hold each frame's centred crops (frame_hashes.HASH_VERSION 2). Rows written
 # by version 2 still decode, as whole-picture hashes: a crop copy among them is found once they are re-embedded.
+# code_version 4: and its edge crops, one of top / bottom / left / right cut (HASH_VERSION 3). Rows written by
+# version 3 still decode with their centred crops: an edge-cut copy among them is found once they are re-embedded.
 @dg.asset(partitions_def=ingest_batches, group_name=GROUP, pool="gpu", kinds={"pytorch", "parquet"}, owners=["team:curation"],
-          code_version="embeddings-3", tags=pod_class("gpu-embedder"))
+          code_version="embeddings-4", tags=pod_class("gpu-embedder"))
 def clip_embeddings(
     context: dg.AssetExecutionContext, config: EmbeddingConfig, embedders: EmbedderResource, storage: CosmosStorage,
     filtered_clips: pl.DataFrame, clip_captions: pl.DataFrame, clip_scores: pl.DataFrame,
@@ -281,16 +283,16 @@ def _pair_sheet(storage: CosmosStorage, rows: list[dict], by_id: dict[str, dict]
 
 
 @dg.asset(group_name=GROUP, pool="collection", deps=[clip_embeddings], kinds={"python", "lancedb"}, owners=["team:curation"],
-          code_version="dedup-3", tags=pod_class("cpu-dataset"))
+          code_version="dedup-4", tags=pod_class("cpu-dataset"))
 def deduplicated_clips(
     context: dg.AssetExecutionContext, config: DedupAssetConfig, embedders: EmbedderResource, storage: CosmosStorage,
 ) -> dg.Output[pl.DataFrame]:
     """Every embedded clip of the whole collection, kept or dropped as a duplicate of a named kept clip:
     exact duplicates by clip content hash, then near-exact ones by time-aligned perceptual frame hashes
-    (a re-encode, rescale, frame-rate change, letterbox, centred crop or trimmed start of the same footage),
-    then SemDeDup over the video embeddings. ``reason`` names the stage and ``evidence`` its measure (JSON:
-    Hamming distance and share of matched frames, and which clip is a centred crop of the other if one is;
-    or cosine) and the clip kept instead. Older clips win, so a clip landing today that duplicates last
+    (a re-encode, rescale, frame-rate change, letterbox, centred crop, one edge cut or trimmed start of the
+    same footage), then SemDeDup over the video embeddings. ``reason`` names the stage and ``evidence`` its
+    measure (JSON: Hamming distance and share of matched frames, and which clip is a crop of the other if one
+    is, with the edge cut for an off-centre one; or cosine) and the clip kept instead. Older clips win, so a clip landing today that duplicates last
     week's is the one dropped. First it writes the new batches' embeddings into LanceDB: this step, one at
     a time in the ``collection`` pool, is LanceDB's only writer."""
     video = embedders.video()

@@ -16,14 +16,17 @@ would need a C++ build, so this is a hash of the same family, in numpy/OpenCV:
   bench/near_duplicates.py), so a cropped copy does not match the whole picture. Each frame is therefore
   also hashed at the centred crops in ``CROPS`` (a zoomed re-upload: 1.5-10.5 % off every side in steps of
   1.5 %; a 16:9 picture cut to 4:3 or a 4:3 one to 16:9). A copy that is a centred crop of a clip matches
-  one of that clip's crop hashes, whichever of the two landed first. Off-centre crops (one edge cut, a
-  pan-and-scan) are not covered.
+  one of that clip's crop hashes, whichever of the two landed first. Each frame is also hashed with one
+  edge cut off, top, bottom, left or right (a caption band, a ticker or a watermark strip removed): 5-11 %
+  of that side in steps of 2 %. Cutting one edge moves the hash by ~10 bits per 1 % (it shifts the picture
+  by half as much as it zooms it), so each such copy cut 4-12 % is within 1 % of a hashed one. Crops of two
+  edges at once and pan-and-scan (a narrower window moving over the picture) are not covered.
 - Two clips are compared on a common time offset (one clip may start later: a trimmed start or a shot
   cut at another frame): for each offset the share of the later clip's valid frames that have a frame
   of the earlier clip within ``MAX_HAMMING`` bits at the aligned time (± one sample, which absorbs a
   changed frame rate and sub-sample misalignment), for the whole pictures and for each crop of either
-  clip against the other's whole picture. The clip is a near-exact duplicate when the best share is
-  at least ``MIN_MATCHED_SHARE`` over at least ``MIN_MATCHED_FRAMES`` frames.
+  clip against the other's whole picture (1 + 2 × 25 pairings). The clip is a near-exact duplicate when the
+  best share is at least ``MIN_MATCHED_SHARE`` over at least ``MIN_MATCHED_FRAMES`` frames.
 
 Candidate pairs are found in bulk (numpy, no per-frame Python): each hash gives ``BANDS`` keys of
 ``BAND_BITS`` bits; entries that share a key are joined by sorting each band once, and a joined pair counts
@@ -47,7 +50,9 @@ import numpy as np
 
 # 2: every frame also hashed at the centred crops in CROPS; hashes stored as base64 (v1 columns still
 # decode, as whole-picture hashes only).
-HASH_VERSION = 2
+# 3: the edge crops added after the centred ones; v2 columns still decode, with their centred crops (a prefix
+# of CROPS), and meet edge-cut copies once re-hashed.
+HASH_VERSION = 3
 HASH_FPS = 4.0
 MAX_HASH_FRAMES = 480  # 2 minutes at 4 fps; longer clips are sampled more sparsely
 HASH_SIZE = 64
@@ -63,8 +68,16 @@ MIN_MATCHED_FRAMES = 3
 # (kept width, kept height) of each centred crop hashed besides the whole picture. Measured on the bench's
 # shots rescaled and at CRF 32 (worst shot's median): the copy's own crop 14-19 bits, 0.5 % per side away
 # ≤ 24, 1 % away 28-34: hence steps of 1.5 % per side, none more than 0.75 % from any crop up to 11 %.
+# Then the edge crops, (kept width, kept height, the edge cut): one side only. Measured on the sample clips at
+# the hashing size (bench/near_duplicates.py's shots, 256 px wide): cutting 0.5 % more of one edge moves the
+# hash 0-10 bits, 1 % 10-20, 1.5 % 18-26 (median-max), against 12-18 and 26-38 for the centred crops at
+# 0.75 and 1.5 % a side; a 2 % grid leaves every cut of 4-12 % within 1 % of a hashed one at the cost of 16
+# hashes a frame (a 1.5 % grid would take 20).
+EDGE_CUTS = (0.05, 0.07, 0.09, 0.11)
 CROPS = tuple((round(1 - 2 * cut, 3), round(1 - 2 * cut, 3)) for cut in (0.015, 0.03, 0.045, 0.06, 0.075, 0.09, 0.105)) + (
-    (0.75, 1.0), (1.0, 0.75))
+    (0.75, 1.0), (1.0, 0.75)) + tuple(
+    (1.0, round(1 - cut, 3), edge) for edge in ("top", "bottom") for cut in EDGE_CUTS) + tuple(
+    (round(1 - cut, 3), 1.0, edge) for edge in ("left", "right") for cut in EDGE_CUTS)
 # Keys: 19 windows of 24 bits starting every 12 bits over bits 0-239 (the last row of frequencies, the
 # least stable, is left out). A frame within 20 bits of another shares one of them with probability 0.95,
 # within 28 bits 0.66, within 32 bits 0.50 (simulated); two random frames with probability 1e-6, which keeps
@@ -80,8 +93,8 @@ MAX_BUCKET = 4096  # a key held by more clips than this is not used to find cand
 class ClipHashes:
     """256-bit hashes of frames sampled every ``step_s`` seconds from the clip's start.
 
-    hashes: uint64[n, v, 4], the whole picture (v = 0) then each of ``CROPS`` (v = 1..); only the whole
-    picture (v of size 1) for hashes stored before crops were hashed. valid: bool[n] (False for flat frames,
+    hashes: uint64[n, v, 4], the whole picture (v = 0) then each of ``CROPS`` (v = 1..), or of its first
+    v - 1 for hashes stored before the later crops were added (the whole picture alone for version 1). valid: bool[n] (False for flat frames,
     whose hash means nothing).
     """
 
@@ -110,14 +123,16 @@ class ClipHashes:
                 if row is not None:
                     hashes[i, 0] = np.frombuffer(bytes.fromhex(row), dtype=np.uint64)
             return cls(float(data["step_s"]), hashes, valid)
-        if data.get("v") != HASH_VERSION:
+        if data.get("v") not in (2, HASH_VERSION):
             return None
         valid = np.array([c == "1" for c in data["valid"]], dtype=bool)
         crops = [tuple(c) for c in data["crops"]]
         hashes = np.zeros((len(valid), 1 + len(crops), WORDS), dtype=np.uint64)
         hashes[valid] = np.frombuffer(base64.b64decode(data["h"]), dtype=np.uint64).reshape(-1, 1 + len(crops), WORDS)
-        # Crops hashed under another CROPS list mean other pictures: only the whole picture is comparable.
-        return cls(float(data["step_s"]), hashes if crops == list(CROPS) else hashes[:, :1], valid)
+        # Crops hashed under another CROPS list mean other pictures: only the whole picture and the crops both
+        # lists begin with (version 2's centred crops) are comparable.
+        same = next((i for i, (a, b) in enumerate(zip(crops, CROPS)) if a != b), min(len(crops), len(CROPS)))
+        return cls(float(data["step_s"]), hashes[:, :1 + same], valid)
 
 
 def _crop_bars(lumas: np.ndarray) -> tuple[slice, slice]:
@@ -147,8 +162,8 @@ def _bits(small: np.ndarray) -> np.ndarray:
 
 
 def frame_hashes_of(lumas: np.ndarray, crops: tuple[tuple[float, float], ...] = CROPS) -> tuple[np.ndarray, np.ndarray]:
-    """Hashes (uint64[n, 1 + len(crops), 4]: the whole picture, then each centred crop) and validity of
-    luma frames (float32[n, h, w]) of one clip."""
+    """Hashes (uint64[n, 1 + len(crops), 4]: the whole picture, then each crop) and validity of luma
+    frames (float32[n, h, w]) of one clip."""
     import cv2
 
     n = len(lumas)
@@ -162,12 +177,22 @@ def frame_hashes_of(lumas: np.ndarray, crops: tuple[tuple[float, float], ...] = 
         if float(picture.std()) < MIN_FRAME_STD:
             continue
         height, width = picture.shape
-        for v, (keep_w, keep_h) in enumerate(((1.0, 1.0), *crops)):
-            dy, dx = int(round(height * (1 - keep_h) / 2)), int(round(width * (1 - keep_w) / 2))
-            part = picture[dy:height - dy, dx:width - dx]
+        for v, crop in enumerate(((1.0, 1.0), *crops)):
+            part = picture[_region(crop, height, width)]
             hashes[i, v] = _bits(cv2.resize(part, (HASH_SIZE, HASH_SIZE), interpolation=cv2.INTER_AREA))
         valid[i] = True
     return hashes, valid
+
+
+def _region(crop: tuple, height: int, width: int) -> tuple[slice, slice]:
+    """Rows and columns kept by a crop of ``CROPS``: centred, or with one named edge cut."""
+    keep_w, keep_h, *edge = crop
+    if not edge:  # rounded as HASH_VERSION 2 did, so that its stored centred crops keep their meaning
+        dy, dx = int(round(height * (1 - keep_h) / 2)), int(round(width * (1 - keep_w) / 2))
+        return slice(dy, height - dy), slice(dx, width - dx)
+    cut_y, cut_x = int(round(height * (1 - keep_h))), int(round(width * (1 - keep_w)))
+    return {"top": (slice(cut_y, height), slice(None)), "bottom": (slice(0, height - cut_y), slice(None)),
+            "left": (slice(None), slice(cut_x, width)), "right": (slice(None), slice(0, width - cut_x))}[edge[0]]
 
 
 def clip_hashes(path, max_side: int = 256) -> ClipHashes:
@@ -194,10 +219,10 @@ class Match:
     matched_frames: int
     median_hamming: float  # over the matched frames
     offset_s: float  # the later clip's start in the earlier clip's time
-    # When a crop matched: which clip's centred crop ("later" or "earlier") equals the other's whole picture,
-    # and the crop's (kept width, kept height) share of that clip's picture.
+    # When a crop matched: which clip's crop ("later" or "earlier") equals the other's whole picture, and the
+    # crop as in CROPS: (kept width, kept height) share of that clip's picture, then the edge cut if not centred.
     cropped: str | None = None
-    crop: tuple[float, float] | None = None
+    crop: tuple | None = None
 
 
 _FAR = 10**6
@@ -254,7 +279,8 @@ def is_duplicate(match: Match | None, min_share: float = MIN_MATCHED_SHARE) -> b
 class NearExactResult:
     """Per clip (input order): -1 when kept by this stage, else the index of the earlier kept clip it
     repeats; and for those, the match's evidence (share of matched frames, their median Hamming distance,
-    and which clip is a centred crop of the other, if one is: ``{"cropped": "this" | "kept", "keep": [w, h]}``)."""
+    and which clip is a crop of the other, if one is: ``{"cropped": "this" | "kept", "keep": [w, h]}``, with
+    ``"cut": "top" | "bottom" | "left" | "right"`` when one edge was cut rather than the picture centred)."""
 
     duplicate_of: np.ndarray
     matched_share: np.ndarray
@@ -294,7 +320,8 @@ def near_exact_dedup(clips: list[ClipHashes | None], priority: np.ndarray | None
             share[index], hamming[index] = best_match.matched_share, best_match.median_hamming
             matched_frames[index] = best_match.matched_frames
             if best_match.cropped:
-                crop[index] = {"cropped": "this" if best_match.cropped == "later" else "kept", "keep": list(best_match.crop)}
+                crop[index] = {"cropped": "this" if best_match.cropped == "later" else "kept",
+                               "keep": list(best_match.crop[:2]), **({"cut": best_match.crop[2]} if len(best_match.crop) > 2 else {})}
     return NearExactResult(duplicate_of, share, hamming, matched_frames, crop)
 
 
@@ -352,14 +379,14 @@ def _entries(clips: list[ClipHashes | None]) -> tuple[np.ndarray, np.ndarray, np
     valid = np.concatenate([clips[i].valid for i in present])
     whole_clip = np.repeat(np.asarray(present, dtype=np.int64), [len(clips[i].valid) for i in present])[valid]
     whole = np.concatenate([clips[i].hashes[:, 0] for i in present])[valid]
-    # Crops: only clips hashed with them (hashes stored before have the whole picture alone).
-    cropped = [i for i in present if clips[i].hashes.shape[1] == 1 + len(CROPS) > 1]
+    # Crops: those each clip was hashed with (all of CROPS, the centred ones for version 2, none for version 1).
+    cropped = [i for i in present if clips[i].hashes.shape[1] > 1]
     if not cropped:
         return (whole_clip, whole) + none
-    crop_valid = np.concatenate([clips[i].valid for i in cropped])
-    crop_clip = np.repeat(np.asarray(cropped, dtype=np.int64), [len(clips[i].valid) for i in cropped])[crop_valid]
-    crops = np.concatenate([clips[i].hashes[:, 1:] for i in cropped])[crop_valid].reshape(-1, WORDS)
-    return whole_clip, whole, np.repeat(crop_clip, len(CROPS)), crops
+    crops = np.concatenate([clips[i].hashes[clips[i].valid, 1:].reshape(-1, WORDS) for i in cropped])
+    crop_clip = np.repeat(np.asarray(cropped, dtype=np.int64),
+                          [int(clips[i].valid.sum()) * (clips[i].hashes.shape[1] - 1) for i in cropped])
+    return whole_clip, whole, crop_clip, crops
 
 
 def _key(hashes: np.ndarray, band: int) -> np.ndarray:
