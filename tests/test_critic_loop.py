@@ -235,3 +235,19 @@ def test_the_reason_backend_tunes_the_vlm_on_the_same_labels_and_is_evaluated_ag
         assert set(evaluation["model"]) == {"base", "tuned"} and "(no adapter)" in evaluation.filter(pl.col("model") == "base")["critic"][0]
         [record] = instance.fetch_materializations(dg.AssetKey("critic_evaluation"), limit=1).records
         assert "random" in record.asset_materialization.metadata["label"].value.lower()
+
+
+def test_labels_may_land_first_naming_videos_dropped_beside_them(tmp_path):
+    """Nothing curated yet: a label file and the video it names, in one folder of the label inbox."""
+    paths = CosmosPaths(tmp_path / "home")
+    drop = paths.label_inbox / "acme" / "batch-1"
+    drop.mkdir(parents=True)
+    shutil.copy(SAMPLES / "asl_walk.mkv", drop / "walk.mkv")
+    (drop / "labels.jsonl").write_text(json.dumps({"file": "walk.mkv", "task": "critique", "score": 4}) + "\n")
+    for path in drop.iterdir():
+        age_file(path)
+    summary = _run(paths)
+    assert _jobs(summary) == [("critic_labels_job", "SUCCESS")]
+    [label] = _table(paths, "critic_labels").to_dicts()
+    assert label["subject"] == "walk.mkv" and label["score"] == 4 and label["error_class"] is None
+    assert Path(label["video_path"]).read_bytes() == (SAMPLES / "asl_walk.mkv").read_bytes(), "copied into the store by content"

@@ -109,28 +109,37 @@ def _landed_file(context, storage: CosmosStorage, config: CriticLabelsConfig) ->
 @dg.asset(partitions_def=label_drops, group_name=GROUP, kinds={"python", "parquet"}, owners=OWNERS, code_version="labels-1",
           tags=pod_class("cpu-ingest"),
           # Labels name curated clips and synthetic candidates and landed source videos: all read, all declared.
-          deps=[dg.AssetDep("synthetic_videos", partition_mapping=dg.AllPartitionMapping()),
+          deps=[dg.AssetDep("curated_dataset"),
+                dg.AssetDep("synthetic_videos", partition_mapping=dg.AllPartitionMapping()),
                 dg.AssetDep("raw_videos", partition_mapping=dg.AllPartitionMapping())])
 def critic_labels(context: dg.AssetExecutionContext, config: CriticLabelsConfig, storage: CosmosStorage,
-                  critic_training: CriticTrainingSettings, curated_dataset: pl.DataFrame) -> dg.Output[pl.DataFrame]:
+                  critic_training: CriticTrainingSettings) -> dg.Output[pl.DataFrame]:
     """One label drop: a landed file's rows resolved to videos (bad rows kept with their error class), or the
     self-supervised plausibility labels of a curated dataset version (real clips as they are, and reversed,
     shuffled, frozen, stuttered and speed-jumped versions of them, written as videos)."""
     key, store = context.partition_key, storage.store
+    # Read from the store rather than loaded as an input: labels may land (naming candidates, or videos dropped
+    # beside them) before any dataset is curated.
+    dataset_key = table_key("curated_dataset", None)
+    curated_dataset = store.read_parquet(dataset_key) if store.exists(dataset_key) else pl.DataFrame(
+        schema={"clip_id": pl.String, "source_hash": pl.String, "path": pl.String})
     if key.startswith(SELF_PREFIX):
         settings = config.to_dataclass(SelfSupervisedSettings)
         labelled = loop.self_supervised_labels(
             store, curated_dataset.to_dicts(), settings, critic_training.self_supervised_clips,
             progress=lambda done, total: context.log.info(f"self-supervised labels: {done}/{total} clips"))
-        origin = f"curated dataset {key[len(SELF_PREFIX):]} ({settings.version()})"
+        versions = sorted(set(curated_dataset["dataset_version"])) if "dataset_version" in curated_dataset.columns else []
+        # The latest version's clips (a later version than this partition's when curation moved on meanwhile).
+        origin = f"curated dataset {', '.join(versions) or 'none'} ({settings.version()})"
     else:
         try:
             data, name, beside = _landed_file(context, storage, config)
         except OSError as error:
             raise dg.Failure(f"{error_class(error)}: the label file cannot be read: {error}") from None
         rows, bad = loop.parse_landed(data, name, config.layout)
+        raw = store.read_partitions("raw_videos")  # empty before anything landed in the landing zone
         labelled = loop.landed_labels(rows, bad, curated_dataset, store.read_partitions("synthetic_videos"),
-                                      store.read_partitions("raw_videos").filter(pl.col("status") == "ok"), beside)
+                                      raw.filter(pl.col("status") == "ok") if raw.height else raw, beside)
         origin = name
     table = labelled.table(key)
     good = table.filter(pl.col("error_class").is_null())
