@@ -48,6 +48,8 @@ RUNNER_LOCK = ".cosmos-runner.lock"
 DAEMON_ALIVE_S = 90.0
 # How long `cosmos run` waits for a daemon's runs by default: a curation run of a large batch takes minutes.
 DAEMON_WAIT_S = 3600.0
+# A sensor whose last tick is older than this is not being evaluated by any live daemon (sensors tick every 15-30 s).
+ACTIVE_TICK_S = 300.0
 
 
 def _claim_run_key(instance: dg.DagsterInstance, sensor_name: str, run_key: str, held: dict):
@@ -287,8 +289,10 @@ def wait_for_daemon(instance: dg.DagsterInstance, defs: dg.Definitions, folders,
         seen_live.update(run.run_id for run in live)
         if settling or live:
             busy_until = now
-        ticks = _latest_sensor_ticks(instance, names)
-        looked = all(t is not None and t.timestamp > busy_until and t.status != TickStatus.STARTED for t in ticks.values())
+        # Sensors the daemon is ticking now: a state whose last tick is long past belongs to a code location or a
+        # sensor no daemon evaluates any more (another deployment on a shared database), and is not waited for.
+        ticks = [t for t in _latest_sensor_ticks(instance, names).values() if t is not None and now - t.timestamp < ACTIVE_TICK_S]
+        looked = bool(ticks) and all(t.timestamp > busy_until and t.status != TickStatus.STARTED for t in ticks)
         if not settling and not live and looked:
             break
         if time.monotonic() >= deadline:

@@ -200,7 +200,7 @@ def test_two_batches_run_at_once_through_the_daemon_and_nothing_is_lost_or_dupli
         assert time.time() - started < 120 and flow.daemon.poll() is None, f"no daemon heartbeat\n{flow.log_tail()}"
         time.sleep(0.5)
     beside = subprocess.run([COSMOS, "run", "--json"], env=os.environ.copy(), capture_output=True, text=True,
-                            timeout=RUNS_TIMEOUT_S + 180)
+                            timeout=2 * RUNS_TIMEOUT_S + 180)  # the runs, a tick after them, and its own start
     summary = json.loads(beside.stdout.splitlines()[-1])
     assert beside.returncode == 0 and summary["mode"] == "daemon", beside.stderr[-2000:]
     assert sorted((r["job"], r["status"]) for r in summary["runs"]) == [("curation_job", "SUCCESS")] * len(SAMPLE_VIDEOS)
