@@ -48,6 +48,10 @@ RUNNER_LOCK = ".cosmos-runner.lock"
 DAEMON_ALIVE_S = 90.0
 # How long `cosmos run` waits for a daemon's runs by default: a curation run of a large batch takes minutes.
 DAEMON_WAIT_S = 3600.0
+# Runs a daemon is working on. A NOT_STARTED run was created and never submitted (by a script, a test, a failed
+# launch): no daemon will ever move it, so waiting for it would never end.
+DAEMON_BUSY_STATUSES = {DagsterRunStatus.QUEUED, DagsterRunStatus.STARTING, DagsterRunStatus.STARTED,
+                        DagsterRunStatus.CANCELING}
 # A sensor whose last tick is older than this is not being evaluated by any live daemon (sensors tick every 15-30 s).
 ACTIVE_TICK_S = 300.0
 
@@ -285,7 +289,7 @@ def wait_for_daemon(instance: dg.DagsterInstance, defs: dg.Definitions, folders,
     while True:
         now = time.time()
         settling = settling_files(folders, scan_watched(folders, now), now)
-        live = instance.get_runs(filters=RunsFilter(statuses=list(LIVE_STATUSES)))
+        live = instance.get_runs(filters=RunsFilter(statuses=list(DAEMON_BUSY_STATUSES)))
         seen_live.update(run.run_id for run in live)
         if settling or live:
             busy_until = now
