@@ -85,7 +85,8 @@ def demo(args: argparse.Namespace) -> int:
 
     # Held by `dagster dev` after the exec below (and so for the life of the daemon): `cosmos run` sees it and
     # waits for the daemon's runs instead of executing the same run keys beside it.
-    take_runner_lock_for_daemon(os.environ["DAGSTER_HOME"], log=lambda line: print(f"cosmos demo: {line}", flush=True))
+    # Kept in a name: an unreferenced file object would be closed (and the lock released) before the exec.
+    runner_lock = take_runner_lock_for_daemon(os.environ["DAGSTER_HOME"], log=lambda line: print(f"cosmos demo: {line}", flush=True))
     dagster = Path(sys.executable).with_name("dagster")
     command = [str(dagster), "dev", "-h", args.host, "-p", str(args.port), "-m", "cosmos_assets.definitions"]
     print(
@@ -97,7 +98,8 @@ def demo(args: argparse.Namespace) -> int:
         flush=True,
     )
     os.execv(command[0], command)
-    return 0  # not reached
+    runner_lock.close()  # not reached: the exec keeps the locked descriptor open in `dagster dev`
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:

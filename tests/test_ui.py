@@ -80,6 +80,12 @@ def test_demo_lands_samples_and_their_batch_run_succeeds(demo, sample_batch_run,
     landed = {p.name for p in (demo.landing / "samples").iterdir()}
     assert {p.name for p in samples.iterdir() if p.suffix in (".mp4", ".mkv")} <= landed
 
+    # The demo holds the runner lock for its daemon's life, so a `cosmos run` beside it defers to the daemon.
+    import fcntl
+
+    with open(demo.home / "dagster" / ".cosmos-runner.lock") as lock, pytest.raises(BlockingIOError):
+        fcntl.flock(lock, fcntl.LOCK_SH | fcntl.LOCK_NB)
+
     run = sample_batch_run
     assert run["tags"]["dagster/sensor_name"] == "landing_zone_sensor"
     assert run["tags"]["dagster/run_key"] == run["partition"]  # one run per batch, keyed by it
