@@ -196,8 +196,10 @@ def safety_checker_for(checkpoint: Checkpoint):
 
 
 def load_pipeline(checkpoint: Checkpoint, kind: str, device: torch.device, dtype: torch.dtype):
-    """The diffusers pipeline of ``kind`` from ``checkpoint``, loaded once per process (``MODELS``)."""
-    check_kind(kind)
+    """The diffusers pipeline of ``kind`` from ``checkpoint``, loaded once per process (``MODELS``). Any kind of
+    ``PIPELINE_CLASSES``: the video kinds, and Predict2 Text2Image (``cosmos_assets.models.image_generator``)."""
+    if kind not in PIPELINE_CLASSES:
+        raise ValueError(f"pipeline kind {kind!r}; expected one of {', '.join(PIPELINE_CLASSES)}")
 
     def load():
         import diffusers
