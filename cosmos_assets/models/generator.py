@@ -6,7 +6,8 @@ checkpoint (``resolve_checkpoint``), safetensors only:
 - ``predict2``: ``Cosmos2VideoToWorldPipeline`` (Predict2 Video2World; needs conditioning frames),
 - ``predict2.5``: ``Cosmos2_5_PredictBasePipeline`` (Text2World, or Image/Video2World with conditioning frames),
 - ``transfer2.5``: ``Cosmos2_5_TransferPipeline`` with a ``CosmosControlNetModel`` per control (edge, blur,
-  depth, seg), each ControlNet a checkpoint of its own.
+  depth, seg), each ControlNet a checkpoint of its own; a request with several controls runs their ControlNets
+  in one denoising loop with the residuals summed by weight (``cosmos_assets.controls.multi_controlnet``).
 
 The licence of the Cosmos weights requires the Cosmos guardrail: real weights run with
 ``cosmos_guardrail.CosmosSafetyChecker`` or not at all. Only tiny random checkpoints built here (their
@@ -305,9 +306,9 @@ class VideoGenerator:
 
     def generate(self, request: GenerationRequest) -> GeneratedVideo:
         d = self.defaults
-        control = self._control(request) if self.kind == TRANSFER25 else None
-        # Transfer without a set length follows its control video, as the pipeline itself does.
-        num_frames = request.num_frames or d.num_frames or len(control[1])
+        controls = self._controls(request) if self.kind == TRANSFER25 else None
+        # Transfer without a set length follows its (shortest) control video, as the pipeline itself does.
+        num_frames = request.num_frames or d.num_frames or min(len(video) for _, video, _ in controls)
         height, width = request.height or d.height, request.width or d.width
         fps = request.fps or d.fps
         steps = request.steps or d.steps
@@ -324,7 +325,7 @@ class VideoGenerator:
             common["negative_prompt"] = negative_prompt
         settings: dict = {}
         if self.kind == TRANSFER25:
-            pipe, call, settings = self._transfer_call(*control, num_frames)
+            pipe, call, settings = self._transfer_call(controls, num_frames, height, width, request.seed)
         else:
             pipe, call, settings = self.pipeline, self._predict_call(request, fps), {}
         apply_generator_speedups(pipe.transformer, self.speedups, self.device)
@@ -376,37 +377,61 @@ class VideoGenerator:
         needed = 1 + self.pipeline.vae_scale_factor_temporal * (latent_frames - 1)
         return {"video": _pil_frames(frames), "num_latent_conditional_frames": latent_frames if len(frames) >= needed else 1}
 
-    def _control(self, request: GenerationRequest) -> tuple[str, np.ndarray, float]:
-        if len(request.controls) != 1:
-            raise ValueError(
-                f"Transfer 2.5 through diffusers runs one control per generation (its pipeline drives one "
-                f"ControlNet); got {sorted(request.controls) or 'none'}. Available: {', '.join(self.controls)}")
-        (name, (video, weight)), = request.controls.items()
-        if name not in self.controlnets:
-            raise ModelError(f"{self.checkpoint.label} has no {name!r} control; available: {', '.join(self.controls)}")
-        return name, _as_video(video), float(weight)
+    def _controls(self, request: GenerationRequest) -> list[tuple[str, np.ndarray, float]]:
+        """(name, video, weight) of every control of a Transfer request, in the request's order."""
+        if not request.controls:
+            raise ValueError(f"Transfer 2.5 needs at least one control video; available: {', '.join(self.controls)}")
+        unknown = [name for name in request.controls if name not in self.controlnets]
+        if unknown:
+            raise ModelError(f"{self.checkpoint.label} has no ControlNet for {unknown}; available: {', '.join(self.controls)}")
+        controls = [(name, _as_video(video), float(weight)) for name, (video, weight) in request.controls.items()]
+        sizes = {video.shape[1:3] for _, video, _ in controls}
+        if len(sizes) > 1:
+            raise ValueError(f"control videos of one request differ in size: {sorted(sizes)}")
+        return controls
 
-    def _transfer_call(self, name: str, video: np.ndarray, weight: float, num_frames: int):
-        if len(video) < num_frames:
-            raise ValueError(f"the {name} control video has {len(video)} frames; {num_frames} were requested")
-        source = self.controlnets[name]
-        controlnet_checkpoint = resolve_checkpoint(source.source, role=f"{ROLE} {name} ControlNet",
-                                                   revision=source.revision, how_to_provide=HOW_TO_PROVIDE)
-        controlnet = load_controlnet(controlnet_checkpoint, self.device, self.dtype)
-        # The same modules, with this control's ControlNet: a second pipeline object costs no memory.
-        key = (*pipeline_key(self.checkpoint, self.kind, self.device, self.dtype), name, str(controlnet_checkpoint.path),
-               controlnet_checkpoint.version)
-        pipe = MODELS.get(key, lambda: self._with_controlnet(controlnet))
+    def _transfer_call(self, controls: list[tuple[str, np.ndarray, float]], num_frames: int, height: int, width: int,
+                       seed: int):
+        """The pipeline and its call for one control (the plain diffusers pipeline) or several (one ControlNet each in
+        the same denoising loop, residuals summed by weight: ``controls.multi_controlnet``)."""
+        from cosmos_assets.controls.multi_controlnet import prepare_controls, weighted_pipeline
+
+        for name, video, _ in controls:
+            if len(video) < num_frames:
+                raise ValueError(f"the {name} control video has {len(video)} frames; {num_frames} were requested")
+        loaded = {name: self._controlnet(name) for name, _, _ in controls}
         d = self.defaults
         # A chunk no longer than the video (rounded up to what the VAE decodes, 1 + 4k frames; the pipeline trims
         # the excess): a short video is not generated as a full 93-frame chunk and then cut.
         temporal = self.pipeline.vae_scale_factor_temporal
-        chunk = min(d.num_frames_per_chunk, 1 + temporal * -(-(num_frames - 1) // temporal))
-        call = {"controls": _pil_frames(video[:num_frames]), "controls_conditioning_scale": weight,
-                "num_frames_per_chunk": max(chunk, temporal + 1), "conditional_frame_timestep": d.conditional_frame_timestep}
-        settings = {"controls": {name: weight}, "controlnet": {name: controlnet_checkpoint.label},
-                    "controlnet_tiny_random": controlnet_checkpoint.tiny_random}
+        chunk = max(min(d.num_frames_per_chunk, 1 + temporal * -(-(num_frames - 1) // temporal)), temporal + 1)
+        call = {"num_frames_per_chunk": chunk, "conditional_frame_timestep": d.conditional_frame_timestep}
+        base_key = pipeline_key(self.checkpoint, self.kind, self.device, self.dtype)
+        if len(controls) == 1:
+            (name, video, weight), = controls
+            controlnet, checkpoint = loaded[name]
+            # The same modules, with this control's ControlNet: a second pipeline object costs no memory.
+            pipe = MODELS.get((*base_key, name, str(checkpoint.path), checkpoint.version),
+                              lambda: self._with_controlnet(controlnet))
+            call.update(controls=_pil_frames(video[:num_frames]), controls_conditioning_scale=weight)
+        else:
+            key = (*base_key, "weighted", *((name, str(c.path), c.version) for name, (_, c) in loaded.items()))
+            pipe = MODELS.get(key, lambda: weighted_pipeline(self.pipeline, {n: model for n, (model, _) in loaded.items()}))
+            first = prepare_controls(pipe, [(name, _pil_frames(video[:num_frames]), weight) for name, video, weight in controls],
+                                     height=height, width=width, num_frames=num_frames, frames_per_chunk=chunk, seed=seed,
+                                     device=self.device)
+            call.update(controls=first, controls_conditioning_scale=1.0)  # the weights are applied per ControlNet
+        settings = {"controls": {name: weight for name, _, weight in controls},
+                    "controlnet": {name: checkpoint.label for name, (_, checkpoint) in loaded.items()},
+                    "controlnet_tiny_random": any(checkpoint.tiny_random for _, checkpoint in loaded.values())}
         return pipe, call, settings
+
+    def _controlnet(self, name: str):
+        """This control's ControlNet, loaded once per process, and its checkpoint."""
+        source = self.controlnets[name]
+        checkpoint = resolve_checkpoint(source.source, role=f"{ROLE} {name} ControlNet",
+                                        revision=source.revision, how_to_provide=HOW_TO_PROVIDE)
+        return load_controlnet(checkpoint, self.device, self.dtype), checkpoint
 
     def _with_controlnet(self, controlnet):
         pipe = type(self.pipeline)(**{**self.pipeline.components, "controlnet": controlnet})

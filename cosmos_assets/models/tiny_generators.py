@@ -26,10 +26,10 @@ import torch
 from cosmos_assets.models.catalog import CONTROLNETS_FOLDER, PIPELINE_CLASSES, PREDICT2, PREDICT25, TRANSFER25
 from cosmos_assets.models.checkpoints import write_tiny_marker
 
-# Controls the tiny Transfer checkpoint ships: the two whose control videos are derived here with plain
-# image operations. Depth and segmentation ControlNets need a depth / segmentation model to make their
-# inputs, so they exist only where a real checkpoint provides them.
-TINY_CONTROLS = ("edge", "blur")
+# Controls the tiny Transfer checkpoint ships: the four of Transfer 2.5. Edge and blur videos come from plain
+# image operations, depth and segmentation from the extractors of ``cosmos_assets.controls`` (tiny random
+# depth / segmentation models in tests, labelled as such).
+TINY_CONTROLS = ("edge", "blur", "depth", "seg")
 
 
 class TinyPassThroughSafetyChecker:
