@@ -15,7 +15,8 @@ TINY_PREFIX = "tiny:"
 PREDICT2 = "predict2"
 PREDICT25 = "predict2.5"
 TRANSFER25 = "transfer2.5"
-GENERATOR_KINDS = (PREDICT2, PREDICT25, TRANSFER25)
+COSMOS3 = "cosmos3"  # Cosmos 3 Generator (its Reasoner is a critic: cosmos_assets.models.cosmos3)
+GENERATOR_KINDS = (PREDICT2, PREDICT25, TRANSFER25, COSMOS3)
 # Predict2 Text2Image makes images, not videos: a kind of its own, outside the video generator's kinds.
 PREDICT2_T2I = "predict2-t2i"
 PIPELINE_CLASSES = {
@@ -23,6 +24,7 @@ PIPELINE_CLASSES = {
     PREDICT25: "Cosmos2_5_PredictBasePipeline",
     TRANSFER25: "Cosmos2_5_TransferPipeline",
     PREDICT2_T2I: "Cosmos2TextToImagePipeline",
+    COSMOS3: "Cosmos3OmniPipeline",
 }
 # A Transfer 2.5 checkpoint keeps each control's ControlNet as a checkpoint of its own under
 # controlnets/<control>/ (on the Hub they are separate revisions of one repository).
@@ -36,6 +38,7 @@ DEFAULT_MODELS = {
     PREDICT25: "nvidia/Cosmos-Predict2.5-2B",
     TRANSFER25: "nvidia/Cosmos-Transfer2.5-2B",
     PREDICT2_T2I: "nvidia/Cosmos-Predict2-2B-Text2Image",
+    COSMOS3: "nvidia/Cosmos3-Nano",
 }
 
 

@@ -28,7 +28,8 @@ import torch
 from PIL import Image
 
 from cosmos_assets.models.catalog import (
-    CONTROLNETS_FOLDER, GENERATOR_KINDS, PIPELINE_CLASSES, PREDICT2, PREDICT25, TRANSFER25, TINY_PREFIX, resolve_model,
+    COSMOS3, CONTROLNETS_FOLDER, GENERATOR_KINDS, PIPELINE_CLASSES, PREDICT2, PREDICT25, TRANSFER25, TINY_PREFIX,
+    resolve_model,
 )
 from cosmos_assets.models.checkpoints import TINY_LABEL, Checkpoint, ModelError, resolve_checkpoint
 from cosmos_assets.models.runtime import MODELS, choose_device, choose_dtype
@@ -89,8 +90,21 @@ class Transfer25Defaults(GenerationDefaults):
     conditional_frame_timestep: float = 0.1
 
 
+@dataclass(frozen=True)
+class Cosmos3Defaults(GenerationDefaults):
+    # Cosmos3OmniPipeline's own defaults (189 frames at 24 fps, 35 steps, guidance 6), at the 480p tier that NVIDIA's
+    # model reference names as the default (16:9: 480x832). Generation itself: cosmos_assets.models.cosmos3.
+    num_frames: int = 189
+    fps: int = 24
+    guidance_scale: float = 6.0
+    height: int = 480
+    width: int = 832
+    num_latent_conditional_frames: int = 2  # video-to-video keeps 1 + 4 * (n - 1) source frames
+
+
 DEFAULTS: dict[str, GenerationDefaults] = {
     PREDICT2: Predict2Defaults(), PREDICT25: Predict25Defaults(), TRANSFER25: Transfer25Defaults(),
+    COSMOS3: Cosmos3Defaults(),
 }
 
 
@@ -305,6 +319,10 @@ class VideoGenerator:
         return tuple(sorted(self.controlnets))
 
     def generate(self, request: GenerationRequest) -> GeneratedVideo:
+        if self.kind == COSMOS3:  # another pipeline interface (no text encoder, video out): its own module
+            from cosmos_assets.models import cosmos3
+
+            return cosmos3.generate(self, request)
         d = self.defaults
         controls = self._controls(request) if self.kind == TRANSFER25 else None
         # Transfer without a set length follows its (shortest) control video, as the pipeline itself does.

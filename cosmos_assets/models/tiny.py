@@ -98,15 +98,19 @@ def build_tiny_siglip(dest: Path, seed: int = 0) -> None:
 
 def tiny_builders() -> dict[str, Callable[[Path, int], None]]:
     """Role directory name → builder. The generator pipelines and the FID / FVD networks come from their own modules."""
-    from cosmos_assets.models import feature_spaces, tiny_generators, tiny_text_to_image
+    from cosmos_assets.controls import tiny_models as control_models
+    from cosmos_assets.models import feature_spaces, tiny_cosmos3, tiny_generators, tiny_text_to_image
 
     return {
+        "depth": control_models.build_tiny_depth,
+        "segmentation": control_models.build_tiny_segmentation,
         "vlm": build_tiny_vlm,
         "siglip": build_tiny_siglip,
         "predict2": tiny_generators.build_tiny_predict2,
         "predict2.5": tiny_generators.build_tiny_predict25,
         "transfer2.5": tiny_generators.build_tiny_transfer25,
         "predict2-t2i": tiny_text_to_image.build_tiny_predict2_text_to_image,
+        "cosmos3": tiny_cosmos3.build_tiny_cosmos3,
         feature_spaces.TINY_INCEPTION: feature_spaces.build_tiny_inception_fid,
         feature_spaces.TINY_I3D: feature_spaces.build_tiny_i3d,
     }
