@@ -17,6 +17,8 @@ from cosmos_assets.settings import (
 )
 
 SAMPLE_VIDEOS = ("dashcam_solid_white_right.mp4", "bottle_conveyor.mp4", "asl_walk.mkv", "asl_book.mkv", "asl_again.mkv")
+# Multi-camera scene folders (``curation.scenes``): landed as folders, the manifest last.
+SAMPLE_SCENES = ("dashcam_rig",)
 
 
 def _prepare_environment() -> CosmosPaths:
@@ -46,16 +48,22 @@ def land_sample_videos(paths: CosmosPaths) -> list[Path]:
     target.mkdir(parents=True, exist_ok=True)
     samples = package_files.files("cosmos_assets") / "samples"
     (paths.home / "SAMPLES_ATTRIBUTION.md").write_text((samples / "ATTRIBUTION.md").read_text())
-    landed = []
-    for name in SAMPLE_VIDEOS:
-        destination = target / name
-        if not destination.exists():
-            with package_files.as_file(samples / name) as source:
-                tmp = target / f".{name}.copying"
-                shutil.copyfile(source, tmp)
-                os.replace(tmp, destination)  # appears whole: the sensor never sees a partial copy
-        landed.append(destination)
+    landed = [_land_sample(samples / name, target / name) for name in SAMPLE_VIDEOS]
+    for scene in SAMPLE_SCENES:
+        (target / scene).mkdir(exist_ok=True)
+        # The manifest last: the sensor never sees a scene whose views are not all there yet.
+        names = sorted(f.name for f in (samples / scene).iterdir() if f.name != "scene.json") + ["scene.json"]
+        landed += [_land_sample(samples / scene / name, target / scene / name) for name in names]
     return landed
+
+
+def _land_sample(packaged, destination: Path) -> Path:
+    if not destination.exists():
+        with package_files.as_file(packaged) as source:
+            tmp = destination.with_name(f".{destination.name}.copying")
+            shutil.copyfile(source, tmp)
+            os.replace(tmp, destination)  # appears whole: the sensor never sees a partial copy
+    return destination
 
 
 def _port_is_free(host: str, port: int) -> bool:
@@ -204,6 +212,13 @@ def show_lineage(args: argparse.Namespace) -> int:
             print(f"    {video['content_hash'][:16]}  {video['original_name']!r}  batch {video['ingest_batch']}")
     else:
         print(f"{found['kind']} {found['id']}" + (f" ({found['original_name']!r}, batch {found['ingest_batch']})" if found["original_name"] else ""))
+        if found.get("scene_id"):
+            print(f"  scene {found['scene_id']}, camera {found['camera']}"
+                  + (f", scene clip {found['scene_clip_id']}" if found.get("scene_clip_id") else ""))
+        if found.get("candidate"):
+            candidate = found["candidate"]
+            print(f"  round {candidate['round']}, request {candidate['request_id'][:8]} seed {candidate['seed']} "
+                  f"({candidate['condition']}): {'accepted' if candidate['accepted'] else candidate['decision']}")
         print(f"  clips: {', '.join(found['clips']) or 'none'}")
         for dataset in found["datasets"]:
             print(f"  dataset {dataset['dataset_version']}: {len(dataset['samples'])} sample(s) ({', '.join(dataset['kinds'])})")

@@ -8,6 +8,7 @@ import dagster as dg
 from cosmos_assets.curation.assets import curation_job, ingest_batches
 from cosmos_assets.common.drop_zone import scan_drop_zone
 from cosmos_assets.curation.landing import LandingLedger
+from cosmos_assets.curation.scenes import hold_back_unsettled_scenes
 from resources import CosmosStorage
 from resources.landing import LandingZoneSettings
 
@@ -25,7 +26,7 @@ def evaluate_landing_zone(storage: CosmosStorage, settings: LandingZoneSettings,
     scan = scan_drop_zone(paths.landing, settings.settle_seconds)
     ledger.plan_batches(
         paths.landing,
-        scan.settled,
+        hold_back_unsettled_scenes(scan),  # a scene folder is batched once all of it has settled
         max_files=settings.max_files_per_batch,
         max_bytes=settings.max_bytes_per_batch,
         max_hash_bytes=settings.max_hash_bytes_per_tick,

@@ -23,14 +23,14 @@ from cosmos_assets.common.pictures import (
     thumbnail_image,
 )
 from cosmos_assets.common.pod_classes import pod_class
-from cosmos_assets.curation import schemas
+from cosmos_assets.curation import scenes, schemas
 from cosmos_assets.curation.clips import TranscodeConfig
 from cosmos_assets.common.drop_zone import assert_inside
 from cosmos_assets.curation.landing import LandingLedger
 from cosmos_assets.curation.pipeline import SplitProgress, ingest_member, split_video
 from cosmos_assets.curation.probe import ProbeLimits
 from cosmos_assets.curation.scores import FilterThresholds, reason_code, rejection_reasons
-from cosmos_assets.curation.shots import SplitConfig
+from cosmos_assets.curation.shots import Span, SplitConfig
 from cosmos_assets.settings import cpu_threads_per_step, device_pool_limits
 from pydantic import Field
 from resources import CosmosStorage, ShotDetectorResource
@@ -75,7 +75,7 @@ def _clip_contact_sheet(store: ArtefactStore, clips: pl.DataFrame, title: str) -
     kinds={"python", "parquet"},
     owners=["team:curation"],
     tags=pod_class("cpu-ingest"),
-    code_version="ingest-1",
+    code_version="ingest-2",  # 2: multi-camera scene folders
 )
 def raw_videos(
     context: dg.AssetExecutionContext, config: RawVideosConfig, storage: CosmosStorage
@@ -89,15 +89,24 @@ def raw_videos(
         context.log.info(f"removed {removed} temporary file(s) left by a crashed copy")
     rows = []
     for number, member in enumerate(batch.members, start=1):
-        row = ingest_member(member, batch.key, paths.landing, store, limits)
+        if scenes.is_scene_manifest(member.relative_path) and member.content_hash is not None:
+            row = scenes.manifest_row(member, batch.key)  # read below, with its scene's views
+        else:
+            row = ingest_member(member, batch.key, paths.landing, store, limits)
         rows.append(row)
         context.log.info(
             f"[{number}/{len(batch.members)}] {row['landing_name']!r}: {row['status']}"
             + (f" ({row['error_class']}: {row['error_message']})" if row["error_class"] else "")
         )
-        if config.remove_from_landing and row["raw_path"]:
+    # Multi-camera scene folders: a scene is used whole or not at all (every row of a broken one says why).
+    scenes.assemble_scenes(list(batch.members), rows, paths.landing)
+    for member, row in zip(batch.members, rows):
+        if row["status"] == "rejected" and row["error_class"] in scenes.SCENE_ERRORS:
+            context.log.warning(f"{row['landing_name']!r}: {row['error_class']}: {row['error_message']}")
+        if config.remove_from_landing and (row["raw_path"] or row["status"] == "scene"):
             _remove_landed(paths.landing, member)  # its bytes are safe in the raw store
     table = schemas.table(rows, schemas.RAW_VIDEOS)
+    scene_rows = [r for r in rows if r.get("scene_id") or r["error_class"] in scenes.SCENE_ERRORS]
     rejected = Counter(r["error_class"] for r in rows if r["status"] == "rejected")
     return dg.Output(
         table,
@@ -109,6 +118,10 @@ def raw_videos(
             "files": dg.MetadataValue.md(
                 markdown_table(rows, ["landing_name", "status", "error_class", "codec", "width", "height", "average_fps", "duration_s"])
             ),
+            "scenes": sum(r["status"] == "scene" for r in rows),
+            "scene_views": dg.MetadataValue.md(markdown_table(
+                scene_rows, ["scene_name", "scene_id", "camera", "landing_name", "status", "error_class", "frames", "average_fps"])
+                if scene_rows else "no multi-camera scene"),
         },
     )
 
@@ -129,8 +142,9 @@ def _remove_landed(landing: Path, member) -> None:
     pool="gpu",
     outs={
         # code_version 2: the deterministic H.264 settings (common/encoding.py) changed every clip's bytes.
+        # code_version 3: the views of a multi-camera scene are cut on their reference camera's spans.
         "video_clips": dg.AssetOut(kinds={"pytorch", "parquet"}, owners=["team:curation"], tags=pod_class("gpu-shot-detector"),
-                                   code_version="clips-2",
+                                   code_version="clips-3",
                                    description="Shot-split H.264 clips with deterministic ids and their span in the source."),
         "clip_scores": dg.AssetOut(kinds={"python", "parquet"}, owners=["team:curation"], tags=pod_class("gpu-shot-detector"),
                                    code_version="scores-1",
@@ -156,9 +170,24 @@ def video_clips_and_scores(
     videos = raw_videos.filter(pl.col("status") == "ok").to_dicts()
     progress = SplitProgress(videos)
     clip_rows, errors = [], []
-    for video in videos:
+    # Views of a multi-camera scene are cut on the spans of its reference camera (first in each list), so clip k
+    # of every view covers the same frames; a scene whose reference cannot be split gets no clips at all.
+    scene_views, singles = scenes.scene_groups(videos)
+    scene_spans: dict[str, list | None] = {}
+    for video in singles + [v for views in scene_views.values() for v in views]:
         started = time.perf_counter()
-        rows, error = split_video(video, store, split, transcode, detector)
+        scene = video.get("scene_id")
+        if scene and scene not in scene_spans:
+            scene_spans[scene] = None
+            rows, error = split_video(video, store, split, transcode, detector)
+            if not error:
+                scene_spans[scene] = [Span(r["start_frame"], r["end_frame"]) for r in rows]
+        elif scene and scene_spans[scene] is None:
+            rows, error = [], {"content_hash": video["content_hash"], "landing_name": video["landing_name"],
+                               "error_class": "SceneReferenceFailed",
+                               "error_message": f"the reference view of scene {scene} could not be split"}
+        else:
+            rows, error = split_video(video, store, split, transcode, detector, scene_spans.get(scene) if scene else None)
         clip_rows.extend(rows)
         line = progress.video_done(video, len(rows), time.perf_counter() - started)
         if error:
@@ -255,7 +284,7 @@ def _score_metadata(scores: pl.DataFrame, thresholds: FilterThresholds | None = 
     kinds={"python", "parquet"},
     owners=["team:curation"],
     tags=pod_class("cpu-light"),
-    code_version="filter-1",
+    code_version="filter-2",  # 2: a scene clip is kept or rejected as a unit
 )
 def filtered_clips(
     context: dg.AssetExecutionContext, config: FilterConfig, storage: CosmosStorage, video_clips: pl.DataFrame,
@@ -266,6 +295,9 @@ def filtered_clips(
     thresholds = config.to_dataclass(FilterThresholds)
     scored = video_clips.join(clip_scores.drop("duration_s"), on="clip_id", how="left")
     reasons = [rejection_reasons(row, thresholds) for row in scored.iter_rows(named=True)]
+    # A scene clip is kept or rejected as a unit: one failing view rejects all its views.
+    reasons = scenes.unit_rejections([{k: r.get(k) for k in ("scene_id", "camera", "scene_clip_id")}
+                                      for r in scored.to_dicts()], reasons)
     table = scored.select(video_clips.columns).with_columns(
         kept=pl.Series([not r for r in reasons], dtype=pl.Boolean),
         rejection_reasons=pl.Series(reasons, dtype=pl.List(pl.String)),

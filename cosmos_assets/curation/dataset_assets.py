@@ -14,6 +14,7 @@ from cosmos_assets.common.files import sha256_of_file
 from cosmos_assets.common.pictures import contact_sheet, encode_jpeg, markdown_image, markdown_table, thumbnail_image
 from cosmos_assets.common.pod_classes import pod_class
 from cosmos_assets.curation import captions as captioning
+from cosmos_assets.curation import scenes
 from cosmos_assets.curation.assets import GROUP, filtered_clips, ingest_batches
 from cosmos_assets.curation.dataset import (
     card_markdown, dataset_members, dataset_recipe, dataset_version, export_dataset, split_of,
@@ -283,7 +284,7 @@ def _pair_sheet(storage: CosmosStorage, rows: list[dict], by_id: dict[str, dict]
 
 
 @dg.asset(group_name=GROUP, pool="collection", deps=[clip_embeddings], kinds={"python", "lancedb"}, owners=["team:curation"],
-          code_version="dedup-4", tags=pod_class("cpu-dataset"))
+          code_version="dedup-5", tags=pod_class("cpu-dataset"))  # 5: scene clips as units
 def deduplicated_clips(
     context: dg.AssetExecutionContext, config: DedupAssetConfig, embedders: EmbedderResource, storage: CosmosStorage,
 ) -> dg.Output[pl.DataFrame]:
@@ -342,6 +343,12 @@ def deduplicated_clips(
             duplicate_of[index] = ids[survivors[semantic.duplicate_of[local]]]
             similarity[index], reason[index] = float(semantic.similarity[local]), "semantic"
             evidence[index] = _evidence("semantic", duplicate_of[index], cosine=round(similarity[index], 4))
+    # Multi-camera scenes: views of one scene clip never drop each other, and a scene clip is kept or dropped whole.
+    scene_clip_of = {clip: fields["scene_clip_id"] for clip, fields in scenes.scene_clips(storage.store).items()}
+    duplicate_of, undone = scenes.unit_dedup(scene_clip_of, ids, duplicate_of)
+    for index in (ids.index(clip) for clip in undone):
+        evidence[index] = json.dumps({"stage": "kept_with_scene", "was": reason[index], "scene_clip_id": scene_clip_of[ids[index]]})
+        similarity[index], reason[index] = None, None
     result = table.select(KEY, "batch", "source_hash", "source_name", "start_s", "end_s", "path", "thumbnail_path", "caption", "captioner",
                           "prompt_id", "video_model", "video_model_version", "tiny_random").with_columns(
         kept=pl.Series([d is None for d in duplicate_of], dtype=pl.Boolean),
@@ -395,7 +402,8 @@ def superseded_sources(store) -> set[str]:
 
 
 # code_version 2: the version hashes the clip files' store keys, not their absolute paths (existing versions get new ids).
-@dg.asset(group_name=GROUP, pool="collection", kinds={"python", "parquet"}, owners=["team:curation"], code_version="dataset-2",
+# code_version 3: members carry their multi-camera scene columns; the views of a scene clip fall in one split.
+@dg.asset(group_name=GROUP, pool="collection", kinds={"python", "parquet"}, owners=["team:curation"], code_version="dataset-3",
           tags=pod_class("cpu-dataset"),
           # raw_videos: which landed versions a completed upload superseded (read from its tables, on the store).
           deps=[dg.AssetDep("raw_videos", partition_mapping=dg.AllPartitionMapping())])
@@ -406,7 +414,10 @@ def curated_dataset(
     train/validation split, a dataset card, the Predict2 training layout and webdataset shards."""
     # A stalled upload's truncated version is left out once the completed file superseded it (raw_videos.supersedes).
     members = dataset_members(deduplicated_clips, superseded_sources(storage.store), KEY)
-    members = members.with_columns(split=pl.Series([split_of(i, config.validation_fraction) for i in members[KEY]], dtype=pl.String))
+    # Views of a multi-camera scene clip carry its ids, and fall in one split (chosen by the scene clip).
+    members = scenes.with_scene_columns(members, storage.store, KEY)
+    split_keys = [scene_clip or clip for clip, scene_clip in zip(members[KEY], members["scene_clip_id"])]
+    members = members.with_columns(split=pl.Series([split_of(i, config.validation_fraction) for i in split_keys], dtype=pl.String))
     version = dataset_version(members[KEY].to_list(), dataset_recipe(storage.store, members, config.model_dump()))
     card = {
         "version": version,

@@ -23,6 +23,7 @@ from cosmos_assets.common.drop_zone import (
     DroppedFile, OutsideDropZone, connect_ledger, hash_dropped_file, open_dropped_file,
 )
 from cosmos_assets.common.files import display_name
+from cosmos_assets.curation.scenes import is_scene_manifest, manifest_ledger_hash, scene_unit_of
 
 @dataclass(frozen=True)
 class BatchMember:
@@ -67,14 +68,19 @@ def group_members(members: list[BatchMember], max_files: int, max_bytes: int, fi
     """Split members, in the given order, into batches bounded by file count (``batch_sizes``) and bytes.
 
     Members refused before reading (no content hash: symlinks, paths outside the zone) cost nothing to
-    process; they ride along without counting against the file cap.
+    process; they ride along without counting against the file cap. The files of one multi-camera scene folder
+    (``curation.scenes``; consecutive in ``members``) stay in one batch, whatever the caps.
     """
     caps = batch_sizes(first_batch_files, max_files)
+    unit = scene_unit_of([m.relative_path for m in members])
     groups: list[list[BatchMember]] = []
     cap = files = size = 0
+    previous_unit = None
     for member in members:
         counts = member.content_hash is not None
-        if not groups or (counts and (files >= cap or (files and size + member.size > max_bytes))):
+        member_unit = unit(member.relative_path)
+        same_scene, previous_unit = member_unit is not None and member_unit == previous_unit, member_unit
+        if not groups or (counts and not same_scene and (files >= cap or (files and size + member.size > max_bytes))):
             groups.append([])
             cap, files, size = next(caps), 0, 0
         groups[-1].append(member)
@@ -163,6 +169,8 @@ class LandingLedger:
         fresh: list[tuple[DroppedFile, str | None, str | None]] = []
         superseded: dict[bytes, str] = {}  # path -> content hash of the earlier version this one completes
         hashed_bytes = 0
+        settled = list(settled)
+        scene_of = scene_unit_of([e.relative_path for e in settled])
         with self._connect() as db:
             failures = {bytes(p): (size, mtime, first) for p, size, mtime, first in
                         db.execute("SELECT relative_path, size, mtime_ns, first_failed_at FROM read_failures")}
@@ -173,7 +181,8 @@ class LandingLedger:
                 if entry.is_symlink:
                     fresh.append((entry, None, "symlinks are not followed"))
                     continue
-                if max_hash_bytes is not None and hashed_bytes and hashed_bytes + entry.size > max_hash_bytes:
+                if (max_hash_bytes is not None and hashed_bytes and hashed_bytes + entry.size > max_hash_bytes
+                        and scene_of(entry.relative_path) is None):  # a scene is hashed whole, in one call
                     continue
                 try:
                     content_hash = hash_dropped_file(root, entry.relative_path)
@@ -192,6 +201,8 @@ class LandingLedger:
                         failed_now.append((entry, first))  # maybe transient: tried again next tick, for a while
                     continue
                 hashed_bytes += entry.size
+                if is_scene_manifest(entry.relative_path):  # one per scene folder, even when two read the same
+                    content_hash = manifest_ledger_hash(entry.relative_path, content_hash)
                 fresh.append((entry, content_hash, None))
                 if (earlier := self._truncated_version(db, root, entry, content_hash)) is not None:
                     superseded[entry.relative_path] = earlier
@@ -219,7 +230,13 @@ class LandingLedger:
                                                    superseded.get(entry.relative_path)))
                 # Smallest first (then by name, so the plan is the same whatever order the scan had):
                 # the first batch's run finishes soonest, and within a batch the first clips come soonest.
-                new_members.sort(key=lambda m: (m.size, m.relative_path))
+                # A scene folder's files stay together, at the place of its smallest file.
+                scene_size: dict[bytes, int] = {}
+                for m in new_members:
+                    if (folder := scene_of(m.relative_path)) is not None:
+                        scene_size[folder] = min(scene_size.get(folder, m.size), m.size)
+                new_members.sort(key=lambda m: (scene_size.get(scene_of(m.relative_path), m.size),
+                                                scene_of(m.relative_path) or m.relative_path, m.size, m.relative_path))
                 batches = self._insert_batches(db, new_members, max_files, max_bytes, now, first_batch_files)
                 db.execute("COMMIT")
             except BaseException:

@@ -20,6 +20,7 @@ from cosmos_assets.common.decoding import FrameLimits
 from cosmos_assets.common.drop_zone import open_dropped_file
 from cosmos_assets.curation.landing import BatchMember
 from cosmos_assets.curation.probe import ProbeLimits, VideoProbe, VideoRejected, probe_video
+from cosmos_assets.curation.scenes import scene_clip_id
 from cosmos_assets.curation.shots import (
     SplitConfig,
     Span,
@@ -147,11 +148,14 @@ def plan_spans(raw_path: str | Path, frames: int, fps: float, split: SplitConfig
 
 
 def split_video(
-    video: dict, store: ArtefactStore, split: SplitConfig, transcode: TranscodeConfig, detector
+    video: dict, store: ArtefactStore, split: SplitConfig, transcode: TranscodeConfig, detector,
+    spans: list[Span] | None = None,
 ) -> tuple[list[dict], dict | None]:
-    """Cut one ingested video into clips with their signals; returns (clip rows, error or None)."""
+    """Cut one ingested video into clips with their signals; returns (clip rows, error or None). ``spans``: cut
+    there instead of at the video's own shots (every view of a multi-camera scene is cut at its reference's)."""
     recipe = stable_id("split", json.dumps(asdict(split), sort_keys=True), json.dumps(asdict(transcode), sort_keys=True),
-                       getattr(detector, "model_version", "none"))
+                       getattr(detector, "model_version", "none"),
+                       *([] if spans is None else ["spans", [(s.start_frame, s.end_frame) for s in spans]]))
     record = f"{CLIPS}/_finished/{video['content_hash']}-{recipe}.json"
     if store.exists(record):
         rows = store.read_json(record)
@@ -163,7 +167,7 @@ def split_video(
         fps = video["average_fps"] or video["real_fps"]
         raw = store.local_path(video["raw_path"])
         limits = accepted_frame_limits(video)
-        spans = plan_spans(raw, video["frames"], fps, split, detector, limits)
+        spans = spans if spans is not None else plan_spans(raw, video["frames"], fps, split, detector, limits)
         ids = [clip_id_for(video["content_hash"], span) for span in spans]
         files = [(clip_key(i, recipe), thumbnail_key(i, recipe)) for i in ids]
         results = cut_clips(raw, spans, [(store.staging_path(c), store.staging_path(t)) for c, t in files], fps, transcode,
@@ -209,6 +213,9 @@ def split_video(
                 "shot_model": getattr(detector, "model_name", None) if split.method != "fixed_stride" else None,
                 "shot_model_version": getattr(detector, "model_version", None) if split.method != "fixed_stride" else None,
                 "signals": result.signals.as_row() if result.signals else None,
+                "scene_id": video.get("scene_id"),
+                "camera": video.get("camera"),
+                "scene_clip_id": scene_clip_id(video["scene_id"], span.start_frame, span.end_frame) if video.get("scene_id") else None,
             }
         )
     store.write_json(record, rows, indent=None)

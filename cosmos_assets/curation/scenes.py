@@ -344,3 +344,30 @@ def with_scene_columns(table, store, key: str = "clip_id"):
     found = scene_clips(store)
     return table.with_columns(**{column: pl.Series([found.get(c, {}).get(column) for c in table[key]], dtype=pl.String)
                                  for column in SCENE_COLUMNS})
+
+
+def first_units(clips: list[dict], limit: int | None) -> list[dict]:
+    """The clips of the first ``limit`` units, in order: a unit is a single clip or every view of a scene clip (a
+    limit on source clips never takes part of a scene)."""
+    if limit is None:
+        return clips
+    order: list[str] = []
+    for clip in clips:
+        unit = clip.get("scene_clip_id") or clip["clip_id"]
+        if unit not in order:
+            order.append(unit)
+    chosen = set(order[:limit])
+    return [c for c in clips if (c.get("scene_clip_id") or c["clip_id"]) in chosen]
+
+
+def shared_per_scene_clip(keys: list[tuple], values: list) -> list:
+    """``values`` with every item whose key's scene clip (first element; None outside scenes) and the rest of the key
+    repeat an earlier item's given that earlier value: one prompt for every view of a scene clip and condition."""
+    first: dict[tuple, object] = {}
+    result = []
+    for key, value in zip(keys, values):
+        if key[0] is None:
+            result.append(value)
+        else:
+            result.append(first.setdefault(key, value))
+    return result

@@ -33,6 +33,12 @@ RAW_VIDEOS = {
     # The frame limits the file was accepted under (JSON of common.decoding.FrameLimits): the split decodes
     # the same file and holds every frame to the same limits, whatever the split step's own defaults.
     "frame_limits": pl.String,
+    # Multi-camera scenes (curation.scenes): the content-derived scene id and camera of a view, the manifest's
+    # scene name, and whether the view is the reference camera the scene's clips are cut by.
+    "scene_id": pl.String,
+    "camera": pl.String,
+    "scene_name": pl.String,
+    "scene_reference": pl.Boolean,
 }
 
 VIDEO_CLIPS = {
@@ -54,6 +60,9 @@ VIDEO_CLIPS = {
     "split_method": pl.String,
     "shot_model": pl.String,
     "shot_model_version": pl.String,
+    "scene_id": pl.String,
+    "camera": pl.String,
+    "scene_clip_id": pl.String,  # shared by the clips of every view of a scene that cover the same frames
 }
 
 CLIP_SCORES = {

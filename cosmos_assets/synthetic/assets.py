@@ -30,6 +30,7 @@ from cosmos_assets.common.pod_classes import pod_class
 from cosmos_assets.common.drop_zone import OutsideDropZone
 from cosmos_assets.critic_training import checkpoints as critic_checkpoints
 from cosmos_assets.critic_training.feature_critic import load_feature_critic
+from cosmos_assets.curation import scenes
 from cosmos_assets.curation.probe import VideoRejected
 from cosmos_assets.models.checkpoints import TINY_LABEL
 from cosmos_assets.models.frames import sample_frames
@@ -40,7 +41,8 @@ from cosmos_assets.synthetic.critics import (
 from cosmos_assets.synthetic.generation import candidate_id, generate_candidate, open_backend, request_geometry_of
 from cosmos_assets.common.drop_zone import member_path
 from cosmos_assets.synthetic.inbox import INBOX_PREFIX, InboxLedger, ManifestInvalid, ingest_file, parse_manifest
-from cosmos_assets.synthetic.selection import DEFAULT_THRESHOLDS, check_rule, select
+from cosmos_assets.synthetic import multiview
+from cosmos_assets.synthetic.selection import DEFAULT_THRESHOLDS, check_rule, select_scenes
 from cosmos_assets.synthetic.video import (
     at_most, control_video, middle_frame, read_video, read_window, request_geometry, video_size, write_jpeg, write_mp4,
 )
@@ -58,6 +60,14 @@ SHEET_ROWS = 6
 
 generation_rounds = dg.DynamicPartitionsDefinition(name="generation_rounds")
 
+SCENE_SCHEMA = {
+    "scene_id": pl.String, "camera": pl.String, "scene_clip_id": pl.String,
+    # Cross-view consistency of the scene candidate a view belongs to (synthetic.multiview): its worst camera pair's
+    # median Sampson distance under the source's geometry, share of matches under the threshold, and generated /
+    # source match count; every pair as JSON.
+    "cross_view_sampson_px": pl.Float64, "cross_view_share_under_threshold": pl.Float64,
+    "cross_view_match_ratio": pl.Float64, "cross_view_pairs": pl.String,
+}
 GENERATION_PROMPTS = {
     "request_id": pl.String, "round": pl.String, "origin": pl.String, "dataset_version": pl.String,
     "source_clip_id": pl.String, "source_name": pl.String, "source_path": pl.String, "source_start_s": pl.Float64,
@@ -65,6 +75,7 @@ GENERATION_PROMPTS = {
     "prompt_writer": pl.String, "prompt_status": pl.String, "negative_prompt": pl.String, "controls": pl.String,
     "seeds": pl.List(pl.Int64), "width": pl.Int64, "height": pl.Int64, "fps": pl.Int64, "num_frames": pl.Int64,
     "tiny_random": pl.Boolean, "error_class": pl.String, "error_message": pl.String,
+    "scene_id": pl.String, "camera": pl.String, "scene_clip_id": pl.String,  # multi-camera scenes: every view of a scene clip gets one prompt and the same seeds
 }
 SYNTHETIC_VIDEOS = {
     "candidate_id": pl.String, "request_id": pl.String, "round": pl.String, "origin": pl.String, "seed": pl.Int64,
@@ -73,6 +84,7 @@ SYNTHETIC_VIDEOS = {
     "controls": pl.String, "settings": pl.String, "path": pl.String, "thumbnail_path": pl.String, "sha256": pl.String,
     "width": pl.Int64, "height": pl.Int64, "fps": pl.Float64, "frames": pl.Int64, "status": pl.String,
     "error_class": pl.String, "error_message": pl.String, "tiny_random": pl.Boolean, "label": pl.String, "reused": pl.Boolean,
+    "scene_id": pl.String, "camera": pl.String, "scene_clip_id": pl.String,
 }
 CRITIQUE_SCORES = {
     "candidate_id": pl.String, "request_id": pl.String, "round": pl.String, "condition": pl.String, "critic": pl.String,
@@ -80,6 +92,7 @@ CRITIQUE_SCORES = {
     "score": pl.Float64, **{name: pl.Float64 for name in METRIC_COMPONENTS}, "rating_mean": pl.Float64,
     "trials_total": pl.Int64, "trials_parsed": pl.Int64, "parse_failures": pl.Int64, "trials": pl.String,
     "error_class": pl.String, "error_message": pl.String,
+    **SCENE_SCHEMA,
 }
 ACCEPTED_VIDEOS = {
     "candidate_id": pl.String, "request_id": pl.String, "round": pl.String, "origin": pl.String, "condition": pl.String,
@@ -87,7 +100,7 @@ ACCEPTED_VIDEOS = {
     "backend": pl.String, "model": pl.String, "model_version": pl.String, "critic": pl.String,
     "critic_version": pl.String, "score": pl.Float64, "accepted": pl.Boolean, "rank": pl.Int64, "decision": pl.String,
     "rule": pl.String, "threshold": pl.Float64, "trials_total": pl.Int64, "parse_failures": pl.Int64,
-    "tiny_random": pl.Boolean,
+    "tiny_random": pl.Boolean, **SCENE_SCHEMA,
 }
 
 
@@ -222,7 +235,7 @@ def _request_row(window: _SourceWindow, partition: str, dataset_version: str | N
         "source_thumbnail_path": window.thumbnail_path, "control_paths": json.dumps(window.control_paths),
         "condition": condition, "prompt": written.prompt, "prompt_writer": written.writer, "prompt_status": written.status,
         "negative_prompt": negative, "controls": json.dumps(controls), "seeds": seeds, **geometry,
-        "tiny_random": tiny and written.status == "rewritten",
+        "tiny_random": tiny and written.status == "rewritten", **{k: clip.get(k) for k in scenes.SCENE_COLUMNS},
     }
 
 
@@ -233,7 +246,7 @@ def _round_requests(context, config, storage, synthetic, vlm, curated_dataset) -
     clips = dataset.filter(pl.col("split").is_in(config.splits)).sort("clip_id").to_dicts() if dataset.height else []
     earlier = _clips_in_other_rounds(storage, partition) if config.skip_clips_in_earlier_rounds else set()
     skipped = sum(c["clip_id"] in earlier for c in clips)
-    clips = [c for c in clips if c["clip_id"] not in earlier][: config.max_clips]
+    clips = scenes.first_units([c for c in clips if c["clip_id"] not in earlier], config.max_clips)
     windows = []
     for number, clip in enumerate(clips, start=1):
         windows.append(_source_window(storage, clip, config, synthetic))
@@ -248,6 +261,8 @@ def _round_requests(context, config, storage, synthetic, vlm, curated_dataset) -
             vlm.caption.settings())
     else:
         written = [prompts.templated(w.clip.get("caption"), c) for w, c in items]
+    # Every view of a scene clip is generated from one prompt (its first view's), so the views show one world.
+    written = scenes.shared_per_scene_clip([(w.clip.get("scene_clip_id"), c) for w, c in items], written)
     seeds = [config.base_seed + i for i in range(config.seeds_per_request)]
     controls = {config.transfer_control: config.transfer_control_weight}
     rows = [_request_row(w, partition, version, c, text, prompts.negative_prompt(config.negative_prompt, c), controls,
@@ -289,7 +304,7 @@ def _inbox_requests(context, config, storage, synthetic, curated_dataset) -> tup
     return rows, {"manifest": batch.manifest_name, "generator": manifest.generator}
 
 
-@dg.asset(partitions_def=generation_rounds, group_name=GROUP, kinds={"python", "parquet"}, owners=OWNERS, code_version="prompts-1",
+@dg.asset(partitions_def=generation_rounds, group_name=GROUP, kinds={"python", "parquet"}, owners=OWNERS, code_version="prompts-2",  # 2: one prompt per scene clip
           tags=pod_class("cpu-light"))
 def generation_prompts(
     context: dg.AssetExecutionContext, config: GenerationPromptsConfig, storage: CosmosStorage,
@@ -355,6 +370,7 @@ def _generate_round(context, storage, backend, requests: pl.DataFrame) -> list[d
                 row = _failed_row(base, "GenerationFailed", f"{error.__class__.__name__}: {error}")
                 context.log.warning(f"{request['request_id']} seed {seed}: {row['error_message']}")
             row["tiny_random"] = bool(row["tiny_random"] or request["tiny_random"])
+            row.update({k: request.get(k) for k in scenes.SCENE_COLUMNS})
             rows.append(row)
         context.log.info(f"[{number}/{len(todo)}] {request['condition']} on {request['source_clip_id']}: "
                          f"{len(request['seeds'])} candidate(s)")
@@ -597,7 +613,7 @@ def _promoted_critic(context, store, synthetic: SyntheticSettings, config: Criti
 
 
 @dg.asset(partitions_def=generation_rounds, group_name=GROUP, pool="gpu", kinds={"pytorch", "parquet"}, owners=OWNERS,
-          code_version="critique-1", tags=pod_class("gpu-reason-7b"),
+          code_version="critique-2",  # 2: cross-view consistency of scene candidates tags=pod_class("gpu-reason-7b"),
           # The critic the critic loop promoted scores from then on: its promotion is upstream of every round's scores.
           deps=[dg.AssetDep("promoted_critic", partition_mapping=dg.AllPartitionMapping())])
 def critique_scores(
@@ -632,9 +648,12 @@ def critique_scores(
         context.log.warning(f"critic {promoted.key} is a Reason adapter; this profile's critic is metric, so it is not used")
     identity = critic.identity
     by_id = {c["candidate_id"]: c for c in candidates}
-    rows = [{**{k: by_id[r["candidate_id"]][k] for k in ("request_id", "round", "condition")}, "critic": identity["critic"],
-             "critic_mode": mode, "critic_model": identity["critic_model"], "critic_version": identity["critic_version"],
-             "critic_tiny_random": identity["tiny_random"], **r} for r in scored]
+    # Multi-camera scenes: how well each scene candidate's views keep the source rig's geometry (all views alike).
+    consistency = multiview.measure_scene_candidates(storage.store, candidates, requests)
+    rows = [{**{k: by_id[r["candidate_id"]][k] for k in ("request_id", "round", "condition", *scenes.SCENE_COLUMNS)},
+             "critic": identity["critic"], "critic_mode": mode, "critic_model": identity["critic_model"],
+             "critic_version": identity["critic_version"], "critic_tiny_random": identity["tiny_random"], **r,
+             **multiview.consistency_columns(consistency.get(_scene_candidate_key(by_id[r["candidate_id"]])))} for r in scored]
     table = _table(rows, CRITIQUE_SCORES)
     trials, failures = int(table["trials_total"].sum() or 0), int(table["parse_failures"].sum() or 0)
     scores = table["score"].drop_nulls()
@@ -649,12 +668,39 @@ def critique_scores(
         "mean_score": round(float(scores.mean()), 4) if scores.len() else 0.0,
         **_tiny_label(bool(identity["tiny_random"])),
     }
+    if consistency:
+        metadata["scene_candidates"] = len(consistency)
+        metadata["cross_view_consistency"] = dg.MetadataValue.md(_scene_table(rows))
     if mode in ("reason", "rubric") and table.height:
         examples = [{"candidate_id": r["candidate_id"][:8], "score": r["score"], "parsed": f"{r['trials_parsed']}/{r['trials_total']}",
                      "first trial": (json.loads(r["trials"])[0]["text"] if r["trials"] else "")[:160]} for r in rows[:6]]
         metadata["trials_examples"] = dg.MetadataValue.md(markdown_table(examples, ["candidate_id", "score", "parsed", "first trial"]))
     context.log.info(f"{identity['critic']}: {table.height} critiqued, {failures}/{trials} trials unparsed")
     return dg.Output(table, metadata=metadata)
+
+
+def _scene_candidate_key(candidate: dict) -> tuple | None:
+    return (candidate["scene_clip_id"], candidate["condition"], candidate["seed"]) if candidate.get("scene_clip_id") else None
+
+
+def _scene_table(rows: list[dict]) -> str:
+    """One line per scene candidate (scene clip, condition, seed): its cameras, cross-view consistency and, once
+    selected, whether it was accepted."""
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for row in rows:
+        if row.get("scene_clip_id"):
+            groups[(row["scene_id"], row["scene_clip_id"], row["condition"], row.get("seed"))].append(row)
+    lines = []
+    for (scene, scene_clip, condition, seed), views in groups.items():
+        first = views[0]
+        lines.append({"scene_id": scene[:18], "scene_clip": scene_clip[:8], "condition": condition, "seed": seed,
+                      "cameras": ", ".join(sorted(v["camera"] for v in views)),
+                      "sampson_px (worst pair)": first.get("cross_view_sampson_px"),
+                      "share under threshold": first.get("cross_view_share_under_threshold"),
+                      "match ratio": first.get("cross_view_match_ratio"),
+                      **({"accepted": all(v["accepted"] for v in views)} if "accepted" in first else {})})
+    columns = list(lines[0]) if lines else []
+    return markdown_table(lines, columns) if lines else "no multi-camera scene"
 
 
 # --- accepted_videos -------------------------------------------------------------------------------------
@@ -684,7 +730,7 @@ def _decision_sheet(storage: CosmosStorage, rows: list[dict], accepted: bool, li
                           "accepted" if accepted else "rejected")
 
 
-@dg.asset(partitions_def=generation_rounds, group_name=GROUP, kinds={"python", "parquet"}, owners=OWNERS, code_version="selection-1",
+@dg.asset(partitions_def=generation_rounds, group_name=GROUP, kinds={"python", "parquet"}, owners=OWNERS, code_version="selection-2",  # 2: scene candidates accepted as units
           tags=pod_class("cpu-light"))
 def accepted_videos(
     context: dg.AssetExecutionContext, config: AcceptanceConfig, storage: CosmosStorage, synthetic_videos: pl.DataFrame,
@@ -696,12 +742,21 @@ def accepted_videos(
     modes = set(critique_scores["critic_mode"].drop_nulls())
     mode = modes.pop() if len(modes) == 1 else "metric"
     threshold = config.threshold if config.threshold is not None else DEFAULT_THRESHOLDS[mode]
+    consistency_columns = [c for c in SCENE_SCHEMA if c.startswith("cross_view_") and c in critique_scores.columns]
     joined = synthetic_videos.join(critique_scores.select("candidate_id", "critic", "critic_version", "critic_tiny_random",
                                                           "score", "trials_total", "parse_failures",
-                                                          pl.col("error_class").alias("critique_error")),
+                                                          pl.col("error_class").alias("critique_error"), *consistency_columns),
                                    on="candidate_id", how="left").to_dicts()
-    decisions = select([{"candidate_id": r["candidate_id"], "request_id": r["request_id"], "score": r["score"],
-                         "usable": r["status"] == "ok" and r["critique_error"] is None} for r in joined], rule, threshold)
+    # A multi-camera scene candidate (one seed of a scene clip under one condition) is accepted only if all its views are.
+    cameras = defaultdict(set)
+    for r in joined:
+        if r.get("scene_id"):
+            cameras[r["scene_id"]].add(r["camera"])
+    decisions = select_scenes([{"candidate_id": r["candidate_id"], "request_id": r["request_id"], "score": r["score"],
+                                "usable": r["status"] == "ok" and r["critique_error"] is None, "seed": r["seed"],
+                                "scene_key": f"{r['scene_clip_id']}/{r['condition']}" if r.get("scene_clip_id") else None,
+                                "camera": r.get("camera"), "scene_cameras": len(cameras.get(r.get("scene_id"), ()))}
+                               for r in joined], rule, threshold)
     rows = []
     for r in joined:
         decision = decisions[r["candidate_id"]]
@@ -732,6 +787,9 @@ def accepted_videos(
         "score_histogram": dg.MetadataValue.md(markdown_image(encode_png(histogram(scores, f"{mode} critic score", threshold=threshold)),
                                                               "score histogram", "image/png")),
         "accepted_candidates": dg.MetadataValue.md(_decision_sheet(storage, rows, True)),
+        "scene_candidates_accepted": len({(r["scene_clip_id"], r["condition"], r["seed"]) for r in rows
+                                          if r.get("scene_clip_id") and r["accepted"]}),
+        "scenes": dg.MetadataValue.md(_scene_table(rows)),
         "rejected_candidates": dg.MetadataValue.md(_decision_sheet(storage, rows, False)),
     })
 

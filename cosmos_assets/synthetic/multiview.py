@@ -21,12 +21,16 @@ cannot tell depth errors apart, which a real rig's baseline would.
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from dataclasses import asdict, dataclass
 from itertools import combinations
 
 import cv2
 import numpy as np
+
+from cosmos_assets.synthetic.generation import request_geometry_of
+from cosmos_assets.synthetic.video import read_video, read_window
 
 MIN_MATCHES = 8  # the fewest correspondences a fundamental matrix is fitted to
 RATIO = 0.8  # Lowe's ratio test on the two nearest ORB descriptors
@@ -140,3 +144,36 @@ def scene_candidates(candidates: list[dict]) -> dict[tuple, list[dict]]:
         if candidate.get("scene_clip_id"):
             groups[(candidate["scene_clip_id"], candidate["condition"], candidate["seed"])].append(candidate)
     return dict(groups)
+
+
+def measure_scene_candidates(store, candidates: list[dict], requests: dict[str, dict],
+                             config: MultiViewConfig = MultiViewConfig()) -> dict[tuple, dict]:
+    """``scene_consistency`` of every scene candidate among ``candidates`` (ok ``synthetic_videos`` rows), keyed as
+    ``scene_candidates``: each view's source window (at its request's geometry, so pixel coordinates agree) against
+    the view generated from it. A scene candidate whose videos cannot be read gets ``{"error": ...}``."""
+    windows: dict[str, np.ndarray] = {}
+    results = {}
+    for key, views in scene_candidates(candidates).items():
+        if len({v["camera"] for v in views}) < 2:
+            continue
+        try:
+            source, generated = {}, {}
+            for view in views:
+                request = requests[view["request_id"]]
+                if view["request_id"] not in windows:
+                    windows[view["request_id"]] = read_window(store.local_path(request["source_path"]),
+                                                              request_geometry_of(request), request["source_start_s"])
+                source[view["camera"]] = windows[view["request_id"]]
+                generated[view["camera"]] = read_video(store.local_path(view["path"]))[0][: len(source[view["camera"]])]
+            results[key] = scene_consistency(source, generated, config)
+        except (ValueError, OSError) as error:
+            results[key] = {"error": f"{type(error).__name__}: {error}"[:300]}
+    return results
+
+
+def consistency_columns(result: dict | None) -> dict:
+    """A scene candidate's summary as the ``cross_view_*`` columns of its views' rows."""
+    if not result or "error" in result:
+        return {"cross_view_pairs": json.dumps(result) if result else None}
+    return {"cross_view_sampson_px": result["sampson_px"], "cross_view_share_under_threshold": result["share_under_threshold"],
+            "cross_view_match_ratio": result["match_ratio"], "cross_view_pairs": json.dumps(result["pairs"])}

@@ -65,3 +65,45 @@ def select(candidates: list[dict], rule: str, threshold: float) -> dict[str, Dec
                 reason = NOT_BEST
             decisions[candidate["candidate_id"]] = Decision(candidate["candidate_id"], reason is None, rank, reason)
     return decisions
+
+
+SCENE_VIEW_FAILED = "scene_view_not_accepted"  # this view passed, another view of its scene candidate did not
+SCENE_INCOMPLETE = "scene_incomplete"  # a camera of the scene has no candidate for this seed
+
+
+def select_scenes(candidates: list[dict], rule: str, threshold: float) -> dict[str, Decision]:
+    """``select`` with multi-camera scenes decided as units. A candidate with a ``scene_key`` (its scene clip and
+    condition), a ``seed`` and the scene's camera count ``scene_cameras`` is one view of a scene candidate (that key
+    and seed); a scene candidate is scored by its worst view (so the threshold holds for every view), ranked against
+    the scene's other seeds, and every view is accepted only when the scene candidate is. Other candidates are
+    selected per request, as by ``select``."""
+    singles = [c for c in candidates if not c.get("scene_key")]
+    decisions = select(singles, rule, threshold)
+    views: dict[tuple, list[dict]] = defaultdict(list)
+    for candidate in candidates:
+        if candidate.get("scene_key"):
+            views[(candidate["scene_key"], candidate["seed"])].append(candidate)
+    units = []
+    for (scene_key, seed), group in views.items():
+        complete = len({c["camera"] for c in group}) == group[0]["scene_cameras"]
+        scores = [c["score"] for c in group]
+        units.append({"candidate_id": f"{scene_key}/{seed}", "request_id": scene_key,
+                      "usable": complete and all(c.get("usable", True) for c in group),
+                      "score": None if any(s is None for s in scores) else min(scores)})
+    unit_decisions = select(units, rule, threshold)
+    for (scene_key, seed), group in views.items():
+        unit = unit_decisions[f"{scene_key}/{seed}"]
+        complete = len({c["camera"] for c in group}) == group[0]["scene_cameras"]
+        for candidate in group:
+            reason = unit.reason
+            if not candidate.get("usable", True):
+                reason = BAD_INPUT
+            elif candidate["score"] is None:
+                reason = UNSCORED
+            elif not complete:
+                reason = SCENE_INCOMPLETE
+            elif unit.reason in (BAD_INPUT, UNSCORED, BELOW_THRESHOLD) and (rule == "best_of_n" or candidate["score"] >= threshold):
+                reason = SCENE_VIEW_FAILED  # its own score passes; another view's does not
+            decisions[candidate["candidate_id"]] = Decision(candidate["candidate_id"], unit.accepted and reason is None,
+                                                            unit.rank, reason)
+    return decisions

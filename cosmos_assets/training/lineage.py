@@ -43,6 +43,15 @@ def _raw_videos(store: ArtefactStore) -> dict[str, dict]:
     return {} if raw.is_empty() else {r["content_hash"]: r for r in raw.filter(pl.col("status") == "ok").to_dicts()}
 
 
+def _candidates(store: ArtefactStore) -> dict[str, dict]:
+    """Synthetic candidates as selection judged them (accepted or not), with their request, seed and scene."""
+    accepted = store.read_partitions("accepted_videos")
+    return {} if accepted.is_empty() else {r["candidate_id"]: r for r in accepted.to_dicts()}
+
+
+SCENE_FIELDS = ("scene_id", "camera", "scene_clip_id")
+
+
 def default_checkpoint(store: ArtefactStore) -> str:
     """The promoted checkpoint, else the newest one."""
     if (pointer := registry.promoted(store)) is not None:
@@ -88,11 +97,18 @@ def forward_lineage(store: ArtefactStore, identifier: str) -> dict:
     """Everything downstream of a raw video (content hash), a clip id or a sample / candidate id."""
     clips = store.read_partitions("video_clips")
     raw = _raw_videos(store)
+    candidates = _candidates(store)
+    scene: dict = {}  # the multi-camera scene a raw video, clip or candidate belongs to
     if identifier in raw:
         kind = "raw video"
         clip_ids = set(clips.filter(pl.col("source_hash") == identifier)["clip_id"]) if clips.height else set()
+        scene = raw[identifier]
     elif clips.height and identifier in set(clips["clip_id"]):
         kind, clip_ids = "clip", {identifier}
+        scene = clips.filter(pl.col("clip_id") == identifier).to_dicts()[0]
+    elif identifier in candidates:
+        kind, scene = "synthetic candidate", candidates[identifier]
+        clip_ids = {scene["source_clip_id"]} if scene.get("source_clip_id") else set()
     else:
         kind, clip_ids = "sample", set()
     datasets, checkpoints = [], []
@@ -110,7 +126,11 @@ def forward_lineage(store: ArtefactStore, identifier: str) -> dict:
         raise LineageNotFound(f"{identifier!r} is no checkpoint, raw video content hash, clip id or training sample")
     promoted = registry.promoted(store)
     info = raw.get(identifier, {})
+    candidate = candidates.get(identifier)
     return {"id": identifier, "kind": kind, "original_name": info.get("landing_name"), "ingest_batch": info.get("batch"),
+            **{field: scene.get(field) for field in SCENE_FIELDS},
+            "candidate": {k: candidate.get(k) for k in ("round", "request_id", "seed", "condition", "source_clip_id", "accepted",
+                                                         "decision", "score", "cross_view_sampson_px")} if candidate else None,
             "clips": sorted(clip_ids), "datasets": datasets, "checkpoints": sorted(set(checkpoints)),
             "promoted_checkpoint_uses_it": bool(promoted and promoted["checkpoint"] in checkpoints)}
 
@@ -123,6 +143,7 @@ def known_identifiers(store: ArtefactStore) -> dict[str, str]:
     clips = store.read_partitions("video_clips")
     if clips.height:
         known.update({clip_id: "clip" for clip_id in clips["clip_id"].unique().to_list() if clip_id not in known})
+    known.update({candidate: "synthetic candidate" for candidate in _candidates(store) if candidate not in known})
     for version in store.folders(TRAINING_DATASETS):
         samples = snapshot_samples(store, version)
         if samples is not None and samples.height:
