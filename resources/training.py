@@ -1,6 +1,6 @@
 """The trainer role: which generator is post-trained (its base checkpoint) and where it runs."""
 
-from typing import Literal
+from typing import Literal, Optional
 
 from pydantic import Field
 
@@ -8,16 +8,19 @@ from cosmos_assets.models.catalog import resolve_model
 from cosmos_assets.models.generator import load_pipeline
 from cosmos_assets.training.trainer import TrainingConfig
 from resources.config import field_from
-from resources.models import ModelResource
+from resources.models import ModelResource, VisionLanguageResource
 
 
 class TrainerResource(ModelResource):
-    """A Cosmos 2.5 generator (flow-matching LoRA; Predict2's EDM parameterisation is not trained here)."""
+    """The generator that is post-trained (LoRA: Predict2 with its EDM denoising loss, the 2.5 models by flow
+    matching), and the VLM that judges whether its evaluation videos match their prompts."""
 
-    kind: Literal["predict2.5", "transfer2.5"] = Field(
-        default="predict2.5", description="Which Cosmos 2.5 generator is post-trained: predict2.5 or transfer2.5.")
+    kind: Literal["predict2", "predict2.5", "transfer2.5"] = Field(
+        default="predict2.5", description="Which Cosmos generator is post-trained: predict2 (EDM), predict2.5 or "
+                                          "transfer2.5 (flow matching).")
     base_model: str = Field(default="nvidia/Cosmos-Predict2.5-2B",
-                            description="A checkpoint directory, a Hugging Face id already in the cache, or tiny:predict2.5.")
+                            description="A checkpoint directory of the `kind`, a Hugging Face id already in the cache, "
+                                        "or tiny:<kind>.")
     revision: str | None = Field(default=None, description="Hub revision (branch or commit) of `base_model`.")
     # Run sizes per profile (the local profile trains the tiny model for a few steps on the CPU);
     # the assets' own config can override each for one run.
@@ -29,6 +32,9 @@ class TrainerResource(ModelResource):
     width: int = field_from(TrainingConfig, "width")
     evaluation_steps: int = Field(default=35, description="Sampling steps per generation when a checkpoint is evaluated.")
     evaluation_clips: int = Field(default=4, description="Validation clips a checkpoint is evaluated on.")
+    vlm: Optional[VisionLanguageResource] = Field(
+        default=None, description="The VLM asked, per evaluation prompt, whether each generated video matches it "
+                                  "(base and tuned); none: no prompt alignment in the evaluation.")
 
     def pipeline(self):
         """(checkpoint, pipeline) of the base model, loaded once per process."""

@@ -49,16 +49,23 @@ def test_latents_are_cached_once_per_sample(tiny_pipeline):
     assert again == cache and [p.stat().st_mtime_ns for p in again] == stamps  # nothing re-encoded
 
 
-def test_a_run_stopped_between_saves_resumes_to_the_same_result(tiny_pipeline, tmp_path):
-    _, _, pipeline, cache = tiny_pipeline
-    whole = train_lora(pipeline.transformer, cache, CONFIG, tmp_path / "whole", log=lambda _: None)
-    first = train_lora(pipeline.transformer, cache, CONFIG, tmp_path / "resumed", log=lambda _: None, stop_after=3)
-    assert first.steps == 3 and latest_state(tmp_path / "resumed").name == "state-00000002.safetensors"
-    resumed = train_lora(pipeline.transformer, cache, CONFIG, tmp_path / "resumed", log=lambda _: None)
+def resumes_exactly(transformer, cache: list[Path], config: TrainingConfig, folder: Path) -> Path:
+    """A 6-step run (saves every 2) stopped after step 3 and resumed from its step-2 save ends with the same losses
+    and bit-identical adapter weights as an uninterrupted run. Returns the resumed run's folder."""
+    whole = train_lora(transformer, cache, config, folder / "whole", log=lambda _: None)
+    first = train_lora(transformer, cache, config, folder / "resumed", log=lambda _: None, stop_after=3)
+    assert first.steps == 3 and latest_state(folder / "resumed").name == "state-00000002.safetensors"
+    resumed = train_lora(transformer, cache, config, folder / "resumed", log=lambda _: None)
     assert (whole.steps, resumed.steps, resumed.resumed_from) == (6, 6, 2)
     assert resumed.losses == whole.losses and all(np.isfinite(whole.losses))
     a, b = load_file(str(whole.adapter_path)), load_file(str(resumed.adapter_path))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    return folder / "resumed"
+
+
+def test_a_run_stopped_between_saves_resumes_to_the_same_result(tiny_pipeline, tmp_path):
+    _, _, pipeline, cache = tiny_pipeline
+    resumes_exactly(pipeline.transformer, cache, CONFIG, tmp_path)
     # the base transformer is untouched: generation keeps using the base weights
     assert not any("lora_" in name for name, _ in pipeline.transformer.named_parameters())
 

@@ -1,12 +1,17 @@
-"""The LoRA trainer role: low-rank adapters (peft) on a Cosmos generator's transformer, trained by flow matching.
+"""The LoRA trainer role: low-rank adapters (peft) on a Cosmos generator's transformer, and the loss each kind
+is trained with.
 
-The objective is the rectified-flow one the Cosmos 2.5 models are sampled with (their pipelines step a
-``flow_prediction`` UniPC scheduler with the transformer's output as velocity): for clean latents ``x0``,
-noise ``e`` and ``sigma`` in (0, 1), the transformer sees ``x = (1 - sigma) x0 + sigma e`` at timestep ``sigma``
-and is trained to predict ``e - x0``. Predict2 (an EDM-style preconditioned model) is not trained this way.
+- Predict 2.5 / Transfer 2.5 (flow matching): their pipelines step a ``flow_prediction`` UniPC scheduler with
+  the transformer's output as velocity. For clean latents ``x0``, noise ``e`` and ``sigma`` in (0, 1), the
+  transformer sees ``x = (1 - sigma) x0 + sigma e`` at timestep ``sigma`` and is trained to predict ``e - x0``.
+- Predict2 (EDM): its pipeline preconditions the transformer as an EDM denoiser with sigma_data 1. At noise
+  level ``sigma`` (``x = x0 + sigma e``), with ``t = sigma / (1 + sigma)``: ``c_in = c_skip = 1 - t``,
+  ``c_out = -t``, ``c_noise = t``, and the denoised estimate is ``c_skip x + c_out F(c_in x, t)``. It is trained
+  on the EDM-weighted squared error of that estimate against ``x0``, ``sigma`` log-normal.
 
-Adapters are saved as safetensors with their configuration in the file's metadata, so a file alone is
-enough to put the adapter back on a transformer.
+Both keep the leading (conditioning) latent frames clean, as Video2World inference gives them, and leave
+them out of the loss. Adapters are saved as safetensors with their configuration in the file's metadata, so
+a file alone is enough to put the adapter back on a transformer.
 """
 
 from __future__ import annotations
@@ -19,9 +24,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-# diffusers' CosmosTransformer3DModel module names (peft matches them as name suffixes): the self- and
-# cross-attention projections of every block (attn1 / attn2: to_q, to_k, to_v, to_out.0) and its MLP.
-LORA_TARGET_MODULES = ("to_q", "to_k", "to_v", "to_out.0", "ff.net.0.proj", "ff.net.2")
+from cosmos_assets.models.catalog import PREDICT2, PREDICT25, TRANSFER25
+
+# The cookbook's LoRA targets (q/k/v/output projections and the MLP) are named after NVIDIA's own Predict2
+# network; every kind here loads diffusers' CosmosTransformer3DModel, whose modules (peft matches them as name
+# suffixes, in the self- and the cross-attention of every block) are called:
+COOKBOOK_TARGETS = {"q_proj": "to_q", "k_proj": "to_k", "v_proj": "to_v", "output_proj": "to_out.0",
+                    "mlp.layer1": "ff.net.0.proj", "mlp.layer2": "ff.net.2"}
+LORA_TARGET_MODULES = tuple(COOKBOOK_TARGETS.values())
 ADAPTER_NAME = "default"
 CONDITIONAL_FRAME_TIMESTEP = 1e-4  # what the Predict 2.5 pipeline feeds for frames given as conditioning
 
@@ -75,7 +85,8 @@ class TrainingBatch:
 
 
 def prepare_batch(pipeline, frames: np.ndarray, prompt: str, max_sequence_length: int = 512) -> TrainingBatch:
-    """Encode one clip (uint8 T x H x W x 3) and its caption the way a Cosmos 2.5 pipeline does at inference."""
+    """Encode one clip (uint8 T x H x W x 3) and its caption the way its Cosmos pipeline (2.5 or Predict2) does at
+    inference: normalised VAE latents and the text encoder's prompt embeddings (Qwen layers or T5)."""
     from PIL import Image
 
     device, vae = pipeline._execution_device, pipeline.vae
@@ -144,21 +155,100 @@ def flow_matching_loss(transformer, batch: TrainingBatch, generator: torch.Gener
     return (error * point.weight).sum() / point.weight.sum().clamp(min=1)
 
 
+# ---------------------------------------------------------------------------------------------------------
+# Predict2: the EDM denoising loss.
+
+# The Predict2 training recipe (cosmos-predict2's Video2World config): log sigma ~ N(P_MEAN, P_STD), clamped to
+# [SIGMA_MIN, SIGMA_MAX], then scaled by sqrt(latent frames) ("adjust_video_noise": a longer video needs more
+# noise to hide its content, the frames being correlated); conditioning frames sit at sigma 1e-4 as at inference.
+EDM_SIGMA_DATA = 1.0
+EDM_P_MEAN, EDM_P_STD = 0.0, 1.0
+EDM_SIGMA_MIN, EDM_SIGMA_MAX = 0.0002, 80.0
+EDM_CONDITIONAL_SIGMA = 1e-4  # Cosmos2VideoToWorldPipeline's sigma_conditioning
+TRAINING_FPS = 16  # the rate training clips are sampled at, and the fps Predict2 generation feeds the RoPE
+
+
+@dataclass
+class DenoisingInput:
+    """One noise level per sample of a batch, with the preconditioning the Predict2 pipeline applies there."""
+
+    latents: torch.Tensor  # what the transformer sees: c_in (x0 + sigma e), clean x0 on conditioning frames
+    noisy: torch.Tensor  # x0 + sigma e (what c_skip scales)
+    timestep: torch.Tensor  # B x 1 x T x 1 x 1: c_noise, or the conditioning timestep on given frames
+    condition_mask: torch.Tensor  # B x 1 x T x h x w: 1 on frames given clean
+    c_skip: torch.Tensor  # B x 1 x 1 x 1 x 1
+    c_out: torch.Tensor
+    target: torch.Tensor  # x0
+    weight: torch.Tensor  # EDM weight (sigma^2 + sigma_data^2) / (sigma sigma_data)^2 on generated frames, else 0
+
+
+def denoising_input(batch: TrainingBatch, generator: torch.Generator | None = None,
+                    num_conditional_frames: int = 0, device: torch.device | str = "cpu") -> DenoisingInput:
+    """Draw noise and ``sigma`` (log-normal) and precondition the noisy latents as the Predict2 pipeline does."""
+    x0 = batch.latents.to(device, torch.float32) * EDM_SIGMA_DATA  # the pipeline's latents are scaled by sigma_data
+    b, _, t, h, w = x0.shape
+    noise = torch.randn(x0.shape, generator=generator, device=x0.device)
+    log_sigma = EDM_P_MEAN + EDM_P_STD * torch.randn((b,), generator=generator, device=x0.device)
+    sigma = (log_sigma.exp().clamp(EDM_SIGMA_MIN, EDM_SIGMA_MAX) * t ** 0.5).view(b, 1, 1, 1, 1)
+    noisy = x0 + sigma * noise
+    c_noise = sigma / (sigma + 1)  # = 1 - c_in = -c_out
+    given = torch.zeros(b, 1, t, 1, 1, device=x0.device)
+    given[:, :, :num_conditional_frames] = 1.0
+    edm_weight = (sigma ** 2 + EDM_SIGMA_DATA ** 2) / (sigma * EDM_SIGMA_DATA) ** 2
+    return DenoisingInput(
+        latents=given * x0 + (1 - given) * (1 - c_noise) * noisy, noisy=noisy,
+        timestep=given * (EDM_CONDITIONAL_SIGMA / (EDM_CONDITIONAL_SIGMA + 1)) + (1 - given) * c_noise,
+        condition_mask=given.expand(b, 1, t, h, w), c_skip=1 - c_noise, c_out=-c_noise, target=x0,
+        weight=((1 - given) * edm_weight).expand_as(x0),
+    )
+
+
+def predict_denoised(transformer, point: DenoisingInput, text_embeddings: torch.Tensor, fps: int = TRAINING_FPS) -> torch.Tensor:
+    """The Predict2 transformer's estimate of ``x0``, called with the inputs its pipeline gives it."""
+    dtype, device = transformer.dtype, transformer.device
+    h, w = point.latents.shape[-2:]
+    output = transformer(
+        hidden_states=point.latents.to(device, dtype), timestep=point.timestep.to(device, dtype),
+        encoder_hidden_states=text_embeddings.to(device, dtype), fps=fps,
+        condition_mask=point.condition_mask.to(device, dtype),
+        padding_mask=torch.zeros(1, 1, h, w, device=device, dtype=dtype), return_dict=False,
+    )[0].float()
+    return point.c_skip * point.noisy + point.c_out * output
+
+
+def edm_loss(transformer, batch: TrainingBatch, generator: torch.Generator | None = None,
+             num_conditional_frames: int = 0) -> torch.Tensor:
+    """EDM-weighted squared error of the denoised estimate, averaged over the frames being generated."""
+    point = denoising_input(batch, generator, num_conditional_frames, transformer.device)
+    error = (predict_denoised(transformer, point, batch.text_embeddings) - point.target) ** 2
+    return (error * point.weight).sum() / (point.weight > 0).sum().clamp(min=1)
+
+
+# The loss each kind is trained with; the training loop is the same for all.
+LOSSES = {PREDICT2: edm_loss, PREDICT25: flow_matching_loss, TRANSFER25: flow_matching_loss}
+
+
+def loss_for(kind: str):
+    if kind not in LOSSES:
+        raise ValueError(f"no LoRA training objective for generator kind {kind!r}; expected one of {', '.join(LOSSES)}")
+    return LOSSES[kind]
+
+
 def training_step(transformer, optimizer: torch.optim.Optimizer, batch: TrainingBatch,
                   generator: torch.Generator | None = None, num_conditional_frames: int = 0,
-                  max_grad_norm: float | None = 1.0) -> float:
-    """One optimiser step on ``batch``; returns the loss before the step."""
+                  max_grad_norm: float | None = 1.0, loss=flow_matching_loss) -> float:
+    """One optimiser step on ``batch`` with ``loss`` (a function of ``LOSSES``); returns the loss before the step."""
     transformer.train()
     optimizer.zero_grad(set_to_none=True)
-    loss = flow_matching_loss(transformer, batch, generator, num_conditional_frames)
-    if not torch.isfinite(loss):
-        raise FloatingPointError(f"flow-matching loss is {loss.item()}; lower the learning rate or check the data")
-    loss.backward()
+    value = loss(transformer, batch, generator, num_conditional_frames)
+    if not torch.isfinite(value):
+        raise FloatingPointError(f"{loss.__name__} is {value.item()}; lower the learning rate or check the data")
+    value.backward()
     if max_grad_norm is not None:
         torch.nn.utils.clip_grad_norm_(lora_parameters(transformer), max_grad_norm)
     optimizer.step()
     transformer.eval()
-    return loss.item()
+    return value.item()
 
 
 # ---------------------------------------------------------------------------------------------------------

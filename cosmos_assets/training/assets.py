@@ -30,6 +30,7 @@ from cosmos_assets.models.generator import GenerationRequest, VideoGenerator, de
 from cosmos_assets.models.lora import load_lora
 from cosmos_assets.synthetic.critics import MetricCritic, align_source
 from cosmos_assets.training import registry
+from cosmos_assets.training.alignment import AlignmentSettings, EvaluationVideo, alignment_by_prompt, prompt_alignment
 from cosmos_assets.training.datasets import (
     MixConfig, plan_training_dataset, real_samples, sample_counts, samples_markdown, snapshot_samples, synthetic_samples,
     write_snapshot,
@@ -181,7 +182,9 @@ class PostTrainingConfig(config_from(
     """Cookbook LoRA settings (``TrainingConfig``); sizes left unset come from the trainer resource (per profile)."""
 
     def training(self, trainer: TrainerResource) -> TrainingConfig:
-        return self.to_dataclass(TrainingConfig, **{k: getattr(trainer, k) for k in RUN_SIZES if getattr(self, k) is None})
+        """The run's settings: the trainer's kind (its loss), this config's values, the trainer's sizes for the rest."""
+        return self.to_dataclass(TrainingConfig, kind=trainer.kind,
+                                 **{k: getattr(trainer, k) for k in RUN_SIZES if getattr(self, k) is None})
 
 
 @dg.asset(partitions_def=training_runs, group_name=GROUP, pool="gpu", kinds={"pytorch", "safetensors"}, owners=["team:training"],
@@ -234,6 +237,10 @@ def _learned_from(samples: pl.DataFrame | None, checkpoint: str) -> dict:
             "learned_from": dg.MetadataValue.md(samples_markdown(samples, checkpoint))}
 
 
+class AlignmentConfig(config_from(AlignmentSettings)):
+    """Sampling of the VLM's prompt-alignment answers (``AlignmentSettings``)."""
+
+
 class EvaluationConfig(dg.Config):
     """How a checkpoint and its base are compared: on which clips, seeds and sampling steps."""
 
@@ -245,6 +252,11 @@ class EvaluationConfig(dg.Config):
         default=None, description="Sampling steps per generation; unset: the `trainer` resource's evaluation_steps.")
     accept_threshold: float = Field(
         default=0.5, description="Metric critic score (0..1) at which a generated clip counts as accepted.")
+    prompt_alignment: bool = Field(
+        default=True, description="Ask the trainer's VLM (where one is configured) whether each generated video matches "
+                                  "its prompt, for base and tuned; off: skipped.")
+    alignment: AlignmentConfig = Field(default=AlignmentConfig.from_dataclass(AlignmentSettings()),
+                                       description="How the VLM is asked about prompt alignment.")
 
 
 def _generate_all(generator: VideoGenerator, clips: list[dict], seeds: list[int], geometry: TrainingConfig,
@@ -282,7 +294,7 @@ def _standard_space_columns(distances: list[dict], spaces, model: str) -> dict:
 @dg.asset(partitions_def=training_runs, group_name=GROUP, pool="gpu", kinds={"pytorch"}, owners=["team:training"],
           # A partition's checkpoint is either trained here or registered from the inbox; the evaluation set is
           # the curated dataset's held-out clips.
-          deps=[generator_checkpoint, inbox_checkpoint, dg.AssetDep("curated_dataset")], code_version="eval-1",
+          deps=[generator_checkpoint, inbox_checkpoint, dg.AssetDep("curated_dataset")], code_version="eval-2",
           tags=pod_class("gpu-eval"))
 def checkpoint_evaluation(
     context: dg.AssetExecutionContext, config: EvaluationConfig, trainer: TrainerResource, embedders: EmbedderResource,
@@ -291,12 +303,16 @@ def checkpoint_evaluation(
     """The checkpoint against its base on a fixed evaluation set (held-out clips, their captions as prompts,
     fixed seeds): metric-critic acceptance and mean score, and the Fréchet distance of generated to real held-out
     clips in every available feature space: the packaged EfficientNet-Lite0 (per frame, always), FID's
-    Inception-v3 and FVD's I3D where their weights are configured. Each number names its space."""
+    Inception-v3 and FVD's I3D where their weights are configured. Each number names its space. Where the trainer
+    has a VLM, it is asked per prompt whether each video matches it (prompt alignment, base and tuned)."""
     store = storage.store
     try:
         manifest = registry.verified_checkpoint(store, context.partition_key)
     except ModelError as error:
         raise dg.Failure(f"{error.__class__.__name__}: {error}") from None
+    if manifest.get("kind") not in (None, trainer.kind):
+        raise dg.Failure(f"KindMismatch: {context.partition_key} is a {manifest['kind']} adapter; the trainer evaluates "
+                         f"on {trainer.kind} ({trainer.base_model})")
     base_checkpoint, pipeline = trainer.pipeline()
     curated = store.read_table("curated_dataset")
     curated = pl.DataFrame() if curated is None else curated
@@ -326,10 +342,12 @@ def checkpoint_evaluation(
     efficientnet = {r["model"]: r["frechet_distance"] for r in distances if r["feature_space"] == spaces[0].space.label}
     base_scores, base_each = _scores(base_outputs, critic, efficientnet["base"], config.accept_threshold)
     tuned_scores, tuned_each = _scores(tuned_outputs, critic, efficientnet["fine-tuned"], config.accept_threshold)
-    rows = [{"model": name, **asdict(scores), **_standard_space_columns(distances, spaces, name)}
-            for name, scores in (("base", base_scores), ("fine-tuned", tuned_scores))]
-    # Typed even when no FID / FVD weights are configured (all null), so every partition's table has one schema.
-    typed = {c: pl.Float64 for c in STANDARD_SPACE_COLUMNS.values()} | {f"{c}_feature_space": pl.String for c in STANDARD_SPACE_COLUMNS.values()}
+    alignment = _prompt_alignment(context, config, trainer, {"base": base_outputs, "fine-tuned": tuned_outputs}, defaults.fps)
+    rows = [{"model": name, **asdict(scores), **_standard_space_columns(distances, spaces, name),
+             **alignment.columns(name)} for name, scores in (("base", base_scores), ("fine-tuned", tuned_scores))]
+    # Typed even when no FID / FVD weights or no VLM are configured (all null), so every partition's table has one schema.
+    typed = ({c: pl.Float64 for c in STANDARD_SPACE_COLUMNS.values()} | {f"{c}_feature_space": pl.String for c in STANDARD_SPACE_COLUMNS.values()}
+             | {"prompt_alignment": pl.Float64, "prompt_alignment_vlm": pl.String})
     table = pl.DataFrame(rows, schema_overrides=typed).with_columns(checkpoint=pl.lit(context.partition_key), evaluation_set=pl.lit(evaluation_set),
                                             feature_space=pl.lit(f"{embedder.name} (1280-d pooled, per frame)"),
                                             critic=pl.lit(critic.identity["critic_version"]),
@@ -348,8 +366,50 @@ def checkpoint_evaluation(
         "frechet_distances": dg.MetadataValue.md(markdown_table(
             distances, ["model", "feature_space", "frechet_distance", "samples", "real_samples", "unit"])),
         "base_vs_fine_tuned": dg.MetadataValue.md(markdown_image(encode_jpeg(sheet), "base (top) vs fine-tuned (bottom)")),
+        **alignment.metadata(),
         **({"label": TINY_LABEL} if manifest.get("tiny_random") else {}),
     })
+
+
+class _Alignment:
+    """The prompt-alignment results of one evaluation (or why there are none), as table columns and metadata."""
+
+    def __init__(self, rows: list[dict] | None = None, vlm_label: str | None = None, skipped: str | None = None):
+        self.rows, self.vlm_label, self.skipped = rows or [], vlm_label, skipped
+        self.table = alignment_by_prompt(self.rows) if self.rows else []
+
+    def columns(self, model: str) -> dict:
+        mean = self.table[-1][model] if self.table else None
+        return {"prompt_alignment": mean, "prompt_alignment_vlm": self.vlm_label}
+
+    def metadata(self) -> dict:
+        if self.skipped:
+            return {"prompt_alignment": dg.MetadataValue.md(f"Not measured: {self.skipped}.")}
+        random_weights = any(r["random_weights"] for r in self.rows)
+        head = (f"**VLM `{self.vlm_label}` asked per prompt whether each video matches it (share of Yes).**"
+                + (" Its weights are random: the numbers exercise the path, they say nothing of the videos." if random_weights else ""))
+        return {
+            "prompt_alignment": dg.MetadataValue.md(head + "\n\n" + markdown_table(
+                self.table, ["prompt", "base", "fine-tuned", "videos", "parse_failures", "errors"])),
+            "prompt_alignment_videos": dg.MetadataValue.md(markdown_table(
+                self.rows, ["model", "prompt", "seed", "alignment", "answers", "parse_failures", "error", "random_weights"])),
+            "prompt_alignment_by_prompt": dg.MetadataValue.json(self.table),
+            "prompt_alignment_random_weights": random_weights,
+        }
+
+
+def _prompt_alignment(context, config: EvaluationConfig, trainer: TrainerResource, outputs: dict[str, list], fps: float) -> _Alignment:
+    if trainer.vlm is None:
+        return _Alignment(skipped="the trainer has no VLM configured")
+    if not config.prompt_alignment:
+        return _Alignment(skipped="turned off in the run config (prompt_alignment: false)")
+    vlm = trainer.vlm.get()
+    identity = vlm.identity
+    label = f"{identity['model']}@{identity['model_version'][:12]}" + (" [random_weights]" if identity["tiny_random"] else "")
+    videos = [EvaluationVideo(model, clip["caption"] or "a video", clip["clip_id"], seed, frames, fps)
+              for model, generated in outputs.items() for clip, seed, frames in generated]
+    context.log.info(f"asking {label} about the prompt alignment of {len(videos)} videos")
+    return _Alignment(prompt_alignment(vlm, videos, config.alignment.to_dataclass()), label)
 
 
 class PromotionConfig(dg.Config):

@@ -1,5 +1,8 @@
 """Resumable LoRA post-training of a Cosmos generator's transformer on cached latents.
 
+One loop for every kind; only the loss differs (``lora.LOSSES``: Predict2's EDM denoising loss, the 2.5
+models' flow matching).
+
 VAE latents and text embeddings are computed once per sample and cached (safetensors), so the
 transformer is the only model in the loop. Every ``save_interval`` steps the adapter, the optimiser
 state and the loss history are saved together; a killed run continues from the last save. The sample
@@ -22,6 +25,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from cosmos_assets.common.knobs import knob
+from cosmos_assets.models.catalog import PREDICT25
 from cosmos_assets.models.lora import (
     LORA_TARGET_MODULES,
     LoraSettings,
@@ -29,9 +33,9 @@ from cosmos_assets.models.lora import (
     add_lora,
     lora_parameters,
     lora_state_dict,
+    loss_for,
     prepare_batch,
     save_lora,
-    training_step,
 )
 
 STATE_PREFIX = "state-"
@@ -42,6 +46,8 @@ class TrainingConfig:
     """The cookbook's ITS accident LoRA by default: rank 16, alpha 16, attention + MLP projections,
     lr 2^-14.5 with warm-up, a checkpoint every 500 steps (steps scaled down for a laptop by the caller)."""
 
+    kind: str = knob(PREDICT25, "Generator kind being trained; picks its loss (predict2: EDM denoising; "
+                                "predict2.5 / transfer2.5: flow matching).")
     rank: int = knob(16, "LoRA rank: the inner dimension of each low-rank update.")
     alpha: float = knob(16.0, "LoRA alpha: updates are scaled by alpha / rank.")
     target_modules: tuple[str, ...] = knob(LORA_TARGET_MODULES, "Transformer modules that get a LoRA adapter.")
@@ -57,6 +63,13 @@ class TrainingConfig:
     frames: int = knob(93, "Frames per training sample (1 + 4k for the Cosmos VAE).")
     height: int = knob(704, "Training sample height in pixels.")
     width: int = knob(1280, "Training sample width in pixels.")
+
+
+def cookbook_defaults(kind: str) -> TrainingConfig:
+    """The cookbook's LoRA recipe for ``kind``. It publishes one, for Predict2 (the ITS accident LoRA); the 2.5
+    models take the same recipe, so the kinds differ only in their loss."""
+    loss_for(kind)  # an unknown kind fails here, not at the first step
+    return TrainingConfig(kind=kind)
 
 
 @dataclass
@@ -132,12 +145,16 @@ def latest_state(run_dir: Path) -> Path | None:
     return states[-1] if states else None
 
 
-def _restore_state(path: Path, transformer, optimizer) -> tuple[int, list[float]]:
+def _restore_state(path: Path, transformer, optimizer, kind: str) -> tuple[int, list[float]]:
     from peft import set_peft_model_state_dict
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as handle:
         meta = json.loads(handle.metadata()["training"])
+    saved_kind = meta["config"].get("kind", PREDICT25)  # states from before kinds were recorded: 2.5 flow matching
+    if saved_kind != kind:
+        raise ValueError(f"{path.name} is the state of a {saved_kind} run; this run trains {kind}: "
+                         "use another run folder or the trainer kind that started it")
     tensors = load_file(str(path))
     adapter = {k[len("adapter/"):]: v for k, v in tensors.items() if k.startswith("adapter/")}
     set_peft_model_state_dict(transformer, {k: v.to(transformer.device) for k, v in adapter.items()})
@@ -166,9 +183,10 @@ def train_lora(base_transformer, sample_paths: list[Path], config: TrainingConfi
         torch.manual_seed(config.seed)  # adapter initialisation from the seed: runs are repeatable
         add_lora(transformer, settings.rank, settings.alpha, settings.target_modules)
     optimizer = torch.optim.AdamW(lora_parameters(transformer), lr=config.learning_rate, weight_decay=0.0)
+    loss = loss_for(config.kind)
     step, losses, resumed_from = 0, [], 0
     if (state := latest_state(run_dir)) is not None:
-        step, losses = _restore_state(state, transformer, optimizer)
+        step, losses = _restore_state(state, transformer, optimizer, config.kind)
         resumed_from = step
         log(f"resuming from step {step} ({state.name})")
     done_here = 0
@@ -180,7 +198,7 @@ def train_lora(base_transformer, sample_paths: list[Path], config: TrainingConfi
             picks = _step_samples(step * config.gradient_accumulation + micro, len(sample_paths), config.batch_size, config.seed)
             batch = _load_batch([sample_paths[i] for i in picks])
             generator = torch.Generator(transformer.device).manual_seed(config.seed * 1_000_003 + step * 97 + micro)
-            step_loss += _accumulate(transformer, optimizer, batch, generator, config, micro) / config.gradient_accumulation
+            step_loss += _accumulate(transformer, optimizer, batch, generator, config, micro, loss) / config.gradient_accumulation
         losses.append(round(step_loss, 6))
         step += 1
         done_here += 1
@@ -195,21 +213,17 @@ def train_lora(base_transformer, sample_paths: list[Path], config: TrainingConfi
     return TrainingResult(adapter, step, losses, resumed_from, settings)
 
 
-def _accumulate(transformer, optimizer, batch: TrainingBatch, generator, config: TrainingConfig, micro: int) -> float:
-    """One micro-batch; the optimiser steps after the last one (``training_step`` does the plain case)."""
-    if config.gradient_accumulation == 1:
-        return training_step(transformer, optimizer, batch, generator, config.num_conditional_frames, config.max_grad_norm)
-    from cosmos_assets.models.lora import flow_matching_loss
-
+def _accumulate(transformer, optimizer, batch: TrainingBatch, generator, config: TrainingConfig, micro: int, loss) -> float:
+    """One micro-batch of ``loss``; the optimiser steps after the last one of the step."""
     transformer.train()
     if micro == 0:
         optimizer.zero_grad(set_to_none=True)
-    loss = flow_matching_loss(transformer, batch, generator, config.num_conditional_frames)
-    if not torch.isfinite(loss):
-        raise FloatingPointError(f"flow-matching loss is {loss.item()}")
-    (loss / config.gradient_accumulation).backward()
+    value = loss(transformer, batch, generator, config.num_conditional_frames)
+    if not torch.isfinite(value):
+        raise FloatingPointError(f"{loss.__name__} is {value.item()} at micro-batch {micro}; lower the learning rate or check the data")
+    (value / config.gradient_accumulation).backward()
     if micro == config.gradient_accumulation - 1:
         torch.nn.utils.clip_grad_norm_(lora_parameters(transformer), config.max_grad_norm)
         optimizer.step()
     transformer.eval()
-    return loss.item()
+    return value.item()
