@@ -64,6 +64,15 @@ class WeightedControlNets(torch.nn.Module):
         self.plan: ControlPlan | None = None
         self._encode = None  # set by ``weighted_pipeline``: chunk video -> normalised latents, with a generator
 
+    # What a diffusers pipeline asks of its model components (to place its own tensors).
+    @property
+    def device(self) -> torch.device:
+        return next(iter(self.controlnets.values())).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(iter(self.controlnets.values())).dtype
+
     def forward(self, controls_latents: torch.Tensor, conditioning_scale=1.0, return_dict: bool = False, **inputs):
         plan = self.plan
         if plan is None:
