@@ -98,9 +98,12 @@ def build_tiny_siglip(dest: Path, seed: int = 0) -> None:
 
 def tiny_builders() -> dict[str, Callable[[Path, int], None]]:
     """Role directory name → builder. The generator pipelines and the FID / FVD networks come from their own modules."""
+    from cosmos_assets.controls import tiny_models as control_models
     from cosmos_assets.models import feature_spaces, tiny_cosmos3, tiny_generators, tiny_text_to_image
 
     return {
+        "depth": control_models.build_tiny_depth,
+        "segmentation": control_models.build_tiny_segmentation,
         "vlm": build_tiny_vlm,
         "siglip": build_tiny_siglip,
         "predict2": tiny_generators.build_tiny_predict2,
