@@ -23,6 +23,7 @@ from cosmos_assets.common.drop_zone import (
     DroppedFile, OutsideDropZone, connect_ledger, hash_dropped_file, open_dropped_file,
 )
 from cosmos_assets.common.files import display_name
+from cosmos_assets.controls.user_controls import is_control_video
 from cosmos_assets.curation.scenes import is_scene_manifest, manifest_ledger_hash, scene_unit_of
 
 @dataclass(frozen=True)
@@ -176,6 +177,8 @@ class LandingLedger:
                         db.execute("SELECT relative_path, size, mtime_ns, first_failed_at FROM read_failures")}
             failed_now: list[tuple[DroppedFile, float]] = []
             for entry in settled:
+                if is_control_video(entry.relative_path):
+                    continue  # a control video beside its RGB video (controls.user_controls), read by clip_controls
                 if self.known_hash(db, entry) is not None:
                     continue
                 if entry.is_symlink:
