@@ -210,3 +210,32 @@ def test_prompt_alignment_can_be_turned_off_and_is_absent_without_a_vlm(tmp_path
     assert "turned off" in off.metadata()["prompt_alignment"].value
     assert "no VLM" in absent.metadata()["prompt_alignment"].value
     assert off.columns("base") == absent.columns("base") == {"prompt_alignment": None, "prompt_alignment_vlm": None}
+
+
+def test_a_video_the_vlm_cannot_read_gets_its_error_in_its_row_and_the_others_are_judged(tmp_path):
+    from cosmos_assets.training.alignment import AlignmentSettings, EvaluationVideo, prompt_alignment
+    from resources.models import VisionLanguageResource
+
+    vlm = VisionLanguageResource(home=str(tmp_path), device="cpu", model="tiny:vlm").get()
+    rng = np.random.default_rng(0)
+    good = EvaluationVideo("base", "a robot arm", "clip-0", 0, rng.integers(0, 256, (9, 32, 48, 3), dtype=np.uint8), 16.0)
+    grey = EvaluationVideo("fine-tuned", "a robot arm", "clip-0", 0, np.zeros((9, 32, 48), dtype=np.uint8), 16.0)
+    rows = prompt_alignment(vlm, [good, grey], AlignmentSettings(max_new_tokens=8))
+    assert rows[0]["error"] is None and rows[0]["parsed"] + rows[0]["parse_failures"] == 1
+    assert rows[1]["error"].startswith("RuntimeError: ") and rows[1]["alignment"] is None
+    assert all(r["random_weights"] for r in rows)  # the tiny VLM's answers are labelled as such
+
+
+def test_the_per_prompt_table_averages_each_prompt_over_its_seeds_and_ends_with_each_models_mean():
+    from cosmos_assets.training.alignment import alignment_by_prompt
+
+    def row(model, prompt, alignment, failures=0, error=None):
+        return {"model": model, "prompt": prompt, "alignment": alignment, "parse_failures": failures, "error": error}
+
+    rows = [row("base", "a", 1.0), row("base", "a", 0.0), row("fine-tuned", "a", 1.0), row("fine-tuned", "a", None, 1),
+            row("base", "b", 0.5), row("fine-tuned", "b", None, error="RuntimeError: x")]
+    assert alignment_by_prompt(rows) == [
+        {"prompt": "a", "base": 0.5, "fine-tuned": 1.0, "videos": 4, "parse_failures": 1, "errors": 0},
+        {"prompt": "b", "base": 0.5, "fine-tuned": None, "videos": 2, "parse_failures": 0, "errors": 1},
+        {"prompt": "mean (all prompts)", "base": 0.5, "fine-tuned": 1.0, "videos": 6, "parse_failures": 1, "errors": 1},
+    ]

@@ -51,19 +51,27 @@ def alignment_prompt(prompt: str, frames: np.ndarray, fps: float) -> VideoPrompt
 
 def prompt_alignment(vlm, videos: Sequence[EvaluationVideo], settings: AlignmentSettings = AlignmentSettings()) -> list[dict]:
     """One row per video: its alignment (share of parsed trials answering Yes; null when none parsed), the answers,
-    parse failures, and the VLM's identity. A video the VLM fails on gets the error class and message in its row;
-    the others go on."""
+    parse failures, and the VLM's identity. The videos go to the VLM as one batch; should the batch fail, each is
+    asked alone, so a video the VLM fails on gets the error class and message in its row and the others go on."""
     identity = vlm.identity
+    prompts = [alignment_prompt(v.prompt, v.frames, v.fps) for v in videos]
+    try:
+        answers: list = vlm.generate(prompts, settings.generation())
+    except Exception:  # noqa: BLE001 - find the video that fails by asking one at a time
+        answers = []
+        for prompt in prompts:
+            try:
+                answers.append(vlm.generate([prompt], settings.generation())[0])
+            except Exception as error:  # noqa: BLE001 - recorded in the video's row
+                answers.append(error)
     rows = []
-    for video in videos:
+    for video, texts in zip(videos, answers):
         row = {"model": video.model, "prompt": video.prompt, "clip_id": video.clip_id, "seed": video.seed,
                "vlm": identity["model"], "vlm_version": identity["model_version"],
                "random_weights": bool(identity["tiny_random"]), "alignment": None, "answers": "", "parsed": 0,
                "parse_failures": 0, "error": None}
-        try:
-            texts = vlm.generate([alignment_prompt(video.prompt, video.frames, video.fps)], settings.generation())[0]
-        except Exception as error:  # noqa: BLE001 - one video's failure is recorded in its row, the rest go on
-            rows.append({**row, "error": f"{error_class(error)}: {error}"})
+        if isinstance(texts, Exception):
+            rows.append({**row, "error": f"{error_class(texts)}: {texts}"})
             continue
         trials = [parse_verdict(text) for text in texts]
         verdicts = [t.answer for t in trials if t.parsed]
