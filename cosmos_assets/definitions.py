@@ -95,6 +95,7 @@ def synthetic_settings(profile: str) -> SyntheticSettings:
     return SyntheticSettings(
         generator_backend=env("COSMOS_SYNTHETIC_BACKEND", "classical" if local else "generator"),
         critic=env("COSMOS_CRITIC", "metric" if local else "reason"),
+        critic_model=env("COSMOS_CRITIC_MODEL", "tiny:cosmos3" if local else DEFAULT_MODELS["cosmos3"]),
         **({} if local else {"max_width": 1280, "seconds": 5.8}),  # 1280 x 720 (704), 93 frames at 16 fps
         inbox_settle_seconds=float(env("COSMOS_SETTLE_SECONDS", "10")),
     )

@@ -6,7 +6,7 @@ Run config on the assets overrides any of these per run; this resource holds the
 
 # No `from __future__ import annotations` here: Dagster reads the field annotations at class creation.
 
-from typing import Literal
+from typing import Literal, Optional
 
 import dagster as dg
 from pydantic import Field
@@ -17,10 +17,14 @@ class SyntheticSettings(dg.ConfigurableResource):
         default="classical",
         description="classical: weather and lighting rendered over the source clip on the CPU; generator: the "
                     "`generator` resource (Cosmos Transfer 2.5 / Predict2 / Predict 2.5 through diffusers).")
-    critic: Literal["metric", "reason", "rubric"] = Field(
+    critic: Literal["metric", "reason", "rubric", "cosmos3"] = Field(
         default="metric",
         description="metric: structure, motion, flicker and exposure measured against the source clip; reason: the "
-                    "`vlm` resource answering the anomaly question K times; rubric: the same model rating 1-5.")
+                    "`vlm` resource answering the anomaly question K times; rubric: the same model rating 1-5; "
+                    "cosmos3: the Reasoner of the Cosmos 3 checkpoint `critic_model` asked the anomaly question.")
+    critic_model: Optional[str] = Field(
+        default=None, description="cosmos3 critic: the Cosmos 3 checkpoint (directory, cached Hub id or tiny:cosmos3); "
+                                  "unset: nvidia/Cosmos3-Nano.")
     use_promoted_critic: bool = Field(
         default=True,
         description="Once the critic loop has promoted a critic, critique_scores uses it (a feature critic scores "

@@ -50,20 +50,22 @@ def _pil(frames: np.ndarray) -> list[Image.Image]:
     return [Image.fromarray(frame) for frame in np.ascontiguousarray(frames, dtype=np.uint8)]
 
 
-def conditioning(request: GenerationRequest, latent_frames: int, temporal: int) -> tuple[dict, str]:
-    """The pipeline arguments that condition on the request's source frames, and the mode they make.
+def conditioning(frames: np.ndarray | None, num_frames: int, latent_frames: int, temporal: int) -> tuple[dict, str]:
+    """The pipeline arguments that condition on a request's source frames, and the mode they make.
 
-    Video-to-video keeps the first ``latent_frames`` latent frames clean (1 + 4(n-1) source frames), so the
-    candidate continues the clip from its start and lines up with the source in time; a clip shorter than that
-    conditions on its first frame (image-to-video); no frames is text-to-video (or text-to-image for one frame).
+    Video-to-video keeps the first ``n`` latent frames clean (1 + 4(n-1) source frames), so the candidate continues
+    the clip from its start and lines up with the source in time. ``n`` is at most ``latent_frames`` and always
+    leaves one latent frame to generate: conditioning every latent frame would only re-encode the source, the same
+    video for every seed. With one latent frame to condition (a short video or a short clip) it is image-to-video on
+    the first frame; no frames, or a single output frame, is text-to-video (text-to-image).
     """
-    frames = request.conditioning_frames
-    if frames is None or len(frames) == 0:
+    conditioned = min(latent_frames, (num_frames - 1) // temporal)  # the output has (num_frames - 1) // temporal + 1
+    if frames is None or len(frames) == 0 or conditioned < 1:
         return {}, "text"
-    needed = 1 + temporal * (latent_frames - 1)
-    if request.num_frames == 1 or len(frames) < needed:
+    needed = 1 + temporal * (conditioned - 1)
+    if conditioned == 1 or len(frames) < needed:
         return {"image": _pil(frames[:1])[0]}, "image"
-    return {"video": _pil(frames[:needed]), "condition_frame_indexes_vision": list(range(latent_frames))}, "video"
+    return {"video": _pil(frames[:needed]), "condition_frame_indexes_vision": list(range(conditioned))}, "video"
 
 
 def generate(generator: VideoGenerator, request: GenerationRequest) -> GeneratedVideo:
@@ -75,7 +77,8 @@ def generate(generator: VideoGenerator, request: GenerationRequest) -> Generated
     guidance = d.guidance_scale if request.guidance_scale is None else request.guidance_scale
     negative_prompt = request.negative_prompt if request.negative_prompt is not None else d.negative_prompt
     generator._check_geometry(num_frames, height, width)
-    extra, mode = conditioning(request, d.num_latent_conditional_frames, pipe.vae_scale_factor_temporal)
+    extra, mode = conditioning(request.conditioning_frames, num_frames, d.num_latent_conditional_frames,
+                               pipe.vae_scale_factor_temporal)
     output = pipe(prompt=request.prompt, negative_prompt=negative_prompt, num_frames=num_frames, height=height, width=width,
                   fps=fps, num_inference_steps=steps, guidance_scale=guidance, output_type="np",
                   generator=torch.Generator(generator.device).manual_seed(request.seed), **extra)

@@ -8,9 +8,9 @@ A Cosmos 3 checkpoint here has two halves, each loaded by the library that publi
   folder itself, as diffusers' ``save_pretrained`` lays it out;
 - the Reasoner, transformers' ``Cosmos3OmniForConditionalGeneration`` (the Qwen3-VL architecture: a vision
   tower and the same language model) with its processor, in ``reasoner/``. NVIDIA publishes one unified
-  checkpoint that both libraries read (each drops the other's keys); the tiny build writes each half in its
-  library's own layout and gives the Reasoner's language model the very weights of the Generator's
-  understanding pathway, so both halves are one model, as in the published checkpoint.
+  checkpoint that both libraries read (each drops the other's keys); the tiny build writes each half with its own
+  library (transformers saves the Reasoner under the same flat names the Generator uses) and gives the Reasoner's
+  language model the very weights of the Generator's understanding pathway, so both halves are one model.
 
 Both are saved with ``save_pretrained(..., safe_serialization=True)`` and load through exactly the
 ``from_pretrained`` calls real weights take; only sizes and weight values differ.

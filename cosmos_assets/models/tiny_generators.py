@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cosmos_assets.models.catalog import CONTROLNETS_FOLDER, PIPELINE_CLASSES, PREDICT2, PREDICT25, TRANSFER25
+from cosmos_assets.models.catalog import COSMOS3, CONTROLNETS_FOLDER, PIPELINE_CLASSES, PREDICT2, PREDICT25, TRANSFER25
 from cosmos_assets.models.checkpoints import write_tiny_marker
 
 # Controls the tiny Transfer checkpoint ships: the four of Transfer 2.5. Edge and blur videos come from plain
@@ -331,7 +331,15 @@ def build_tiny_transfer25(dest: Path, seed: int = 0, overwrite: bool = False, co
     return _build_atomically(dest, TRANSFER25, seed, overwrite, build)
 
 
-TINY_BUILDERS = {PREDICT2: build_tiny_predict2, PREDICT25: build_tiny_predict25, TRANSFER25: build_tiny_transfer25}
+def build_tiny_cosmos3(dest: Path, seed: int = 0, overwrite: bool = False) -> Path:
+    """A tiny random Cosmos 3 checkpoint (Generator + Reasoner); its layout lives in ``tiny_cosmos3``."""
+    from cosmos_assets.models.tiny_cosmos3 import build_tiny_cosmos3 as build  # imported here: it imports this module
+
+    return build(dest, seed, overwrite)
+
+
+TINY_BUILDERS = {PREDICT2: build_tiny_predict2, PREDICT25: build_tiny_predict25, TRANSFER25: build_tiny_transfer25,
+                 COSMOS3: build_tiny_cosmos3}
 
 
 def _qwen_family_components():

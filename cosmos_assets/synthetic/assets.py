@@ -33,6 +33,7 @@ from cosmos_assets.critic_training.feature_critic import load_feature_critic
 from cosmos_assets.curation import scenes
 from cosmos_assets.curation.probe import VideoRejected
 from cosmos_assets.models.checkpoints import TINY_LABEL
+from cosmos_assets.models.cosmos3 import COSMOS3_CRITIC, ReasonerSizing, open_reasoner
 from cosmos_assets.models.frames import sample_frames
 from cosmos_assets.synthetic import conditions as prompts
 from cosmos_assets.synthetic.critics import (
@@ -525,7 +526,7 @@ class CritiqueConfig(config_from(MetricCriticConfig, include=("analysis_width",)
     """Which critic scores the candidates, and how it watches them."""
 
     critic: Optional[str] = Field(
-        default=None, description="metric, reason or rubric; unset: the profile's (the `synthetic` resource).")
+        default=None, description="metric, reason, rubric or cosmos3; unset: the profile's (the `synthetic` resource).")
     trials: Optional[int] = Field(
         default=None, description="K, the VLM critic's independent answers per video; unset: the `vlm` resource's "
                                   "critique settings (5).")
@@ -634,16 +635,24 @@ def critique_scores(
     elif mode == "metric":
         critic = MetricCritic(config.to_dataclass(MetricCriticConfig))
         scored = _metric_rows(context, storage.store, critic, candidates, requests)
-    elif mode in ("reason", "rubric"):
+    elif mode in ("reason", "rubric", COSMOS3_CRITIC):
         settings = vlm.critique.settings()
         if config.trials:
             settings = dataclasses.replace(settings, trials=config.trials)
-        critic = ReasonCritic(vlm.get(), settings, mode)
-        if promoted is not None and promoted.backend == "reason":  # the tuned adapter on the `vlm` resource's base
-            critic = ReasonCritic(vlm.tuned(promoted.weights(storage.store)), settings, mode)
+        if mode == COSMOS3_CRITIC:
+            # Cosmos 3's Reasoner asked the Reason critic's anomaly question: the same protocol and record, so the
+            # rows are reason rows (the critic column names the Cosmos 3 model); a promoted Reason1 adapter is not
+            # applied to another model. Device, dtype and pixel budget are the critic role's (the `vlm` resource).
+            reasoner = open_reasoner(synthetic.critic_model, vlm.models_root, vlm.torch_device(), vlm.torch_dtype(),
+                                     sizing=ReasonerSizing(total_pixels=vlm.total_pixels))
+            mode, critic = "reason", ReasonCritic(reasoner, settings, "reason")
+        else:
+            critic = ReasonCritic(vlm.get(), settings, mode)
+            if promoted is not None and promoted.backend == "reason":  # the tuned adapter on the `vlm` resource's base
+                critic = ReasonCritic(vlm.tuned(promoted.weights(storage.store)), settings, mode)
         scored = _vlm_rows(context, storage.store, critic, candidates, config)
     else:
-        raise dg.Failure(f"critic {mode!r}; expected metric, reason or rubric")
+        raise dg.Failure(f"critic {mode!r}; expected metric, reason, rubric or cosmos3")
     if promoted is not None and promoted.backend == "reason" and mode == "metric":
         context.log.warning(f"critic {promoted.key} is a Reason adapter; this profile's critic is metric, so it is not used")
     identity = critic.identity
