@@ -14,13 +14,16 @@ from cosmos_assets.critic_training import definitions as critic_training
 from cosmos_assets.curation import definitions as curation
 from cosmos_assets.settings import cosmos_home, cosmos_profile
 from cosmos_assets.synthetic import definitions as synthetic
+from cosmos_assets.text_to_image import definitions as text_to_image
 from cosmos_assets.training import definitions as training
 from resources.synthetic import SyntheticSettings
 from sensors import generation_round_sensor, synthetic_batch_sensor
-from cosmos_assets.models.catalog import DEFAULT_MODELS
+from cosmos_assets.models.catalog import DEFAULT_MODELS, PREDICT2_T2I
 from cosmos_assets.models.feature_spaces import I3D_WEIGHTS_ENV, INCEPTION_WEIGHTS_ENV
 from resources import CosmosStorage, EmbedderResource, ShotDetectorResource, VisionLanguageResource
-from resources.generator import VideoGeneratorResource
+from resources.generator import ImageGeneratorResource, VideoGeneratorResource
+from resources.text_to_image import TextToImageSettings
+from sensors.text_to_image import text_to_image_sensor
 from resources.training import TrainerResource
 from resources.k8s import with_kubernetes_executor
 from resources.storage import ParquetTableIOManager
@@ -81,8 +84,17 @@ def model_resources(profile: str, home: str) -> dict:
         **({"steps": 4, "warmup_steps": 2, "save_interval": 2, "frames": 9, "height": 32, "width": 48,
             "evaluation_steps": 2, "evaluation_clips": 2} if local else {}),
     )
+    # Predict2 Text2Image: a laptop makes small images in a few steps with the tiny model; GPU profiles use its defaults.
+    image_generator = ImageGeneratorResource(
+        home=home,
+        model=env("COSMOS_IMAGE_GENERATOR_MODEL", "tiny:predict2-t2i" if local else DEFAULT_MODELS[PREDICT2_T2I]),
+        revision=env("COSMOS_IMAGE_GENERATOR_REVISION"),
+        device=device,
+        **({"steps": 4, "height": 96, "width": 160} if local else {}),
+    )
     retraining = RetrainingSettings(min_new_samples=int(env("COSMOS_RETRAIN_MIN_NEW_SAMPLES", "2" if local else "500")))
-    return {"vlm": vlm, "embedders": embedders, "generator": generator, "trainer": trainer, "retraining": retraining}
+    return {"vlm": vlm, "embedders": embedders, "generator": generator, "trainer": trainer, "retraining": retraining,
+            "image_generator": image_generator}
 
 
 def synthetic_settings(profile: str) -> SyntheticSettings:
@@ -120,6 +132,19 @@ def critic_training_settings(profile: str) -> CriticTrainingSettings:
     )
 
 
+def text_to_image_settings(profile: str) -> TextToImageSettings:
+    """The text-to-image loop per profile: prompt files dropped in $COSMOS_HOME/prompt_inbox start rounds everywhere;
+    images for every curated dataset round only where COSMOS_T2I_DATASET_ROUNDS=1 (off by default: a laptop's
+    dataset rounds stay as fast as before). ``local`` critiques with the image metric critic, ``gpu`` / ``k8s`` with
+    the Reason VLM (COSMOS_IMAGE_CRITIC chooses otherwise)."""
+    env = os.environ.get
+    return TextToImageSettings(
+        dataset_rounds=env("COSMOS_T2I_DATASET_ROUNDS", "0") in ("1", "true", "yes", "on"),
+        critic=env("COSMOS_IMAGE_CRITIC", "metric" if profile == "local" else "reason"),
+        prompt_settle_seconds=float(env("COSMOS_SETTLE_SECONDS", "10")),
+    )
+
+
 def object_store_url(profile: str) -> str | None:
     """``COSMOS_OBJECT_STORE_URL`` puts every artefact, table and the vector store on that store, in any
     profile. The k8s profile needs it: its step pods share no disk."""
@@ -139,13 +164,14 @@ def build_definitions(profile: str | None = None) -> dg.Definitions:
     executor = dg.in_process_executor if profile in ("local", "gpu") else None
     profile_defs = dg.Definitions(
         sensors=[landing_zone_sensor, curated_dataset_sensor, generation_round_sensor, synthetic_batch_sensor, retraining_sensor,
-                 checkpoint_sensor, critic_labels_sensor, critic_training_sensor],
+                 checkpoint_sensor, critic_labels_sensor, critic_training_sensor, text_to_image_sensor],
         executor=executor,
         resources={
             "io_manager": ParquetTableIOManager(home=home, object_store_url=store_url),
             "storage": CosmosStorage(home=home, object_store_url=store_url),
             "synthetic": synthetic_settings(profile),
             "critic_training": critic_training_settings(profile),
+            "text_to_image": text_to_image_settings(profile),
             "shot_detector": ShotDetectorResource(device=os.environ.get("COSMOS_DEVICE", "auto")),
             **model_resources(profile, home),
             "landing_zone": LandingZoneSettings(
@@ -155,7 +181,8 @@ def build_definitions(profile: str | None = None) -> dg.Definitions:
             ),
         },
     )
-    defs = dg.Definitions.merge(curation.defs, synthetic.defs, training.defs, critic_training.defs, profile_defs)
+    defs = dg.Definitions.merge(curation.defs, synthetic.defs, training.defs, critic_training.defs, text_to_image.defs,
+                                profile_defs)
     return with_kubernetes_executor(defs) if profile == "k8s" else defs
 
 

@@ -34,6 +34,7 @@ from dagster._core.storage.dagster_run import DagsterRunStatus, RunsFilter
 
 from cosmos_assets.common.drop_zone import ScanResult, scan_drop_zone
 from cosmos_assets.definitions import build_definitions
+from cosmos_assets.text_to_image.prompts import prompt_inbox
 
 LAUNCHED_BY_TAG = "cosmos/launched_by"
 PID_TAG = "cosmos/pid"
@@ -154,6 +155,7 @@ def watched_folders(defs: dg.Definitions) -> list[tuple[str, Path, float]]:
         # checkpoint_sensor takes inbox drops with the landing zone's settle time.
         ("checkpoint inbox", paths.checkpoint_inbox, landing_settle),
         ("label inbox", paths.label_inbox, defs.resources["critic_training"].label_settle_seconds),
+        ("prompt inbox", prompt_inbox(paths.home), defs.resources["text_to_image"].prompt_settle_seconds),
     ]
 
 

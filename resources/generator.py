@@ -55,3 +55,21 @@ class VideoGeneratorResource(ModelResource):
             num_frames=self.num_frames, height=self.height, width=self.width, fps=self.fps,
         )
 
+
+class ImageGeneratorResource(ModelResource):
+    """Cosmos-Predict2 Text2Image (``Cosmos2TextToImagePipeline``): a checkpoint directory, a Hugging Face id already in
+    the cache, or ``tiny:predict2-t2i``. Unset sizes and steps keep the model's defaults (768 x 1360, 35 steps, guidance 7)."""
+
+    model: str = Field(description="Checkpoint directory, a cached Hugging Face id, or tiny:predict2-t2i.")
+    revision: Optional[str] = Field(default=None, description="Hub revision (branch or commit) of `model`.")
+    steps: Optional[int] = Field(default=None, description="Sampling steps; unset: 35.")
+    guidance_scale: Optional[float] = Field(default=None, description="Classifier-free guidance scale; unset: 7.")
+    height: Optional[int] = Field(default=None, description="Image height in pixels (a multiple of 16); unset: 768.")
+    width: Optional[int] = Field(default=None, description="Image width in pixels (a multiple of 16); unset: 1360.")
+
+    def get(self):
+        from cosmos_assets.models.image_generator import open_image_generator
+
+        return open_image_generator(self.model, revision=self.revision, models_root=self.models_root, device=self.device,
+                                    dtype=self.dtype, steps=self.steps, guidance_scale=self.guidance_scale,
+                                    height=self.height, width=self.width)

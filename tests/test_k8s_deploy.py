@@ -289,13 +289,17 @@ def test_every_asset_declares_the_pod_class_of_the_model_it_runs(k8s_defs):
         "video_clips": "gpu-shot-detector", "clip_scores": "gpu-shot-detector",
         "clip_captions": "gpu-reason-7b", "critique_scores": "gpu-reason-7b",
         "clip_embeddings": "gpu-embedder", "synthetic_videos": "gpu-predict2-2b",
+        "clip_controls": "gpu-embedder",  # depth and segmentation models of embedder size
         "generator_checkpoint": "gpu-train-2b", "checkpoint_evaluation": "gpu-eval",
         # LoRA SFT of the 7B critic needs the training class's 80 GB card; its evaluation runs the 7B model.
         "critic_checkpoint": "gpu-train-2b", "critic_evaluation": "gpu-reason-7b",
+        # Text-to-image: Predict2 2B Text2Image makes the images; the Reason critic's image mode judges them.
+        "synthetic_images": "gpu-predict2-2b", "image_critique_scores": "gpu-reason-7b",
     }
     planned_cpu = {"raw_videos", "filtered_clips", "deduplicated_clips", "curated_dataset", "generation_prompts",
                    "accepted_videos", "training_dataset", "inbox_checkpoint", "promoted_checkpoint",
-                   "critic_labels", "critic_training_set", "promoted_critic"}
+                   "critic_labels", "critic_training_set", "promoted_critic",
+                   "image_prompts", "accepted_images", "image_detector_export"}
     table = k8s.declared_pod_classes(k8s_defs.assets)
     every_asset = {key.to_user_string() for key in k8s_defs.resolve_asset_graph().get_all_asset_keys()
                    if k8s_defs.resolve_asset_graph().get(key).is_executable}

@@ -370,16 +370,17 @@ class ReasonCritic:
     def critique(self, videos: list[tuple[np.ndarray, float]]) -> list[Critique]:
         """One critique per (frames, fps); the videos go to the model as one batch."""
         texts = self.vlm.generate([critic_prompt(self.mode, frames, fps) for frames, fps in videos], self.settings)
-        results = []
-        for trial_texts in texts:
-            if self.mode == "reason":
-                trials = [parse_verdict(t) for t in trial_texts]
-                results.append(Critique(reason_score(trials), trials))
-            else:
-                trials = [parse_rating(t) for t in trial_texts]
-                score, mean = rubric_score(trials)
-                results.append(Critique(score, trials, mean))
-        return results
+        return [judge_trials(self.mode, trial_texts) for trial_texts in texts]
+
+
+def judge_trials(mode: str, trial_texts: list[str]) -> Critique:
+    """One critique from the K trial texts of a ``reason`` or ``rubric`` critic (the image critic's too)."""
+    if mode == "reason":
+        trials = [parse_verdict(t) for t in trial_texts]
+        return Critique(reason_score(trials), trials)
+    trials = [parse_rating(t) for t in trial_texts]
+    score, mean = rubric_score(trials)
+    return Critique(score, trials, mean)
 
 
 def trials_json(trials: list[Trial]) -> str:
