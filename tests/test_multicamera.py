@@ -131,6 +131,7 @@ def test_scenes_that_break_a_rule_get_their_error_class_on_every_row_and_the_res
         write_scene(landing / "extra", two, fps, crf=35)
         (landing / "extra" / "notes.mp4").write_bytes((landing / "extra" / f"{CAMERAS[0]}.mp4").read_bytes()[:-1])
         shutil.copy(samples / "asl_book.mkv", landing / "asl_book.mkv")
+        (landing / "scene.json").write_text('{"cameras": {"a": "asl_book.mkv", "b": "x.mp4"}}')  # not in a folder of its own
 
     rows = by_name(land(tmp_path, build))
     expected = {"missing": "SceneViewMissing", "lengths": "SceneLengthMismatch", "rates": "SceneFrameRateMismatch",
@@ -150,6 +151,7 @@ def test_scenes_that_break_a_rule_get_their_error_class_on_every_row_and_the_res
     assert rows["extra/notes.mp4"]["error_class"] == "NotInSceneManifest"
     assert rows["extra/scene.json"]["status"] == "scene" and rows[f"extra/{CAMERAS[0]}.mp4"]["status"] == "ok"
     assert rows["good/scene.json"]["status"] == "scene" and rows["asl_book.mkv"]["status"] == "ok"
+    assert rows["scene.json"]["error_class"] == "BadSceneManifest" and rows["asl_book.mkv"].get("scene_id") is None
 
 
 def test_a_scene_waits_until_every_file_in_its_folder_has_settled(tmp_path, rig):
@@ -291,7 +293,7 @@ def test_a_landed_scene_is_curated_on_aligned_spans_beside_a_broken_one(flywheel
     for (scene_clip,), group in clips.group_by("scene_clip_id"):
         assert sorted(group["camera"]) == sorted(CAMERAS)
         assert group["start_frame"].n_unique() == 1 and group["end_frame"].n_unique() == 1
-    dataset = LocalStore(paths.home).read_parquet(table_key("curated_dataset"))
+    dataset = LocalStore(paths.home).read_parquet(table_key("curated_dataset", None))
     members = dataset.filter(pl.col("scene_id").is_not_null())
     for (scene_clip,), group in members.group_by("scene_clip_id"):
         assert group.height == len(CAMERAS) and group["split"].n_unique() == 1

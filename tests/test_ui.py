@@ -90,18 +90,19 @@ def test_demo_lands_samples_and_their_batch_run_succeeds(demo, sample_batch_run,
     assert run["tags"]["dagster/sensor_name"] == "landing_zone_sensor"
     assert run["tags"]["dagster/run_key"] == run["partition"]  # one run per batch, keyed by it
 
-    # The smallest sample lands alone in the first batch, so its clips are in the UI after one short run; the
-    # other four follow in a second batch, curated beside it.
-    def all_five_curated():
+    # The smallest sample lands alone in the first batch, so its clips are in the UI after one short run: the
+    # multi-camera scene (three small views, a unit never split across batches); the five single videos follow in a
+    # second batch, curated beside it.
+    def all_samples_curated():
         runs = ui.curation_runs(demo)
         ui.assert_no_failed_run(demo, runs)
         done = {r["partition"]: ui.materializations(demo, "raw_videos", r["partition"]) for r in runs if r["status"] == "SUCCESS"}
         ok = {p: m[0]["metadata"]["ok"] for p, m in done.items() if m}
-        return ok if sum(ok.values()) == 5 else None
+        return ok if sum(ok.values()) == 8 else None
 
-    ok_by_batch = ui.wait_until(all_five_curated, timeout=SAMPLE_BATCH_TIMEOUT_S, interval=3,
-                                what="all five samples curated", on_timeout=demo.log_tail)
-    assert [ok_by_batch[p] for p in sorted(ok_by_batch)] == [1, 4], ok_by_batch
+    ok_by_batch = ui.wait_until(all_samples_curated, timeout=SAMPLE_BATCH_TIMEOUT_S, interval=3,
+                                what="all samples curated (five videos and a scene of three views)", on_timeout=demo.log_tail)
+    assert [ok_by_batch[p] for p in sorted(ok_by_batch)] == [3, 5], ok_by_batch
 
     clips = ui.materializations(demo, "video_clips", run["partition"])
     assert clips, f"video_clips has no materialization for {run['partition']}"

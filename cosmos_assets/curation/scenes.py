@@ -135,6 +135,7 @@ def hold_back_unsettled_scenes(scan: ScanResult) -> list[DroppedFile]:
     """The settled files to batch now: those of a scene folder wait until every file of the folder has settled,
     so a scene is never batched without a view that is still uploading."""
     folders = {scene_folder(e.relative_path) for e in scan.settled + scan.unsettled if is_scene_manifest(e.relative_path)}
+    folders.discard(b"")  # a manifest at the zone's root is no scene folder (it is rejected when ingested)
     if not folders:
         return scan.settled
     busy = {f for f in folders if any(_inside(e.relative_path, f) for e in scan.unsettled)}
@@ -142,20 +143,20 @@ def hold_back_unsettled_scenes(scan: ScanResult) -> list[DroppedFile]:
 
 
 def _inside(relative_path: bytes, folder: bytes) -> bool:
-    return folder == b"" or relative_path.startswith(folder + b"/")
+    return relative_path.startswith(folder + b"/")
 
 
 def scene_unit_of(relative_paths: list[bytes]):
     """A function naming the scene folder a path belongs to (None outside scenes), for keeping a scene in one batch."""
-    folders = {scene_folder(p) for p in relative_paths if is_scene_manifest(p)}
+    folders = {scene_folder(p) for p in relative_paths if is_scene_manifest(p)} - {b""}
 
     def unit(relative_path: bytes) -> bytes | None:
         folder = scene_folder(relative_path)
         while True:
-            if folder in folders:
-                return folder
             if not folder:
                 return None
+            if folder in folders:
+                return folder
             folder = os.path.dirname(folder)
 
     return unit
@@ -239,6 +240,9 @@ def assemble_scenes(members: list, rows: list[dict], landing) -> list[dict]:
                     _reject(row, problem.error_class, f"scene {display(folder)}: {problem.message}")
                 else:  # a view rejected for itself keeps its own class; the message names the scene too
                     row["error_message"] = f"{row['error_message']} (view {row['camera']} of scene {display(folder)})"
+    for member, row in zip(members, rows):
+        if is_scene_manifest(member.relative_path) and row["status"] == "rejected" and row["error_class"] is None:
+            _reject(row, BAD_MANIFEST, "a scene.json at the top of the landing zone: put each scene in a folder of its own")
     return rows
 
 
