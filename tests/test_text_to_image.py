@@ -243,3 +243,41 @@ def test_the_round_exports_its_accepted_images_for_detector_training(prompt_roun
     assert len(coco["images"]) == 3 and coco["annotations"] == []
     assert sorted(p.name for p in (folder / "images").iterdir()) == sorted(
         f"{c}.png" for c in _round_table(home, "accepted_images", request.partition_key).filter(pl.col("accepted"))["candidate_id"])
+
+
+@pytest.mark.parametrize("dataset_rounds", ["0", "1"])
+def test_curated_dataset_rounds_make_images_only_when_the_knob_is_on(tmp_path, monkeypatch, dataset_rounds):
+    home = tmp_path / "home"
+    (home / "dagster").mkdir(parents=True)
+    for name, value in {"COSMOS_HOME": str(home), "DAGSTER_HOME": str(home / "dagster"), "COSMOS_PROFILE": "local",
+                        "COSMOS_T2I_DATASET_ROUNDS": dataset_rounds}.items():
+        monkeypatch.setenv(name, value)
+    defs = build_definitions("local")
+    sensor = defs.resolve_sensor_def("text_to_image_sensor")
+    with dg.DagsterInstance.from_config(str(home / "dagster")) as instance:
+        instance.report_runless_asset_event(dg.AssetMaterialization(
+            "curated_dataset", metadata={"dataset_version": "ds-0123456789ab", "clips": 4}))
+        with dg.partition_loading_context(dynamic_partitions_store=instance):
+            with dg.build_sensor_context(instance=instance, instance_ref=instance.get_ref(), definitions=defs,
+                                         resources=defs.resources) as context:
+                tick = sensor.evaluate_tick(context)
+    requests = [(r.run_key, r.partition_key, r.job_name) for r in tick.run_requests]
+    if dataset_rounds == "1":  # the video round's partition, under a run key of its own
+        assert requests == [("t2i-round-ds-0123456789ab", "round-ds-0123456789ab", "text_to_image_job")]
+    else:
+        assert requests == [] and json.loads(tick.cursor)["after"] is not None, "versions seen while off stay old"
+
+
+def test_the_reason_critic_judges_one_image_with_k_trials_and_counts_what_it_cannot_parse(tmp_path, tiny_generator):
+    from cosmos_assets.models.vlm import GenerationSettings
+    from cosmos_assets.text_to_image.critique import ImageReasonCritic
+    from resources import VisionLanguageResource
+
+    vlm = VisionLanguageResource(home=str(tmp_path), model="tiny:vlm", device="cpu").get()
+    critic = ImageReasonCritic(vlm, GenerationSettings(temperature=0.6, max_new_tokens=6, trials=2), "reason")
+    image = tiny_generator.generate("a bicycle", seed=1).image
+    [critique] = critic.critique([image])
+    assert len(critique.trials) == 2 and critique.parsed + critique.parse_failures == 2
+    # Random weights rarely write "<answer>No</answer>": an unparsed trial is counted, never taken as an answer.
+    assert critique.score is None or 0.0 <= critique.score <= 1.0
+    assert critic.identity["tiny_random"] is True and critic.identity["critic"] == "image-reason:tiny:vlm"
