@@ -42,6 +42,9 @@ class MultiViewConfig:
     features: int = 1500  # ORB features per frame
     threshold_px: float = 2.0  # a generated match under this Sampson distance agrees with the source's geometry
     ransac_px: float = 1.5  # RANSAC's inlier distance when F is fitted to the source's matches
+    # A pair whose source views share fewer inliers overlaps too little for its F to be trusted (on the sample the
+    # left and right crops share 18 % of their width: about 13 inliers, and a 2 px median on the source itself).
+    min_source_inliers: int = 30
 
 
 @dataclass(frozen=True)
@@ -106,7 +109,7 @@ def pair_consistency(camera_a: str, camera_b: str, source_a: np.ndarray, source_
     """One camera pair; None when the source views share too few matches to fit their geometry."""
     source_points = matches(source_a, source_b, config)
     matrix, inliers = fundamental(*source_points, config)
-    if matrix is None:
+    if matrix is None or inliers < config.min_source_inliers:
         return None
     generated_points = matches(generated_a, generated_b, config)
     distances = sampson_px(matrix, *generated_points) if len(generated_points[0]) else np.zeros(0)
