@@ -12,11 +12,18 @@ vlm       Reason1-7B (= Qwen2.5-VL-7B) critique of one 94-frame 720p video (~7k 
 predict2  Predict2-2B Video2World, 480p (432x768), 93 frames, 35 steps with CFG: one transformer pass per variant
           (median of 3), its output against the default's and against an fp32 run of the default; then whole
           videos through ``VideoGenerator`` with all switches on and with all off, frames compared.
+cosmos3   Issue 17: the Cosmos 3 Generators (Cosmos3-Edge, the smallest, and Cosmos3-Nano) through diffusers'
+          Cosmos3OmniPipeline as it is, text-to-video at their default setting (480p tier 480x832, 189 frames at 24 fps,
+          35 steps, guidance 6 with CFG), beside Predict2-2B Video2World (480p 432x768, 93 frames, 35 steps, guidance 7)
+          through its plain pipeline in the same process. Each runs --cosmos3-steps steps with a timer on every step;
+          a 35-step video is extrapolated as the time outside the steps (VAE encode / decode) + 35 x the median step
+          after the first.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 from dataclasses import replace
 import statistics
@@ -533,6 +540,78 @@ def bench_predict2(args) -> None:
     del pipe
 
 
+def timed_steps(pipe, steps: int, **call) -> dict:
+    """One pipeline call of ``steps`` steps with a device-synchronised timer at the end of every step: the median
+    step after the first, the time outside the steps, and the 35-step video they extrapolate to."""
+    ends: list[float] = []
+
+    def on_step(pipeline, index, timestep, kwargs):
+        sync()
+        ends.append(time.perf_counter())
+        return kwargs
+
+    reset_peak()
+    sync()
+    begin = time.perf_counter()
+    pipe(num_inference_steps=steps, callback_on_step_end=on_step, **call)
+    sync()
+    total = time.perf_counter() - begin
+    durations = np.diff([begin] + ends)
+    median = float(np.median(durations[1:])) if len(durations) > 1 else float(durations[0])
+    # The first step also carries the work before the loop (tokenising, VAE encode): counted as outside the steps.
+    outside = total - median * len(durations)
+    return {"steps_run": steps, "call_s": round(total, 2), "median_step_s": round(median, 3),
+            "first_step_s": round(float(durations[0]), 2), "outside_steps_s": round(outside, 2),
+            "video_35_steps_s_extrapolated": round(outside + 35 * median, 1), "peak_GiB": peak_gib()}
+
+
+def bench_cosmos3(args) -> None:
+    from PIL import Image
+
+    from cosmos_assets.models import tiny_cosmos3, tiny_generators
+    from cosmos_assets.models.tiny_tokenizer import build_qwen_tokenizer
+
+    dtype = torch.float32 if args.smoke else torch.bfloat16
+    steps = 2 if args.smoke else args.cosmos3_steps
+    prompt = "a car drives along a wet highway at night while rain falls"
+    variants = {"smoke": tiny_cosmos3.TINY_COSMOS3} if args.smoke else {
+        name: tiny_cosmos3.REAL_SIZES[name] for name in args.cosmos3_variants.split(",")}
+    frames, height, width = (9, 32, 64) if args.smoke else (189, 480, 832)
+    for name, size in variants.items():
+        start = time.perf_counter()
+        torch.manual_seed(0)
+        pipe = tiny_cosmos3.build_pipeline(size, build_qwen_tokenizer(), device=DEVICE, dtype=dtype)
+        built = round(time.perf_counter() - start, 1)
+        params = {k: round(sum(p.numel() for p in m.parameters()) / 1e9, 3) for k, m in pipe.components.items()
+                  if isinstance(m, torch.nn.Module)}
+        row = timed_steps(pipe, steps, prompt=prompt, num_frames=frames, height=height, width=width, fps=24,
+                          guidance_scale=6.0, output_type="np", generator=torch.Generator(DEVICE).manual_seed(0))
+        report(f"cosmos3_{name}", built_s=built, params_B=params, frames=frames, height=height, width=width, fps=24,
+               dtype=str(dtype), weights="random", **row)
+        del pipe
+        gc.collect()  # the pipeline's modules hold reference cycles: without this its weights stay allocated
+        if DEVICE == "cuda":
+            torch.cuda.empty_cache()
+
+    start = time.perf_counter()
+    torch.manual_seed(0)
+    if args.smoke:
+        pipe = tiny_generators.build_random_generator(
+            "predict2", device="cpu", dtype=dtype, generator_size=tiny_generators.TINY,
+            text_encoder_size=tiny_generators.TINY_T5, vae_config=tiny_generators.TINY_VAE)
+    else:
+        pipe = tiny_generators.build_random_generator("predict2", "2B", DEVICE, dtype)
+    built = round(time.perf_counter() - start, 1)
+    frames, height, width = (9, 48, 64) if args.smoke else (93, 432, 768)
+    source = np.random.default_rng(0).integers(0, 256, (5, height, width, 3), dtype=np.uint8)
+    row = timed_steps(pipe, steps, prompt=prompt, video=[Image.fromarray(f) for f in source], num_frames=frames,
+                      height=height, width=width, fps=16, guidance_scale=7.0, output_type="np",
+                      generator=torch.Generator(DEVICE).manual_seed(0))
+    report("cosmos3_beside_predict2_2b", built_s=built, frames=frames, height=height, width=width, fps=16,
+           dtype=str(dtype), weights="random", conditioning_frames=5, **row)
+    del pipe
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--parts", default="vlm,predict2")
@@ -542,6 +621,8 @@ def main() -> None:
     parser.add_argument("--vlm-batch", type=int, default=4)
     parser.add_argument("--vlm-total-pixels", type=int, default=2 * 8192 * 28 * 28)
     parser.add_argument("--smoke", action="store_true", help="tiny sizes on the CPU: checks this script, times nothing")
+    parser.add_argument("--cosmos3-steps", type=int, default=4, help="steps timed per model (extrapolated to 35)")
+    parser.add_argument("--cosmos3-variants", default="edge,nano", help="Cosmos 3 sizes to time: edge, nano")
     parser.add_argument("--videos", default="flash4,cudnn,off",
                         help="whole videos to time, in order: flash4 (where installed), cudnn, pipeline, off")
     args = parser.parse_args()
@@ -552,7 +633,7 @@ def main() -> None:
     report("device", card=torch.cuda.get_device_name(0) if DEVICE == "cuda" else "cpu (smoke)", torch=torch.__version__,
            transformers=__import__("transformers").__version__, diffusers=__import__("diffusers").__version__,
            cudnn=torch.backends.cudnn.version() if DEVICE == "cuda" else None)
-    parts = {"vlm": bench_vlm, "predict2": bench_predict2}
+    parts = {"vlm": bench_vlm, "predict2": bench_predict2, "cosmos3": bench_cosmos3}
     for name in args.parts.split(","):
         try:
             parts[name](args)

@@ -42,6 +42,11 @@ class Cosmos3Size:
     intermediate_size: int
     latent_channel: int
     rope_axes_dim: tuple[int, int, int]  # temporal, height, width rotary pairs: they sum to head_dim / 2
+    rope_theta: float = 5_000_000.0
+    vocab_size: int | None = None  # None: the vocabulary of the tokenizer built alongside
+    hidden_act: str = "silu"  # silu: Qwen3 text model (Nano, Super); relu2: Nemotron (Edge)
+    qk_norm_for_text: bool = True
+    use_und_k_norm_for_gen: bool = False
 
 
 TINY_COSMOS3 = Cosmos3Size(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1, head_dim=16,
@@ -49,9 +54,15 @@ TINY_COSMOS3 = Cosmos3Size(hidden_size=32, num_hidden_layers=2, num_attention_he
 # Cosmos3-Nano, the smallest published variant ("16B" on its model card: two 8B pathways of the Qwen3-VL-8B text
 # model). These are the defaults of diffusers' Cosmos3OmniTransformer, which are the Nano configuration.
 NANO = Cosmos3Size(hidden_size=4096, num_hidden_layers=36, num_attention_heads=32, num_key_value_heads=8, head_dim=128,
-                   intermediate_size=12288, latent_channel=48, rope_axes_dim=(24, 20, 20))
+                   intermediate_size=12288, latent_channel=48, rope_axes_dim=(24, 20, 20), vocab_size=151936)
+# Cosmos3-Edge ("4B"), the smallest: the Nemotron text model of transformers' Cosmos3EdgeTextConfig defaults (2048
+# wide, 28 layers, squared-ReLU MLP, no q/k norm on text; its loader drops the generation pathway's k_norm_und_for_gen,
+# so the Generator has one), doubled into diffusers' two pathways. Its VAE is assumed to be Nano's (Wan 2.2, 48 channels).
+EDGE = Cosmos3Size(hidden_size=2048, num_hidden_layers=28, num_attention_heads=16, num_key_value_heads=8, head_dim=128,
+                   intermediate_size=9216, latent_channel=48, rope_axes_dim=(24, 20, 20), rope_theta=100_000_000.0,
+                   vocab_size=131072, hidden_act="relu2", qk_norm_for_text=False, use_und_k_norm_for_gen=True)
+REAL_SIZES = {"nano": NANO, "edge": EDGE}
 LATENT_PATCH = 2
-ROPE_THETA = 5_000_000.0
 
 
 def transformer_config(size: Cosmos3Size, vocab_size: int) -> dict:
@@ -60,7 +71,8 @@ def transformer_config(size: Cosmos3Size, vocab_size: int) -> dict:
         num_attention_heads=size.num_attention_heads, num_key_value_heads=size.num_key_value_heads,
         head_dim=size.head_dim, intermediate_size=size.intermediate_size, latent_channel=size.latent_channel,
         latent_patch_size=LATENT_PATCH, patch_latent_dim=size.latent_channel * LATENT_PATCH**2,
-        rope_axes_dim=list(size.rope_axes_dim), rope_theta=ROPE_THETA, vocab_size=vocab_size,
+        rope_axes_dim=list(size.rope_axes_dim), rope_theta=size.rope_theta, vocab_size=size.vocab_size or vocab_size,
+        hidden_act=size.hidden_act, qk_norm_for_text=size.qk_norm_for_text, use_und_k_norm_for_gen=size.use_und_k_norm_for_gen,
     )
 
 
@@ -85,14 +97,18 @@ def scheduler():
 
 
 def build_pipeline(size: Cosmos3Size, tokenizer, device: torch.device | str = "cpu", dtype: torch.dtype | None = None):
-    """A random ``Cosmos3OmniPipeline`` of ``size``; networks created on ``device`` (seconds there at real size)."""
+    """A random ``Cosmos3OmniPipeline`` of ``size``; networks created on ``device`` (seconds there at real size)
+    directly in ``dtype`` (a 16B model is not first made in float32)."""
     from diffusers import AutoencoderKLWan, Cosmos3OmniPipeline, Cosmos3OmniTransformer
 
-    with torch.device(device):
-        transformer = Cosmos3OmniTransformer(**transformer_config(size, len(tokenizer)))
-        vae = AutoencoderKLWan(**vae_config(size))
-    if dtype is not None:
-        transformer, vae = transformer.to(dtype), vae.to(dtype)
+    default_dtype = torch.get_default_dtype()
+    torch.set_default_dtype(dtype or default_dtype)
+    try:
+        with torch.device(device):
+            transformer = Cosmos3OmniTransformer(**transformer_config(size, len(tokenizer)))
+            vae = AutoencoderKLWan(**vae_config(size))
+    finally:
+        torch.set_default_dtype(default_dtype)
     pipe = Cosmos3OmniPipeline(transformer=transformer.eval(), text_tokenizer=tokenizer, vae=vae.eval(),
                                scheduler=scheduler(), safety_checker=TinyPassThroughSafetyChecker())
     pipe.set_progress_bar_config(disable=True)
@@ -135,7 +151,7 @@ def build_reasoner(size: Cosmos3Size, tokenizer, transformer):
             vocab_size=len(tokenizer), hidden_size=size.hidden_size, intermediate_size=size.intermediate_size,
             num_hidden_layers=size.num_hidden_layers, num_attention_heads=size.num_attention_heads,
             num_key_value_heads=size.num_key_value_heads, head_dim=size.head_dim,
-            rope_parameters={"rope_type": "default", "rope_theta": ROPE_THETA,
+            rope_parameters={"rope_type": "default", "rope_theta": size.rope_theta,
                              "mrope_section": list(size.rope_axes_dim), "mrope_interleaved": True},
             eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"), pad_token_id=tokenizer.pad_token_id,
             bos_token_id=None,
