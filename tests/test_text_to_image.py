@@ -178,7 +178,8 @@ def prompt_round(tmp_path_factory):
         assert added.partitions_def_name == "generation_rounds" and added.partition_keys == [request.partition_key]
         instance.add_dynamic_partitions("generation_rounds", [request.partition_key])
         config = request.run_config
-        config["ops"]["accepted_images"] = {"config": {"rule": "best_of_n"}}  # tiny images are noise: no threshold
+        # Random-weight images: a score threshold means nothing for them; best-of-N keeps one image per prompt.
+        config["ops"]["accepted_images"] = {"config": {"rule": "best_of_n"}}
         run = defs.resolve_job_def("text_to_image_job").execute_in_process(
             instance=instance, partition_key=request.partition_key, run_config=config)
         again = tick(instance, result.cursor)
@@ -281,3 +282,30 @@ def test_the_reason_critic_judges_one_image_with_k_trials_and_counts_what_it_can
     # Random weights rarely write "<answer>No</answer>": an unparsed trial is counted, never taken as an answer.
     assert critique.score is None or 0.0 <= critique.score <= 1.0
     assert critic.identity["tiny_random"] is True and critic.identity["critic"] == "image-reason:tiny:vlm"
+
+
+def test_a_dataset_round_writes_one_prompt_per_caption_and_condition_and_makes_its_images(tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    (home / "dagster").mkdir(parents=True)
+    for name, value in {"COSMOS_HOME": str(home), "DAGSTER_HOME": str(home / "dagster"), "COSMOS_PROFILE": "local"}.items():
+        monkeypatch.setenv(name, value)
+    # The curated dataset as curated_dataset writes it (the columns image_prompts reads), one version, two splits.
+    LocalStore(home).write_parquet("tables/curated_dataset/all.parquet", pl.DataFrame({
+        "clip_id": ["clip-a", "clip-b"], "caption": ["A cyclist waits at a crossing.", "A bus turns left."],
+        "split": ["train", "validation"], "dataset_version": ["ds-v1", "ds-v1"]}))
+    key = "round-ds-v1"
+    with dg.DagsterInstance.from_config(str(home / "dagster")) as instance:
+        instance.add_dynamic_partitions("generation_rounds", [key])
+        run = build_definitions("local").resolve_job_def("text_to_image_job").execute_in_process(
+            instance=instance, partition_key=key, run_config={"ops": {"image_prompts": {"config": {
+                "conditions": ["fog", "night"], "class_names": ["bicycle"], "images_per_prompt": 1}},
+                "accepted_images": {"config": {"rule": "best_of_n"}}}})
+    assert run.success
+    prompts = _round_table(home, "image_prompts", key)
+    # Validation clips stay unseen; the training clip's caption is rewritten for each condition.
+    assert prompts["source_clip_id"].to_list() == ["clip-a", "clip-a"] and prompts["condition"].to_list() == ["fog", "night"]
+    assert all(p.startswith("A cyclist waits at a crossing") for p in prompts["prompt"])
+    images = _round_table(home, "synthetic_images", key)
+    assert images.height == 2 and images["source_clip_id"].to_list() == ["clip-a", "clip-a"]
+    [export] = _round_table(home, "image_detector_export", key).to_dicts()
+    assert export["categories"] == ["bicycle"]

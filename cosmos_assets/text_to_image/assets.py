@@ -29,6 +29,8 @@ from cosmos_assets.common.pictures import contact_sheet, encode_jpeg, encode_png
 from cosmos_assets.common.pod_classes import pod_class
 from cosmos_assets.models.image_generator import ImageDefaults
 from cosmos_assets.synthetic import conditions
+# The video rounds' partitions, and their helpers for a round's dataset version, typed tables and the tiny-weights
+# label: image rounds follow the same rules, so they share the code rather than repeat it.
 from cosmos_assets.synthetic.assets import ROUND_PREFIX, _round_dataset, _table, _tiny_label, generation_rounds
 from cosmos_assets.synthetic.critics import trials_json
 from cosmos_assets.synthetic.selection import check_rule, select
