@@ -103,6 +103,37 @@ def test_the_edm_input_is_what_the_predict2_pipeline_feeds_its_transformer():
     assert torch.allclose(point.c_skip * point.noisy + point.c_out * (noise - x0), x0, atol=1e-3)
 
 
+def test_the_trained_denoiser_is_the_one_the_predict2_pipeline_samples_with(predict2, samples):
+    """One sampling step of the real pipeline, watched through a forward hook: the loss's preconditioning of the
+    same noisy latents gives the transformer identical inputs, and its denoised estimate reproduces the step."""
+    _, pipeline, _ = predict2
+    first = Image.fromarray(clip_frames(samples, CLIPS[0], 32, 32, count=1)[0])
+    calls, stepped = [], []
+    hook = pipeline.transformer.register_forward_hook(
+        lambda module, args, kwargs, output: calls.append(kwargs), with_kwargs=True)
+    noise = torch.randn(1, 16, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    try:
+        pipeline(video=[first], prompt="a robot arm picks a bottle", height=32, width=32, num_frames=9,
+                 num_inference_steps=2, guidance_scale=1.0, latents=noise, output_type="latent", max_sequence_length=32,
+                 callback_on_step_end=lambda pipe, i, t, kw: stepped.append(kw["latents"].clone()) or {})
+    finally:
+        hook.remove()
+    seen = calls[0]  # the first step, from sigma_max
+    sigma, next_sigma = pipeline.scheduler.sigmas[0].item(), pipeline.scheduler.sigmas[1].item()
+    latents = noise * sigma  # the pipeline starts from noise at sigma_max
+    x0 = torch.zeros_like(latents)
+    x0[:, :, :1] = seen["hidden_states"][:, :, :1]  # the pipeline's clean conditioning latent frame
+    point = lora.edm_preconditioned(x0, latents / sigma, torch.tensor([sigma]), num_conditional_frames=1)
+    assert torch.equal(point.latents, seen["hidden_states"]) and torch.equal(point.condition_mask, seen["condition_mask"])
+    assert torch.allclose(point.timestep, seen["timestep"]) and seen["fps"] == lora.TRAINING_FPS
+    batch = lora.prepare_batch(pipeline, np.stack([np.asarray(first)] * 9), "a robot arm picks a bottle", max_sequence_length=32)
+    assert torch.equal(batch.text_embeddings, seen["encoder_hidden_states"])  # the cached text is the pipeline's
+    with torch.no_grad():
+        denoised = lora.predict_denoised(pipeline.transformer, point, batch.text_embeddings)
+    euler = latents + (next_sigma - sigma) * (latents - denoised) / sigma  # the scheduler's step with that estimate
+    assert torch.allclose(euler[:, :, 1:], stepped[0][:, :, 1:], atol=1e-4)
+
+
 def test_the_edm_loss_falls_when_a_lora_overfits_one_fixed_batch(predict2):
     folder, _, cache = predict2
     tensors = load_file(str(cache[0]))

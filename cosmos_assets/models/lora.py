@@ -184,12 +184,19 @@ class DenoisingInput:
 
 def denoising_input(batch: TrainingBatch, generator: torch.Generator | None = None,
                     num_conditional_frames: int = 0, device: torch.device | str = "cpu") -> DenoisingInput:
-    """Draw noise and ``sigma`` (log-normal) and precondition the noisy latents as the Predict2 pipeline does."""
+    """Draw noise and ``sigma`` (log-normal, per sample) and precondition the noisy latents."""
     x0 = batch.latents.to(device, torch.float32) * EDM_SIGMA_DATA  # the pipeline's latents are scaled by sigma_data
-    b, _, t, h, w = x0.shape
+    b, _, t, _, _ = x0.shape
     noise = torch.randn(x0.shape, generator=generator, device=x0.device)
     log_sigma = EDM_P_MEAN + EDM_P_STD * torch.randn((b,), generator=generator, device=x0.device)
-    sigma = (log_sigma.exp().clamp(EDM_SIGMA_MIN, EDM_SIGMA_MAX) * t ** 0.5).view(b, 1, 1, 1, 1)
+    return edm_preconditioned(x0, noise, log_sigma.exp().clamp(EDM_SIGMA_MIN, EDM_SIGMA_MAX) * t ** 0.5, num_conditional_frames)
+
+
+def edm_preconditioned(x0: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor, num_conditional_frames: int = 0) -> DenoisingInput:
+    """``x0 + sigma noise`` (``sigma``: one per sample) as the Predict2 pipeline hands it to its transformer: scaled
+    by c_in at timestep c_noise, the leading ``num_conditional_frames`` latent frames replaced by clean ``x0``."""
+    b, _, t, h, w = x0.shape
+    sigma = sigma.to(x0).view(b, 1, 1, 1, 1)
     noisy = x0 + sigma * noise
     c_noise = sigma / (sigma + 1)  # = 1 - c_in = -c_out
     given = torch.zeros(b, 1, t, 1, 1, device=x0.device)
