@@ -126,8 +126,6 @@ def run_rows(args, speedups_name: str) -> None:
            ratio_weighted_1_per_step=round(per_step["weighted_1"] / per_step["plain"], 3),
            weighted_1_equals_plain=bool(torch.equal(latents["plain"], latents["weighted_1"])),
            goal="3 controls <= 1.6x one control per step")
-    del pipe, weighted, controlnets, extra
-    torch.cuda.empty_cache()
 
 
 def synchronize() -> None:
@@ -147,14 +145,23 @@ def main() -> None:
     args = parser.parse_args()
     report("device", card=torch.cuda.get_device_name(0) if args.size != "smoke" else "cpu", torch=torch.__version__,
            transformers=__import__("transformers").__version__, diffusers=__import__("diffusers").__version__)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
     for name in args.speedups.split(","):
-        try:
-            run_rows(args, name)
-        except Exception as error:  # one broken row set must not hide the other's figures
-            report(f"{name}_error", error=f"{error.__class__.__name__}: {error}", trace=traceback.format_exc()[-2500:])
+        failure = attempt(run_rows, args, name)
+        if failure:  # one broken row set must not hide the other's figures
+            report(f"{name}_error", **failure)
+        out.write_text(json.dumps(RESULTS, indent=1, default=str) + "\n")  # after each set: a timeout keeps the rest
+
+
+def attempt(function, *args) -> dict | None:
+    try:
+        function(*args)
+    except Exception as error:
+        return {"error": f"{error.__class__.__name__}: {error}", "trace": traceback.format_exc()[-2500:]}
+    finally:
         torch.cuda.empty_cache()
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(RESULTS, indent=1, default=str) + "\n")
+    return None
 
 
 if __name__ == "__main__":

@@ -53,6 +53,22 @@ class ExtractorSettings:
     device: str = knob("auto", "Device of the depth and segmentation models (auto: CUDA when present).")
 
 
+DEPTH_MODEL_ENV, SEGMENTATION_MODEL_ENV = "COSMOS_DEPTH_MODEL", "COSMOS_SEGMENTATION_MODEL"
+
+
+def profile_models(profile: str | None = None) -> dict[str, str]:
+    """The depth and segmentation models of a profile: tiny random ones on a laptop (``local``), the real ones
+    elsewhere; COSMOS_DEPTH_MODEL / COSMOS_SEGMENTATION_MODEL point them at a folder or a cached Hub id."""
+    import os
+
+    from cosmos_assets.settings import cosmos_profile
+
+    local = (profile or cosmos_profile()) == "local"
+    return {"depth_model": os.environ.get(DEPTH_MODEL_ENV, TINY_DEPTH_MODEL if local else REAL_DEPTH_MODEL),
+            "segmentation_model": os.environ.get(SEGMENTATION_MODEL_ENV,
+                                                 TINY_SEGMENTATION_MODEL if local else REAL_SEGMENTATION_MODEL)}
+
+
 @dataclass(frozen=True)
 class ExtractorIdentity:
     """Which extractor made a control video: on every row that holds one, and on every fidelity score."""

@@ -40,6 +40,9 @@ from cosmos_assets.synthetic.critics import (
     METRIC_COMPONENTS, MetricCritic, MetricCriticConfig, ReasonCritic, align_source, trials_json,
 )
 from cosmos_assets.synthetic.generation import candidate_id, generate_candidate, open_backend, request_geometry_of
+from cosmos_assets.controls.clip_controls import CONTROL_RECIPES, control_weights, request_control_frames, round_controls
+from cosmos_assets.controls.fidelity import ControlFidelity
+from cosmos_assets.models.catalog import TRANSFER25
 from cosmos_assets.common.drop_zone import member_path
 from cosmos_assets.synthetic.inbox import INBOX_PREFIX, InboxLedger, ManifestInvalid, ingest_file, parse_manifest
 from cosmos_assets.synthetic import multiview
@@ -91,6 +94,7 @@ CRITIQUE_SCORES = {
     "candidate_id": pl.String, "request_id": pl.String, "round": pl.String, "condition": pl.String, "critic": pl.String,
     "critic_mode": pl.String, "critic_model": pl.String, "critic_version": pl.String, "critic_tiny_random": pl.Boolean,
     "score": pl.Float64, **{name: pl.Float64 for name in METRIC_COMPONENTS}, "rating_mean": pl.Float64,
+    "depth_si_rmse": pl.Float64, "seg_miou": pl.Float64, "control_fidelity": pl.String,
     "trials_total": pl.Int64, "trials_parsed": pl.Int64, "parse_failures": pl.Int64, "trials": pl.String,
     "error_class": pl.String, "error_message": pl.String,
     **SCENE_SCHEMA,
@@ -151,6 +155,11 @@ class GenerationPromptsConfig(dg.Config):
     transfer_control: str = Field(
         default="edge", description="The control Transfer 2.5 is conditioned on (its diffusers pipeline takes one).")
     transfer_control_weight: float = Field(default=0.9, description="Weight (0..1) of the Transfer 2.5 control.")
+    control_recipe: Optional[str] = Field(
+        default=None, description=f"Several controls at once, from the cookbook: {', '.join(f'{k} ({v})' for k, v in CONTROL_RECIPES.items())}; "
+                                  "unset: transfer_control alone at transfer_control_weight.")
+    control_weights: Optional[dict[str, float]] = Field(
+        default=None, description="Control -> weight (e.g. {depth: 0.9, seg: 0.9}); wins over control_recipe.")
     prompt_writer: str = Field(
         default="auto", description="template: prompts from templates; vlm: written by the `vlm` resource; auto: the "
                                     "VLM when it is an endpoint, else templates.")
@@ -265,7 +274,8 @@ def _round_requests(context, config, storage, synthetic, vlm, curated_dataset) -
     # Every view of a scene clip is generated from one prompt (its first view's), so the views show one world.
     written = scenes.shared_per_scene_clip([(w.clip.get("scene_clip_id"), c) for w, c in items], written)
     seeds = [config.base_seed + i for i in range(config.seeds_per_request)]
-    controls = {config.transfer_control: config.transfer_control_weight}
+    controls = control_weights(config.control_recipe, config.control_weights, config.transfer_control,
+                               config.transfer_control_weight)
     rows = [_request_row(w, partition, version, c, text, prompts.negative_prompt(config.negative_prompt, c), controls,
                          seeds, "generated", tiny)
             for (w, c), text in zip(items, written)]
@@ -358,15 +368,19 @@ def _generate_round(context, storage, backend, requests: pl.DataFrame) -> list[d
     remove_stale_temporaries(store.staging_path(root))
     rows = []
     todo = requests.filter(pl.col("error_class").is_null()).to_dicts()
+    # Transfer generates from the round's stored control videos (clip_controls); edge and blur missing there are
+    # derived from the source window as before.
+    stored = round_controls(store, context.partition_key) if backend.identity()["backend"] == TRANSFER25 else {}
     for number, request in enumerate(todo, start=1):
         source = read_window(store.local_path(request["source_path"]), request_geometry_of(request), request["source_start_s"])
+        controls = request_control_frames(store, stored, request) if stored else None
         for seed in request["seeds"]:
             base = {"request_id": request["request_id"], "round": context.partition_key, "origin": "generated", "seed": seed,
                     "condition": request["condition"], "source_clip_id": request["source_clip_id"], "prompt": request["prompt"],
                     **backend.identity()}
             base["candidate_id"] = candidate_id(request["request_id"], seed, backend.config_digest())
             try:
-                row = generate_candidate(backend, request, seed, source, store, root, context.partition_key)
+                row = generate_candidate(backend, request, seed, source, store, root, context.partition_key, controls)
             except (ValueError, RuntimeError) as error:  # this request's geometry or inputs; the others go on
                 row = _failed_row(base, "GenerationFailed", f"{error.__class__.__name__}: {error}")
                 context.log.warning(f"{request['request_id']} seed {seed}: {row['error_message']}")
@@ -471,7 +485,7 @@ def batch_digest(candidates: pl.DataFrame) -> str:
 
 # code_version 2: deterministic H.264 settings (common/encoding.py) changed every candidate's bytes.
 @dg.asset(partitions_def=generation_rounds, group_name=GROUP, pool="gpu", kinds={"pytorch", "parquet"}, owners=OWNERS,
-          code_version="candidates-2", tags=pod_class("gpu-predict2-2b"))
+          code_version="candidates-2", tags=pod_class("gpu-predict2-2b"), deps=["clip_controls"])
 def synthetic_videos(
     context: dg.AssetExecutionContext, config: SyntheticVideosConfig, storage: CosmosStorage, synthetic: SyntheticSettings,
     generator: VideoGeneratorResource, generation_prompts: pl.DataFrame,
@@ -536,7 +550,8 @@ class CritiqueConfig(config_from(MetricCriticConfig, include=("analysis_width",)
     batch_size: int = Field(default=2, description="Videos per VLM call.")
 
 
-def _metric_rows(context, store, critic: MetricCritic, candidates: list[dict], requests: dict) -> list[dict]:
+def _metric_rows(context, store, critic: MetricCritic, candidates: list[dict], requests: dict,
+                 fidelity: ControlFidelity) -> list[dict]:
     rows = []
     by_request = defaultdict(list)
     for candidate in candidates:
@@ -554,9 +569,13 @@ def _metric_rows(context, store, critic: MetricCritic, candidates: list[dict], r
                 frames, fps = read_video(store.local_path(candidate["path"]), max_width=width, gray=True)
                 # Only the time the source window covers is compared (an external candidate may be longer).
                 frames = frames[: max(2, int(window_s * fps + 1e-6))]
-                result = critic.score(frames, align_source(source, geometry.fps, len(frames), fps))
+                aligned = align_source(source, geometry.fps, len(frames), fps)
+                result = critic.score(frames, aligned)
+                path = store.local_path(candidate["path"])
                 rows.append({"candidate_id": candidate["candidate_id"], "score": result.score, **result.components(),
-                             "trials_total": 0, "trials_parsed": 0, "parse_failures": 0})
+                             "trials_total": 0, "trials_parsed": 0, "parse_failures": 0,
+                             **fidelity.row(candidate, request, result.components(),
+                                            lambda: read_video(path, max_width=width)[0][: len(frames)], aligned)})
             except (ValueError, OSError) as error:
                 rows.append({"candidate_id": candidate["candidate_id"], "error_class": "UndecodableCandidate",
                              "error_message": f"{error.__class__.__name__}: {error}"[:500]})
@@ -614,7 +633,7 @@ def _promoted_critic(context, store, synthetic: SyntheticSettings, config: Criti
 
 
 @dg.asset(partitions_def=generation_rounds, group_name=GROUP, pool="gpu", kinds={"pytorch", "parquet"}, owners=OWNERS,
-          code_version="critique-2", tags=pod_class("gpu-reason-7b"),  # 2: cross-view consistency of scene candidates
+          code_version="critique-2",  # 2: cross-view consistency of scene candidates tags=pod_class("gpu-reason-7b"),
           # The critic the critic loop promoted scores from then on: its promotion is upstream of every round's scores.
           deps=[dg.AssetDep("promoted_critic", partition_mapping=dg.AllPartitionMapping())])
 def critique_scores(
@@ -634,7 +653,8 @@ def critique_scores(
         scored = _learned_rows(context, storage.store, critic, candidates, config)
     elif mode == "metric":
         critic = MetricCritic(config.to_dataclass(MetricCriticConfig))
-        scored = _metric_rows(context, storage.store, critic, candidates, requests)
+        fidelity = ControlFidelity(storage.store, context.partition_key, storage.paths.models, critic.identity["critic_version"])
+        scored = _metric_rows(context, storage.store, critic, candidates, requests, fidelity)
     elif mode in ("reason", "rubric", COSMOS3_CRITIC):
         settings = vlm.critique.settings()
         if config.trials:
@@ -835,7 +855,7 @@ def accepted_videos_rates_in_bounds(config: AcceptanceBoundsConfig, accepted_vid
 
 
 generation_job = dg.define_asset_job(
-    "generation_job", selection=[generation_prompts, synthetic_videos],
+    "generation_job", selection=dg.AssetSelection.assets(generation_prompts, "clip_controls", synthetic_videos),
     description="One generation round: requests from the curated clips, then N candidates per request.",
 )
 critique_job = dg.define_asset_job(
@@ -843,6 +863,7 @@ critique_job = dg.define_asset_job(
     description="Critique one batch of candidates and keep the good ones (rejection sampling).",
 )
 inbox_job = dg.define_asset_job(
-    "inbox_job", selection=[generation_prompts, synthetic_videos, critique_scores, accepted_videos],
+    "inbox_job",
+    selection=dg.AssetSelection.assets(generation_prompts, "clip_controls", synthetic_videos, critique_scores, accepted_videos),
     description="Take one inbox batch of externally generated candidates, then critique it and keep the good ones.",
 )

@@ -45,7 +45,7 @@ class ClassicalBackend:
     def config_digest(self) -> str:
         return _digest(self.identity())
 
-    def generate(self, request: dict, seed: int, source: np.ndarray) -> tuple[np.ndarray, dict]:
+    def generate(self, request: dict, seed: int, source: np.ndarray, stored=None) -> tuple[np.ndarray, dict]:
         frames, params = augment(source, request["condition"], seed, request["fps"])
         return frames, {"augmentation": request["condition"], "parameters": params, "seed": seed,
                         "num_frames": len(frames), "width": frames.shape[2], "height": frames.shape[1], "fps": request["fps"]}
@@ -67,13 +67,17 @@ class DiffusersBackend:
         return _digest({**self.identity(), "defaults": asdict(self.generator.defaults),
                         "controlnets": sorted((k, v.source, v.revision) for k, v in self.generator.controlnets.items())})
 
-    def generate(self, request: dict, seed: int, source: np.ndarray) -> tuple[np.ndarray, dict]:
+    def generate(self, request: dict, seed: int, source: np.ndarray,
+                 stored: dict[str, np.ndarray] | None = None) -> tuple[np.ndarray, dict]:
+        """``stored``: the round's control videos of this request (``clip_controls``), by kind; a kind not there is
+        derived from the source window (edge and blur only)."""
         from cosmos_assets.models.generator import GenerationRequest
 
         controls = {}
         if self.generator.kind == TRANSFER25:
-            # Derived from the same in-memory window the control files were written from (no second lossy encode).
-            controls = {name: (control_video(source, name), float(weight)) for name, weight in json.loads(request["controls"]).items()}
+            stored = stored or {}
+            controls = {name: (stored[name] if name in stored else control_video(source, name), float(weight))
+                        for name, weight in json.loads(request["controls"]).items()}
         generated = self.generator.generate(GenerationRequest(
             prompt=request["prompt"], seed=seed, negative_prompt=request["negative_prompt"],
             num_frames=request["num_frames"], height=request["height"], width=request["width"], fps=request["fps"],
@@ -115,14 +119,15 @@ def finished_candidate(store: ArtefactStore, root: str, candidate: str) -> dict 
 
 
 def generate_candidate(backend, request: dict, seed: int, source: np.ndarray, store: ArtefactStore, root: str,
-                       round_key: str) -> dict:
-    """Generate, write and record one candidate (or return its record if it was finished before)."""
+                       round_key: str, controls: dict[str, np.ndarray] | None = None) -> dict:
+    """Generate, write and record one candidate (or return its record if it was finished before). ``controls``: the
+    request's stored control videos by kind, for a backend that generates from controls."""
     identity = backend.identity()
     candidate = candidate_id(request["request_id"], seed, backend.config_digest())
     existing = finished_candidate(store, root, candidate)
     if existing is not None:
         return {**existing, "round": round_key, "reused": True}
-    frames, settings = backend.generate(request, seed, source)
+    frames, settings = backend.generate(request, seed, source, controls)
     video, thumbnail, record_path = candidate_files(root, candidate)
     with store.writing(video) as tmp:
         write_mp4(tmp, frames, request["fps"])
