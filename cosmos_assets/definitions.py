@@ -10,6 +10,7 @@ import os
 import dagster as dg
 
 # The domains' modules, not their `defs`: Dagster loads the one Definitions object found at module scope here.
+from cosmos_assets.controls import definitions as controls
 from cosmos_assets.critic_training import definitions as critic_training
 from cosmos_assets.curation import definitions as curation
 from cosmos_assets.settings import cosmos_home, cosmos_profile
@@ -181,8 +182,8 @@ def build_definitions(profile: str | None = None) -> dg.Definitions:
             ),
         },
     )
-    defs = dg.Definitions.merge(curation.defs, synthetic.defs, training.defs, critic_training.defs, text_to_image.defs,
-                                profile_defs)
+    defs = dg.Definitions.merge(curation.defs, synthetic.defs, controls.defs, training.defs, critic_training.defs,
+                                text_to_image.defs, profile_defs)
     return with_kubernetes_executor(defs) if profile == "k8s" else defs
 
 
