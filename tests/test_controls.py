@@ -19,7 +19,7 @@ from cosmos_assets.controls import tiny_models
 from cosmos_assets.controls.clip_controls import CONTROL_RECIPES, Window, control_weights, thumbnail_strip
 from cosmos_assets.controls.extractors import ExtractorSettings, depth_video, open_extractor, segmentation_colours
 from cosmos_assets.controls.fidelity import depth_si_rmse, segmentation_miou
-from cosmos_assets.controls.multi_controlnet import chunk_bounds, prepare_controls, weighted_pipeline
+from cosmos_assets.controls.multi_controlnet import WeightedControlNets, chunk_bounds, prepare_controls, weighted_pipeline
 from cosmos_assets.controls.user_controls import (
     ControlLengthMismatch, ControlRateMismatch, ControlSizeMismatch, ControlUnreadable, VideoFacts, check_control,
     control_name_kind, controls_beside, probe_control,
@@ -175,35 +175,34 @@ def test_one_control_at_weight_one_through_the_weighted_loop_is_the_plain_pipeli
     assert torch.equal(got, expected)
 
 
-def test_weights_combine_controlnet_residuals_linearly_at_the_transformer(transfer, clip):
+def test_weights_combine_controlnet_residuals_linearly_at_the_transformer(transfer, clip, monkeypatch):
     edge, depth = edge_control(clip), np.repeat(clip.mean(axis=-1, keepdims=True).astype(np.uint8), 3, axis=-1)
     single = transfer.generate(GenerationRequest(prompt="p", seed=1, controls={"edge": (edge, 1.0)}))
     # A second control at weight 0 adds exact zeros: the same video as the single control.
     zero = transfer.generate(GenerationRequest(prompt="p", seed=1, controls={"edge": (edge, 1.0), "depth": (depth, 0.0)}))
     assert np.array_equal(zero.frames, single.frames)
-    # At the hook: the residuals handed to the transformer are a * r_edge + b * r_depth.
+    # Watch what the weighted loop hands the transformer (the real forward runs; its inputs and output are kept).
     captured = []
+    forward = WeightedControlNets.forward
+
+    def watched(self, **kwargs):
+        output = forward(self, **kwargs)
+        captured.append((self, kwargs, output[0]))
+        return output
+
+    monkeypatch.setattr(WeightedControlNets, "forward", watched)
     multi = transfer.generate(GenerationRequest(prompt="p", seed=1, controls={"edge": (edge, 0.7), "depth": (depth, 0.4)}))
     assert not np.array_equal(multi.frames, single.frames)
     assert multi.settings["controls"] == {"edge": 0.7, "depth": 0.4} and set(multi.settings["controlnet"]) == {"edge", "depth"}
     assert multi.settings["tiny_random"] and multi.settings["label"] == TINY_LABEL
-    from cosmos_assets.models.runtime import MODELS
-
-    [pipe] = [m for k, m in MODELS._models.items() if isinstance(k, tuple) and "weighted" in k and
-              set(getattr(m.controlnet, "controlnets", {})) == {"edge", "depth"}]
-    handle = pipe.controlnet.register_forward_hook(lambda module, args, kwargs, output: captured.append((kwargs, output)),
-                                                   with_kwargs=True)
-    try:
-        transfer.generate(GenerationRequest(prompt="p", seed=1, controls={"edge": (edge, 0.7), "depth": (depth, 0.4)}))
-    finally:
-        handle.remove()
-    kwargs, (blocks,) = captured[0]
+    # At the hook: the residuals are a * r_edge + b * r_depth, each r the ControlNet's own at weight 1.
+    weighted, kwargs, blocks = captured[0]
     inputs = {k: v for k, v in kwargs.items() if k not in ("controls_latents", "conditioning_scale", "return_dict")}
     with torch.no_grad():
-        r_edge = pipe.controlnet.controlnets["edge"](controls_latents=kwargs["controls_latents"], conditioning_scale=1.0,
-                                                     return_dict=False, **inputs)[0]
-        r_depth = pipe.controlnet.controlnets["depth"](controls_latents=pipe.controlnet.plan._latents["depth"],
-                                                       conditioning_scale=1.0, return_dict=False, **inputs)[0]
+        r_edge = weighted.controlnets["edge"](controls_latents=kwargs["controls_latents"], conditioning_scale=1.0,
+                                              return_dict=False, **inputs)[0]
+        r_depth = weighted.controlnets["depth"](controls_latents=weighted.plan.latents["depth"], conditioning_scale=1.0,
+                                                return_dict=False, **inputs)[0]
     assert len(blocks) == len(r_edge) > 0
     for block, a, b in zip(blocks, r_edge, r_depth):
         torch.testing.assert_close(block, 0.7 * a + 0.4 * b, rtol=1e-5, atol=1e-6)

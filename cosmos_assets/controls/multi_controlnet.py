@@ -47,10 +47,10 @@ class ControlPlan:
     frames_per_chunk: int
     num_frames: int
     seed: int
+    generators: dict[str, torch.Generator] = field(default_factory=dict)  # one per extra control
+    latents: dict[str, torch.Tensor] = field(default_factory=dict)  # the extra controls' latents of the current chunk
     _chunk: int = -1
-    _seen: object = None
-    _latents: dict[str, torch.Tensor] = field(default_factory=dict)
-    _generators: dict[str, torch.Generator] = field(default_factory=dict)
+    _seen: object = None  # a weak reference to the first control's latents of the current chunk
 
 
 class WeightedControlNets(torch.nn.Module):
@@ -91,12 +91,12 @@ class WeightedControlNets(torch.nn.Module):
             plan._seen = weakref.ref(first)
             plan._chunk += 1
             start, end = chunk_bounds(plan.num_frames, plan.frames_per_chunk)[plan._chunk]
-            plan._latents = {}
+            plan.latents = {}
             for name, video in plan.videos.items():
-                generator = plan._generators[name]
+                generator = plan.generators[name]
                 latents = self._encode(video[:, :, start:end], plan.frames_per_chunk, generator)
-                plan._latents[name] = latents.expand(first.shape[0], *latents.shape[1:])
-        return plan._latents
+                plan.latents[name] = latents.expand(first.shape[0], *latents.shape[1:])
+        return plan.latents
 
 
 def weighted_pipeline(pipeline, controlnets: Mapping[str, torch.nn.Module]):
@@ -140,5 +140,5 @@ def prepare_controls(pipe, controls: Sequence[tuple[str, list, float]], *, heigh
     # Each extra control's VAE sample draws from its own stream: the request's generator is the pipeline's alone.
     generators = {name: torch.Generator(device).manual_seed(seed + 1 + index) for index, name in enumerate(videos)}
     weighted.plan = ControlPlan(weights=weights, videos=videos, frames_per_chunk=frames_per_chunk, num_frames=num_frames,
-                                seed=seed, _generators=generators)
+                                seed=seed, generators=generators)
     return controls[0][1][:num_frames]
