@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from cosmos_assets.controls import tiny_models
-from cosmos_assets.controls.clip_controls import CONTROL_RECIPES, Window, control_weights, thumbnail_strip
+from cosmos_assets.controls.clip_controls import CONTROL_RECIPES, Window, control_weights, profile_recipe, thumbnail_strip
 from cosmos_assets.controls.extractors import ExtractorSettings, depth_video, open_extractor, segmentation_colours
 from cosmos_assets.controls.fidelity import depth_si_rmse, segmentation_miou
 from cosmos_assets.controls.multi_controlnet import WeightedControlNets, chunk_bounds, prepare_controls, weighted_pipeline
@@ -250,8 +250,11 @@ def test_recipes_and_weights():
     assert control_weights(None, None, "edge", 0.9) == {"edge": 0.9}
     assert control_weights("weather", None, "edge", 0.9) == {"depth": 0.9, "seg": 0.9}
     assert control_weights("weather", {"blur": 0.3}, "edge", 0.9) == {"blur": 0.3}
+    assert control_weights("single", None, "edge", 0.9) == {"edge": 0.9}
     with pytest.raises(ValueError, match="recipe"):
         control_weights("sunny", None, "edge", 0.9)
+    # The cookbook's weather recipe where real depth / segmentation models run; one control on a laptop.
+    assert profile_recipe("gpu") == profile_recipe("k8s") == "weather" and profile_recipe("local") is None
 
 
 def test_thumbnail_strip_shows_frames_side_by_side(clip):

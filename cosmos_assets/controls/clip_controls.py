@@ -131,8 +131,20 @@ def user_controls_of(landing: Path, rgb_relative: bytes | str, rgb: VideoFacts |
     return usable, refused
 
 
+def profile_recipe(profile: str | None = None) -> str | None:
+    """The recipe a profile's rounds use unless configured: the cookbook's weather recipe where real depth and
+    segmentation models run (``gpu``, ``k8s``); none on a laptop (``local``: its classical backend uses no control,
+    and its demo extracts no depth or segmentation)."""
+    from cosmos_assets.settings import cosmos_profile
+
+    return None if (profile or cosmos_profile()) == "local" else "weather"
+
+
 def control_weights(recipe: str | None, weights: dict[str, float] | None, single: str, single_weight: float) -> dict[str, float]:
-    """The control weights of a round's requests: explicit ``weights`` win, then a named recipe, then one control."""
+    """The control weights of a round's requests: explicit ``weights`` win, then a named recipe (``single``: none),
+    then one control."""
+    if recipe == "single":
+        recipe = None
     if weights:
         chosen = {str(k): float(v) for k, v in weights.items()}
     elif recipe:

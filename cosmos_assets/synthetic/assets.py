@@ -40,7 +40,9 @@ from cosmos_assets.synthetic.critics import (
     METRIC_COMPONENTS, MetricCritic, MetricCriticConfig, ReasonCritic, align_source, trials_json,
 )
 from cosmos_assets.synthetic.generation import candidate_id, generate_candidate, open_backend, request_geometry_of
-from cosmos_assets.controls.clip_controls import CONTROL_RECIPES, control_weights, request_control_frames, round_controls
+from cosmos_assets.controls.clip_controls import (
+    CONTROL_RECIPES, control_weights, profile_recipe, request_control_frames, round_controls,
+)
 from cosmos_assets.controls.fidelity import ControlFidelity
 from cosmos_assets.models.catalog import TRANSFER25
 from cosmos_assets.common.drop_zone import member_path
@@ -153,11 +155,12 @@ class GenerationPromptsConfig(dg.Config):
     control_inputs: list[str] = Field(
         default=["edge", "blur"], description="Control videos derived from each source window (edge, blur).")
     transfer_control: str = Field(
-        default="edge", description="The control Transfer 2.5 is conditioned on (its diffusers pipeline takes one).")
+        default="edge", description="The one control Transfer 2.5 is conditioned on when the recipe is single.")
     transfer_control_weight: float = Field(default=0.9, description="Weight (0..1) of the Transfer 2.5 control.")
     control_recipe: Optional[str] = Field(
-        default=None, description=f"Several controls at once, from the cookbook: {', '.join(f'{k} ({v})' for k, v in CONTROL_RECIPES.items())}; "
-                                  "unset: transfer_control alone at transfer_control_weight.")
+        default=None, description=f"Several controls at once, from the cookbook: {', '.join(f'{k} ({v})' for k, v in CONTROL_RECIPES.items())}, "
+                                  "or single (transfer_control alone at transfer_control_weight); unset: the profile's "
+                                  "(weather on gpu / k8s, single on local).")
     control_weights: Optional[dict[str, float]] = Field(
         default=None, description="Control -> weight (e.g. {depth: 0.9, seg: 0.9}); wins over control_recipe.")
     prompt_writer: str = Field(
@@ -274,8 +277,8 @@ def _round_requests(context, config, storage, synthetic, vlm, curated_dataset) -
     # Every view of a scene clip is generated from one prompt (its first view's), so the views show one world.
     written = scenes.shared_per_scene_clip([(w.clip.get("scene_clip_id"), c) for w, c in items], written)
     seeds = [config.base_seed + i for i in range(config.seeds_per_request)]
-    controls = control_weights(config.control_recipe, config.control_weights, config.transfer_control,
-                               config.transfer_control_weight)
+    controls = control_weights(config.control_recipe or profile_recipe(), config.control_weights,
+                               config.transfer_control, config.transfer_control_weight)
     rows = [_request_row(w, partition, version, c, text, prompts.negative_prompt(config.negative_prompt, c), controls,
                          seeds, "generated", tiny)
             for (w, c), text in zip(items, written)]
