@@ -24,11 +24,13 @@ from cosmos_assets.controls.extractors import (
     open_extractor, profile_models,
 )
 from cosmos_assets.controls.user_controls import USER_CONTROL_KINDS, ControlVideoError, VideoFacts
+from cosmos_assets.models.catalog import TRANSFER25
 from cosmos_assets.models.checkpoints import ModelError
 from cosmos_assets.synthetic.assets import generation_rounds
 from cosmos_assets.synthetic.video import Geometry, read_window
 from resources import CosmosStorage
 from resources.config import config_from
+from resources.generator import VideoGeneratorResource
 
 GROUP = "synthetic"
 OWNERS = ["team:synthetic"]
@@ -50,7 +52,8 @@ class ClipControlsConfig(config_from(ExtractorSettings, unset={
 
     kinds: Optional[list[str]] = Field(
         default=None, description=f"Control kinds per source window, from {', '.join(USER_CONTROL_KINDS)}; unset: the "
-                                  "kinds the round's requests ask for (their control weights).")
+                                  "kinds the round's requests weight when the `generator` resource is Transfer 2.5 "
+                                  "(none for a generator that takes no control).")
     extra_kinds: list[str] = Field(
         default=[], description="Kinds stored in addition (e.g. depth and seg, for fidelity scores of other controls).")
     use_user_controls: bool = Field(
@@ -140,13 +143,16 @@ def _strip_sheet(storage: CosmosStorage, rows: list[dict], kind: str, limit: int
           # A user-supplied control is checked against the raw video its clip was cut from.
           deps=[dg.AssetDep("raw_videos", partition_mapping=dg.AllPartitionMapping())])
 def clip_controls(context: dg.AssetExecutionContext, config: ClipControlsConfig, storage: CosmosStorage,
-                  generation_prompts: pl.DataFrame, curated_dataset: pl.DataFrame) -> dg.Output[pl.DataFrame]:
+                  generator: VideoGeneratorResource, generation_prompts: pl.DataFrame,
+                  curated_dataset: pl.DataFrame) -> dg.Output[pl.DataFrame]:
     """Control videos (H.264, the request geometry) of every source window of the round, per control kind: edge
     (Canny), blur, depth (Depth Anything V2), segmentation (SegFormer), each versioned by its extractor, or the
     user's own control video dropped beside the RGB video (<stem>.<kind>.mp4), checked frame for frame against it.
     A thumbnail strip per control; random-weight extractors are labelled on every row."""
     requests = generation_prompts.filter(pl.col("error_class").is_null()).to_dicts()
-    kinds = list(dict.fromkeys((config.kinds if config.kinds is not None else requested_kinds(requests)) + config.extra_kinds))
+    # Only a Transfer generator reads controls (its configuration is known without loading it).
+    weighted = requested_kinds(requests) if generator.kind == TRANSFER25 else []
+    kinds = list(dict.fromkeys((config.kinds if config.kinds is not None else weighted) + config.extra_kinds))
     unknown = [k for k in kinds if k not in USER_CONTROL_KINDS]
     if unknown:
         raise dg.Failure(f"unknown control kinds {unknown}; known: {', '.join(USER_CONTROL_KINDS)}")
