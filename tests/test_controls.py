@@ -208,9 +208,19 @@ def test_weights_combine_controlnet_residuals_linearly_at_the_transformer(transf
         torch.testing.assert_close(block, 0.7 * a + 0.4 * b, rtol=1e-5, atol=1e-6)
 
 
-def test_extra_controls_are_cut_into_the_pipelines_own_chunks():
+def test_extra_controls_are_cut_into_the_pipelines_own_chunks(transfer, samples):
     assert chunk_bounds(93, 93) == [(0, 93)]
     assert chunk_bounds(9, 5) == [(0, 5), (4, 9)]  # each chunk after the first repeats the last frame before it
+    # A 9-frame request in 5-frame chunks: every chunk gets the extra control's latents of its own frames.
+    chunked = load_generator(transfer.checkpoint, "transfer2.5", device="cpu",
+                             defaults=defaults_for("transfer2.5", height=48, width=64, steps=2, num_frames_per_chunk=5))
+    clip = frames_of(samples, 9, 64, 48)
+    edge, blur = edge_control(clip), open_extractor("blur").extract(clip)
+    alone = chunked.generate(GenerationRequest(prompt="p", seed=2, controls={"edge": (edge, 1.0)}))
+    both = chunked.generate(GenerationRequest(prompt="p", seed=2, controls={"edge": (edge, 1.0), "blur": (blur, 0.8)}))
+    zero = chunked.generate(GenerationRequest(prompt="p", seed=2, controls={"edge": (edge, 1.0), "blur": (blur, 0.0)}))
+    assert alone.frames.shape == both.frames.shape == (9, 48, 64, 3)
+    assert np.array_equal(zero.frames, alone.frames) and not np.array_equal(both.frames, alone.frames)
 
 
 def test_requests_with_controls_the_generator_cannot_run_are_refused(transfer, clip):
