@@ -130,6 +130,8 @@ def test_scenes_that_break_a_rule_get_their_error_class_on_every_row_and_the_res
         (landing / "broken_view" / f"{CAMERAS[1]}.mp4").write_bytes(b"not a video at all" * 100)
         write_scene(landing / "extra", two, fps, crf=35)
         (landing / "extra" / "notes.mp4").write_bytes((landing / "extra" / f"{CAMERAS[0]}.mp4").read_bytes()[:-1])
+        (landing / "extra" / "old").mkdir()  # the same name as a camera's file, one folder down
+        (landing / "extra" / "old" / f"{CAMERAS[1]}.mp4").write_bytes((landing / "extra" / f"{CAMERAS[0]}.mp4").read_bytes()[:-2])
         shutil.copy(samples / "asl_book.mkv", landing / "asl_book.mkv")
         (landing / "scene.json").write_text('{"cameras": {"a": "asl_book.mkv", "b": "x.mp4"}}')  # not in a folder of its own
 
@@ -148,7 +150,7 @@ def test_scenes_that_break_a_rule_get_their_error_class_on_every_row_and_the_res
     assert rows[f"broken_view/{CAMERAS[1]}.mp4"]["error_class"] not in scenes.SCENE_ERRORS
     assert CAMERAS[1] in rows[f"broken_view/{CAMERAS[0]}.mp4"]["error_message"]
     # A file the manifest does not name is set aside; the scene itself is whole and lands.
-    assert rows["extra/notes.mp4"]["error_class"] == "NotInSceneManifest"
+    assert rows["extra/notes.mp4"]["error_class"] == rows[f"extra/old/{CAMERAS[1]}.mp4"]["error_class"] == "NotInSceneManifest"
     assert rows["extra/scene.json"]["status"] == "scene" and rows[f"extra/{CAMERAS[0]}.mp4"]["status"] == "ok"
     assert rows["good/scene.json"]["status"] == "scene" and rows["asl_book.mkv"]["status"] == "ok"
     assert rows["scene.json"]["error_class"] == "BadSceneManifest" and rows["asl_book.mkv"].get("scene_id") is None

@@ -2,7 +2,6 @@
 
 
 import os
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -27,10 +26,10 @@ from cosmos_assets.curation import scenes, schemas
 from cosmos_assets.curation.clips import TranscodeConfig
 from cosmos_assets.common.drop_zone import assert_inside
 from cosmos_assets.curation.landing import LandingLedger
-from cosmos_assets.curation.pipeline import SplitProgress, ingest_member, split_video
+from cosmos_assets.curation.pipeline import SplitProgress, ingest_member, split_videos
 from cosmos_assets.curation.probe import ProbeLimits
 from cosmos_assets.curation.scores import FilterThresholds, reason_code, rejection_reasons
-from cosmos_assets.curation.shots import Span, SplitConfig
+from cosmos_assets.curation.shots import SplitConfig
 from cosmos_assets.settings import cpu_threads_per_step, device_pool_limits
 from pydantic import Field
 from resources import CosmosStorage, ShotDetectorResource
@@ -170,26 +169,9 @@ def video_clips_and_scores(
     videos = raw_videos.filter(pl.col("status") == "ok").to_dicts()
     progress = SplitProgress(videos)
     clip_rows, errors = [], []
-    # Views of a multi-camera scene are cut on the spans of its reference camera (first in each list), so clip k
-    # of every view covers the same frames; a scene whose reference cannot be split gets no clips at all.
-    scene_views, singles = scenes.scene_groups(videos)
-    scene_spans: dict[str, list | None] = {}
-    for video in singles + [v for views in scene_views.values() for v in views]:
-        started = time.perf_counter()
-        scene = video.get("scene_id")
-        if scene and scene not in scene_spans:
-            scene_spans[scene] = None
-            rows, error = split_video(video, store, split, transcode, detector)
-            if not error:
-                scene_spans[scene] = [Span(r["start_frame"], r["end_frame"]) for r in rows]
-        elif scene and scene_spans[scene] is None:
-            rows, error = [], {"content_hash": video["content_hash"], "landing_name": video["landing_name"],
-                               "error_class": "SceneReferenceFailed",
-                               "error_message": f"the reference view of scene {scene} could not be split"}
-        else:
-            rows, error = split_video(video, store, split, transcode, detector, scene_spans.get(scene) if scene else None)
+    for video, rows, error, seconds in split_videos(videos, store, split, transcode, detector):
         clip_rows.extend(rows)
-        line = progress.video_done(video, len(rows), time.perf_counter() - started)
+        line = progress.video_done(video, len(rows), seconds)
         if error:
             errors.append(error)
             context.log.warning(f"{video['landing_name']!r}: {error['error_class']}: {error['error_message']}")

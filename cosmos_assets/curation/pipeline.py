@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from cosmos_assets.common.decoding import FrameLimits
 from cosmos_assets.common.drop_zone import open_dropped_file
 from cosmos_assets.curation.landing import BatchMember
 from cosmos_assets.curation.probe import ProbeLimits, VideoProbe, VideoRejected, probe_video
-from cosmos_assets.curation.scenes import scene_clip_id
+from cosmos_assets.curation.scenes import scene_clip_id, scene_groups
 from cosmos_assets.curation.shots import (
     SplitConfig,
     Span,
@@ -145,6 +146,29 @@ def plan_spans(raw_path: str | Path, frames: int, fps: float, split: SplitConfig
     small = decode_small_rgb(raw_path, limits=limits)
     scenes = scenes_from_probabilities(detector.transition_probabilities(small), split.threshold)
     return plan_clips(scenes, len(small), fps, split)
+
+
+def split_videos(videos: list[dict], store: ArtefactStore, split: SplitConfig, transcode: TranscodeConfig, detector):
+    """``split_video`` over a batch's ok videos, yielding (video, clip rows, error or None, seconds) per video.
+
+    The views of a multi-camera scene (``curation.scenes``) are cut on the spans of its reference camera, split first,
+    so clip k of every view covers the same frames and shares a ``scene_clip_id``; when the reference cannot be split,
+    the scene's other views get no clips either (``SceneReferenceFailed``)."""
+    grouped, singles = scene_groups(videos)
+    spans: dict[str, list[Span] | None] = {}
+    for video in singles + [view for views in grouped.values() for view in views]:
+        started = time.perf_counter()
+        scene = video.get("scene_id")
+        if scene and scene not in spans:  # the reference camera (first of its scene)
+            rows, error = split_video(video, store, split, transcode, detector)
+            spans[scene] = None if error else [Span(r["start_frame"], r["end_frame"]) for r in rows]
+        elif scene and spans[scene] is None:
+            rows, error = [], {"content_hash": video["content_hash"], "landing_name": video["landing_name"],
+                               "error_class": "SceneReferenceFailed",
+                               "error_message": f"the reference view of scene {scene} could not be split"}
+        else:
+            rows, error = split_video(video, store, split, transcode, detector, spans[scene] if scene else None)
+        yield video, rows, error, time.perf_counter() - started
 
 
 def split_video(

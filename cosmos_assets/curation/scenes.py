@@ -221,7 +221,8 @@ def assemble_scenes(members: list, rows: list[dict], landing) -> list[dict]:
             for i in [manifest_index] + views:
                 _reject(rows[i], problem.error_class, f"scene {display(folder)}: {problem.message}")
             continue
-        by_name = {os.path.basename(members[i].relative_path): i for i in views}
+        # Keyed by the path below the scene folder: a file in a subfolder is no camera's (names have no '/').
+        by_name = {members[i].relative_path[len(folder) + 1:]: i for i in views}
         camera_of = {os.fsencode(name): camera for camera, name in manifest.cameras}
         for name, i in by_name.items():
             if name not in camera_of:
