@@ -405,7 +405,7 @@ def _prompt_alignment(context, config: EvaluationConfig, trainer: TrainerResourc
         return _Alignment(skipped="turned off in the run config (prompt_alignment: false)")
     vlm = trainer.vlm.get()
     identity = vlm.identity
-    label = f"{identity['model']}@{identity['model_version'][:12]}" + (" [random_weights]" if identity["tiny_random"] else "")
+    label = f"{identity['model']}@{identity['model_version']}" + (" [random_weights]" if identity["tiny_random"] else "")
     videos = [EvaluationVideo(model, clip["caption"] or "a video", clip["clip_id"], seed, frames, fps)
               for model, generated in outputs.items() for clip, seed, frames in generated]
     context.log.info(f"asking {label} about the prompt alignment of {len(videos)} videos")
