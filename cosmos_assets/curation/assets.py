@@ -117,10 +117,10 @@ def raw_videos(
             "files": dg.MetadataValue.md(
                 markdown_table(rows, ["landing_name", "status", "error_class", "codec", "width", "height", "average_fps", "duration_s"])
             ),
-            "scenes": sum(r["status"] == "scene" for r in rows),
-            "scene_views": dg.MetadataValue.md(markdown_table(
-                scene_rows, ["scene_name", "scene_id", "camera", "landing_name", "status", "error_class", "frames", "average_fps"])
-                if scene_rows else "no multi-camera scene"),
+            # Only for batches with multi-camera scenes: the UI's table of their views and why a scene was set aside.
+            **({"scenes": sum(r["status"] == "scene" for r in rows), "scene_views": dg.MetadataValue.md(markdown_table(
+                scene_rows, ["scene_name", "scene_id", "camera", "landing_name", "status", "error_class", "frames", "average_fps"]))}
+               if scene_rows else {}),
         },
     )
 
