@@ -22,6 +22,7 @@ from cosmos_assets.synthetic.video import read_video
 from cosmos_assets.text_to_image import prompts as prompt_sets
 from cosmos_assets.text_to_image.critique import ImageMetricCritic
 from cosmos_assets.text_to_image.export import write_detector_export
+from cosmos_assets.training.lineage import lineage
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -234,7 +235,10 @@ def test_critique_and_best_of_n_accept_the_best_image_of_each_prompt(prompt_roun
 
 
 def test_the_round_exports_its_accepted_images_for_detector_training(prompt_round):
-    home, request, _, _, _ = prompt_round
+    home, request, run, _, _ = prompt_round
+    # The same blocking rates check as the video rounds stands between selection and the export.
+    [check] = [e for e in run.get_asset_check_evaluations() if e.check_name == "accepted_images_rates_in_bounds"]
+    assert check.passed and check.metadata["acceptance_rate"].value == 0.5  # 3 of 6 candidates
     [export] = _round_table(home, "image_detector_export", request.partition_key).to_dicts()
     folder = Path(export["path"])
     assert export["images"] == 3 and export["boxes"] == 0 and export["tiny_random"] is True
@@ -309,3 +313,15 @@ def test_a_dataset_round_writes_one_prompt_per_caption_and_condition_and_makes_i
     assert images.height == 2 and images["source_clip_id"].to_list() == ["clip-a", "clip-a"]
     [export] = _round_table(home, "image_detector_export", key).to_dicts()
     assert export["categories"] == ["bicycle"]
+
+
+def test_cosmos_lineage_names_an_image_candidates_round_prompt_seed_and_decision(prompt_round):
+    home, request, _, _, _ = prompt_round
+    accepted = _round_table(home, "accepted_images", request.partition_key).filter(pl.col("accepted")).row(0, named=True)
+    # An 8-character prefix, as `cosmos lineage` prints ids, finds it too.
+    found = lineage(LocalStore(home), accepted["candidate_id"][:8])
+    assert found["kind"] == "synthetic image" and found["id"] == accepted["candidate_id"]
+    candidate = found["candidate"]
+    assert candidate["round"] == request.partition_key and candidate["seed"] == accepted["seed"]
+    assert candidate["prompt"] == accepted["prompt"] and candidate["accepted"] is True
+    assert candidate["model"] == "tiny:predict2-t2i" and found["clips"] == [], "a prompt-file image comes from no clip"

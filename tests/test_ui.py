@@ -132,7 +132,7 @@ def test_browser_shows_assets_and_the_video_clips_contact_sheet(demo, sample_bat
         try:
             page = browser.new_page()
             # Tall enough that the catalog's list (drawn only where it is on screen) shows every asset.
-            page.set_viewport_size({"width": 1400, "height": 2400})
+            page.set_viewport_size({"width": 1400, "height": 3600})
             page.set_default_timeout(30_000)
 
             # The lineage graph upstream of filtered_clips shows the four contract assets. (With several

@@ -839,7 +839,13 @@ class AcceptanceBoundsConfig(dg.Config):
                 description="Stops downstream use of a batch when the critic's parse-failure rate or the acceptance "
                             "rate is outside the configured bounds.")
 def accepted_videos_rates_in_bounds(config: AcceptanceBoundsConfig, accepted_videos: pl.DataFrame) -> dg.AssetCheckResult:
-    judged = accepted_videos.filter(pl.col("decision") != "bad_input")
+    return acceptance_rates_check(config, accepted_videos)
+
+
+def acceptance_rates_check(config: AcceptanceBoundsConfig, decisions: pl.DataFrame) -> dg.AssetCheckResult:
+    """The blocking rates check of a round's selection, for videos and images alike: the critic's parse-failure rate
+    and the acceptance rate against the configured bounds (bad inputs are not judged, so they count in neither)."""
+    judged = decisions.filter(pl.col("decision") != "bad_input")
     trials, failures = int(judged["trials_total"].sum() or 0), int(judged["parse_failures"].sum() or 0)
     parse_failure_rate = failures / trials if trials else 0.0
     acceptance_rate = float(judged["accepted"].mean()) if judged.height else None

@@ -31,7 +31,8 @@ from cosmos_assets.models.image_generator import ImageDefaults
 from cosmos_assets.synthetic import conditions
 # The video rounds' partitions, and their helpers for a round's dataset version, typed tables and the tiny-weights
 # label: image rounds follow the same rules, so they share the code rather than repeat it.
-from cosmos_assets.synthetic.assets import ROUND_PREFIX, _round_dataset, _table, _tiny_label, generation_rounds
+from cosmos_assets.synthetic.assets import (ROUND_PREFIX, AcceptanceBoundsConfig, _round_dataset, _table, _tiny_label,
+                                           acceptance_rates_check, generation_rounds)
 from cosmos_assets.synthetic.critics import trials_json
 from cosmos_assets.synthetic.selection import check_rule, select
 from cosmos_assets.text_to_image import prompts as prompt_sets
@@ -428,6 +429,13 @@ def image_detector_export(context: dg.AssetExecutionContext, storage: CosmosStor
                                          "See README.md in the export."),
         **_tiny_label(summary["tiny_random"]),
     })
+
+
+@dg.asset_check(asset=accepted_images, blocking=True, partitions_def=generation_rounds,
+                description="Stops the detector export of a round whose image critic's parse-failure rate or acceptance "
+                            "rate is outside the configured bounds (the same bounds as the video rounds).")
+def accepted_images_rates_in_bounds(config: AcceptanceBoundsConfig, accepted_images: pl.DataFrame) -> dg.AssetCheckResult:
+    return acceptance_rates_check(config, accepted_images)
 
 
 text_to_image_job = dg.define_asset_job(

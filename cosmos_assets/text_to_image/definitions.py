@@ -5,6 +5,7 @@ import dagster as dg
 
 from cosmos_assets.text_to_image.assets import (
     accepted_images,
+    accepted_images_rates_in_bounds,
     image_critique_scores,
     image_detector_export,
     image_prompts,
@@ -14,5 +15,6 @@ from cosmos_assets.text_to_image.assets import (
 
 defs = dg.Definitions(
     assets=[image_prompts, synthetic_images, image_critique_scores, accepted_images, image_detector_export],
+    asset_checks=[accepted_images_rates_in_bounds],
     jobs=[text_to_image_job],
 )

@@ -43,10 +43,15 @@ def _raw_videos(store: ArtefactStore) -> dict[str, dict]:
     return {} if raw.is_empty() else {r["content_hash"]: r for r in raw.filter(pl.col("status") == "ok").to_dicts()}
 
 
-def _candidates(store: ArtefactStore) -> dict[str, dict]:
-    """Synthetic candidates as selection judged them (accepted or not), with their request, seed and scene."""
-    accepted = store.read_partitions("accepted_videos")
+def _candidates(store: ArtefactStore, table: str = "accepted_videos") -> dict[str, dict]:
+    """Synthetic candidates as selection judged them (accepted or not), with their request, seed and scene
+    (``accepted_images`` for the text-to-image rounds' candidates)."""
+    accepted = store.read_partitions(table)
     return {} if accepted.is_empty() else {r["candidate_id"]: r for r in accepted.to_dicts()}
+
+
+def _image_candidates(store: ArtefactStore) -> dict[str, dict]:
+    return _candidates(store, "accepted_images")
 
 
 SCENE_FIELDS = ("scene_id", "camera", "scene_clip_id")
@@ -109,6 +114,10 @@ def forward_lineage(store: ArtefactStore, identifier: str) -> dict:
     elif identifier in candidates:
         kind, scene = "synthetic candidate", candidates[identifier]
         clip_ids = {scene["source_clip_id"]} if scene.get("source_clip_id") else set()
+    elif identifier in (images := _image_candidates(store)):
+        # A text-to-image candidate: from a prompt file (no clip) or from a curated clip's caption.
+        kind, candidates = "synthetic image", images
+        clip_ids = {images[identifier]["source_clip_id"]} if images[identifier].get("source_clip_id") else set()
     else:
         kind, clip_ids = "sample", set()
     datasets, checkpoints = [], []
@@ -129,8 +138,9 @@ def forward_lineage(store: ArtefactStore, identifier: str) -> dict:
     candidate = candidates.get(identifier)
     return {"id": identifier, "kind": kind, "original_name": info.get("landing_name"), "ingest_batch": info.get("batch"),
             **{field: scene.get(field) for field in SCENE_FIELDS},
-            "candidate": {k: candidate.get(k) for k in ("round", "request_id", "seed", "condition", "source_clip_id", "accepted",
-                                                         "decision", "score", "cross_view_sampson_px")} if candidate else None,
+            "candidate": {**{k: candidate.get(k) for k in ("round", "request_id", "seed", "condition", "source_clip_id", "accepted",
+                                                            "decision", "score", "cross_view_sampson_px")},
+                          **{k: candidate[k] for k in ("prompt", "model", "critic") if k in candidate}} if candidate else None,
             "clips": sorted(clip_ids), "datasets": datasets, "checkpoints": sorted(set(checkpoints)),
             "promoted_checkpoint_uses_it": bool(promoted and promoted["checkpoint"] in checkpoints)}
 
@@ -144,6 +154,7 @@ def known_identifiers(store: ArtefactStore) -> dict[str, str]:
     if clips.height:
         known.update({clip_id: "clip" for clip_id in clips["clip_id"].unique().to_list() if clip_id not in known})
     known.update({candidate: "synthetic candidate" for candidate in _candidates(store) if candidate not in known})
+    known.update({candidate: "synthetic image" for candidate in _image_candidates(store) if candidate not in known})
     for version in store.folders(TRAINING_DATASETS):
         samples = snapshot_samples(store, version)
         if samples is not None and samples.height:
