@@ -113,7 +113,7 @@ def test_an_orphan_candidate_of_a_dead_run_is_regenerated_not_reused(tmp_path, s
         def config_digest(self):
             return "digest"
 
-        def generate(self, request, seed, frames):
+        def generate(self, request, seed, frames, controls=None):  # the backends' interface since clip_controls
             Backend.calls += 1
             return frames, {"seed": seed}
 

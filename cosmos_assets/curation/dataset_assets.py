@@ -283,7 +283,9 @@ def _pair_sheet(storage: CosmosStorage, rows: list[dict], by_id: dict[str, dict]
     return markdown_image(encode_jpeg(contact_sheet(images, labels, columns=2)), "duplicate pairs")
 
 
-@dg.asset(group_name=GROUP, pool="collection", deps=[clip_embeddings], kinds={"python", "lancedb"}, owners=["team:curation"],
+# video_clips: which multi-camera scene clip each clip belongs to (read from its tables, on the store).
+@dg.asset(group_name=GROUP, pool="collection", kinds={"python", "lancedb"}, owners=["team:curation"],
+          deps=[clip_embeddings, dg.AssetDep("video_clips", partition_mapping=dg.AllPartitionMapping())],
           code_version="dedup-5", tags=pod_class("cpu-dataset"))  # 5: scene clips as units
 def deduplicated_clips(
     context: dg.AssetExecutionContext, config: DedupAssetConfig, embedders: EmbedderResource, storage: CosmosStorage,
@@ -405,8 +407,10 @@ def superseded_sources(store) -> set[str]:
 # code_version 3: members carry their multi-camera scene columns; the views of a scene clip fall in one split.
 @dg.asset(group_name=GROUP, pool="collection", kinds={"python", "parquet"}, owners=["team:curation"], code_version="dataset-3",
           tags=pod_class("cpu-dataset"),
-          # raw_videos: which landed versions a completed upload superseded (read from its tables, on the store).
-          deps=[dg.AssetDep("raw_videos", partition_mapping=dg.AllPartitionMapping())])
+          # raw_videos: which landed versions a completed upload superseded; video_clips: the members' scene columns
+          # (both read from their tables, on the store).
+          deps=[dg.AssetDep("raw_videos", partition_mapping=dg.AllPartitionMapping()),
+                dg.AssetDep("video_clips", partition_mapping=dg.AllPartitionMapping())])
 def curated_dataset(
     context: dg.AssetExecutionContext, config: CuratedDatasetConfig, storage: CosmosStorage, deduplicated_clips: pl.DataFrame,
 ) -> dg.Output[pl.DataFrame]:

@@ -638,7 +638,8 @@ def _promoted_critic(context, store, synthetic: SyntheticSettings, config: Criti
 @dg.asset(partitions_def=generation_rounds, group_name=GROUP, pool="gpu", kinds={"pytorch", "parquet"}, owners=OWNERS,
           code_version="critique-2", tags=pod_class("gpu-reason-7b"),  # 2: cross-view consistency of scene candidates
           # The critic the critic loop promoted scores from then on: its promotion is upstream of every round's scores.
-          deps=[dg.AssetDep("promoted_critic", partition_mapping=dg.AllPartitionMapping())])
+          # clip_controls: the control videos the metric critic measures each used control's fidelity against.
+          deps=[dg.AssetDep("promoted_critic", partition_mapping=dg.AllPartitionMapping()), "clip_controls"])
 def critique_scores(
     context: dg.AssetExecutionContext, config: CritiqueConfig, synthetic: SyntheticSettings, vlm: VisionLanguageResource,
     storage: CosmosStorage, synthetic_videos: pl.DataFrame, generation_prompts: pl.DataFrame,
