@@ -34,7 +34,8 @@ from cosmos_assets.models.frames import fit_pixel_budget
 from cosmos_assets.models.generator import GeneratedVideo, GenerationRequest, VideoGenerator
 from cosmos_assets.models.runtime import MODELS
 from cosmos_assets.models.tiny_cosmos3 import REASONER_FOLDER
-from cosmos_assets.models.vlm import GenerationSettings, VideoPrompt, _even_frames, _messages, resize_frames
+from cosmos_assets.models.vlm import (GenerationSettings, VideoPrompt, _even_frames, _messages, load_processor_and_model,
+                                     resize_frames)
 
 COSMOS3_CRITIC = "cosmos3"
 REASONER_CLASS = "Cosmos3OmniForConditionalGeneration"
@@ -126,16 +127,11 @@ class Cosmos3Reasoner:
     @classmethod
     def load(cls, checkpoint: Checkpoint, device: torch.device, dtype: torch.dtype,
              sizing: ReasonerSizing = ReasonerSizing()) -> Cosmos3Reasoner:
-        from transformers import AutoProcessor, Cosmos3OmniForConditionalGeneration
+        from transformers import Cosmos3OmniForConditionalGeneration
 
-        try:
-            processor = AutoProcessor.from_pretrained(checkpoint.path, local_files_only=True, trust_remote_code=False)
-            model = Cosmos3OmniForConditionalGeneration.from_pretrained(
-                checkpoint.path, dtype=dtype, use_safetensors=True, local_files_only=True, trust_remote_code=False,
-            ).to(device).eval()
-        except (OSError, ValueError, KeyError) as error:
-            raise ModelError(f"{checkpoint.label}: not a loadable {REASONER_CLASS} checkpoint "
-                             f"({error.__class__.__name__}: {error})") from error
+        processor, model = load_processor_and_model(
+            Cosmos3OmniForConditionalGeneration, checkpoint, dtype, device,
+            lambda error: f"{checkpoint.label}: not a loadable {REASONER_CLASS} checkpoint ({error.__class__.__name__}: {error})")
         return cls(model, processor, checkpoint, sizing)
 
     @property

@@ -139,6 +139,21 @@ class VLMSpeedups:
     batched_vision: bool = True
 
 
+def load_processor_and_model(model_class, checkpoint: Checkpoint, dtype, device, failure):
+    """A transformers vision-language checkpoint and its processor, loaded as real weights load: from its folder
+    only, safetensors only, no remote code. ``failure(error)`` is the message of the ModelError a broken one raises."""
+    from transformers import AutoProcessor
+
+    try:
+        processor = AutoProcessor.from_pretrained(checkpoint.path, local_files_only=True, trust_remote_code=False)
+        model = model_class.from_pretrained(
+            checkpoint.path, dtype=dtype, use_safetensors=True, local_files_only=True, trust_remote_code=False,
+        ).to(device).eval()
+    except (OSError, ValueError, KeyError) as error:
+        raise ModelError(failure(error)) from error
+    return processor, model
+
+
 class TransformersVLM:
     """Qwen2.5-VL-architecture checkpoint (Cosmos-Reason1-7B by default) through transformers."""
 
@@ -174,15 +189,11 @@ class TransformersVLM:
     @classmethod
     def load(cls, checkpoint: Checkpoint, device: torch.device, dtype: torch.dtype, sizing: VideoSizing = VideoSizing(),
              share_prefill: bool = True, speedups: VLMSpeedups | None = None):
-        from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
+        from transformers import Qwen2_5_VLForConditionalGeneration
 
-        try:
-            processor = AutoProcessor.from_pretrained(checkpoint.path, local_files_only=True, trust_remote_code=False)
-            model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
-                checkpoint.path, dtype=dtype, use_safetensors=True, local_files_only=True, trust_remote_code=False,
-            ).to(device).eval()
-        except (OSError, ValueError, KeyError) as error:
-            raise ModelError(f"{checkpoint.name}: could not load as a Qwen2.5-VL checkpoint: {error}") from error
+        processor, model = load_processor_and_model(
+            Qwen2_5_VLForConditionalGeneration, checkpoint, dtype, device,
+            lambda error: f"{checkpoint.name}: could not load as a Qwen2.5-VL checkpoint: {error}")
         return cls(model, processor, checkpoint, sizing, share_prefill, speedups)
 
     @property

@@ -31,7 +31,7 @@ from cosmos_assets.models.image_generator import ImageDefaults
 from cosmos_assets.synthetic import conditions
 # The video rounds' partitions, and their helpers for a round's dataset version, typed tables and the tiny-weights
 # label: image rounds follow the same rules, so they share the code rather than repeat it.
-from cosmos_assets.synthetic.assets import (ROUND_PREFIX, AcceptanceBoundsConfig, _round_dataset, _table, _tiny_label,
+from cosmos_assets.synthetic.assets import (ROUND_PREFIX, AcceptanceBoundsConfig, AcceptanceConfig, _round_dataset, _table, _tiny_label,
                                            acceptance_rates_check, generation_rounds)
 from cosmos_assets.synthetic.critics import trials_json
 from cosmos_assets.synthetic.selection import check_rule, select
@@ -343,13 +343,10 @@ def image_critique_scores(context: dg.AssetExecutionContext, config: ImageCritiq
 # --- accepted_images ---------------------------------------------------------------------------------------------
 
 
-class ImageAcceptanceConfig(dg.Config):
-    """Which critiqued images are accepted (the rules of ``accepted_videos``)."""
+class ImageAcceptanceConfig(AcceptanceConfig):
+    """Which critiqued images are accepted: the rules of ``accepted_videos`` (an image is a candidate, a prompt its
+    request), with the image critics' default thresholds."""
 
-    rule: str = Field(
-        default="best_of_n_and_threshold",
-        description="best_of_n: the best image of each prompt; threshold: every image scoring at least the threshold; "
-                    "best_of_n_and_threshold: the best, if it reaches the threshold.")
     threshold: Optional[float] = Field(
         default=None, description="Least critic score (0..1) to accept; unset: the critic's default "
                                   f"({', '.join(f'{k} {v}' for k, v in IMAGE_THRESHOLDS.items())}).")
