@@ -44,11 +44,23 @@ class VideoGeneratorResource(ModelResource):
     encode_conditioning_only: bool = Field(default=True, description="Predict2: the VAE encodes the conditioning "
                                                                      "frames, not the padding after them.")
     device_postprocess: bool = Field(default=True, description="Predict2: decoded frames become uint8 on the device.")
+    # Approximations: faster, but the video is not the bf16 path's (bench/GPU_RESULTS.md, "Predict2 past the bf16
+    # floor"); each video made with one says so in its settings ("approximations").
+    fp8: str = Field(default="off", description="FP8 (e4m3, per-row scales) matrix products in the transformer blocks: "
+                                                "off, auto (on where the GPU has FP8 tensor cores, compute capability "
+                                                "8.9+) or on (warns and stays bf16 where it can't run).")
+    step_cache: str = Field(default="off", description="first_block: skip the transformer's other blocks on passes "
+                                                       "where the first block's residual changed less than "
+                                                       "step_cache_threshold since the last full pass; off.")
+    step_cache_threshold: float = Field(default=0.05, description="step_cache: relative change (mean |Δ| / mean |r|) "
+                                                                  "of the first block's residual under which a pass "
+                                                                  "reuses the other blocks' last residual.")
 
     def get(self) -> VideoGenerator:
         speedups = GeneratorSpeedups(frame_adaln=self.frame_adaln, attention=self.attention_backend,
                                      compile=self.compile_transformer, conditioning_encode=self.encode_conditioning_only,
-                                     device_postprocess=self.device_postprocess)
+                                     device_postprocess=self.device_postprocess, fp8=self.fp8,
+                                     step_cache=self.step_cache, step_cache_threshold=self.step_cache_threshold)
         return open_generator(
             self.kind, self.model, revision=self.revision, models_root=self.models_root, device=self.device, dtype=self.dtype,
             controlnets=self.controlnets, speedups=speedups, steps=self.steps, guidance_scale=self.guidance_scale,

@@ -34,7 +34,7 @@ from cosmos_assets.models.catalog import (
 from cosmos_assets.models.checkpoints import TINY_LABEL, Checkpoint, ModelError, resolve_checkpoint
 from cosmos_assets.models.runtime import MODELS, choose_device, choose_dtype
 from cosmos_assets.models.generator_speedups import (
-    GeneratorSpeedups, apply_generator_speedups, encode_conditioning_only, predict2_frames,
+    GeneratorSpeedups, apply_generator_speedups, approximations, encode_conditioning_only, predict2_frames,
 )
 from cosmos_assets.models.tiny_generators import TinyPassThroughSafetyChecker
 
@@ -360,6 +360,8 @@ class VideoGenerator:
             "num_frames": num_frames, "height": height, "width": width, "fps": fps,
             "negative_prompt": negative_prompt, "conditioning_frames": _frame_count(request.conditioning_frames),
             "controls": {}, "device": str(self.device), "dtype": str(self.dtype).removeprefix("torch."),
+            # FP8 products or cached steps (GeneratorSpeedups): the video is not the bf16 path's; empty when off.
+            "approximations": approximations(pipe.transformer),
             **settings,
         })
 

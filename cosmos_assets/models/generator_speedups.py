@@ -17,6 +17,18 @@ all use it), each switchable, each on the code path the CPU tests run:
 - Predict2 around the transformer: the VAE encodes the conditioning frames, not the padding repeated after them
   (``encode_conditioning_only``), and the decoded frames become uint8 on the device (``predict2_frames``).
 
+Two switches change the video beyond bf16 rounding, so they are off by default and every video made with them says so
+(``approximations``); bench/GPU_RESULTS.md, "Predict2 past the bf16 floor", has their speed and quality:
+
+- ``fp8``: the blocks' large matrix products (attention projections, feed-forward) in FP8 e4m3 with one scale per
+  row — per token for the activations, computed on each call, per output channel for the weights, computed once —
+  through ``torch._scaled_mm`` (fp32 accumulation on the tensor cores). Needs a GPU with FP8 tensor cores (compute
+  capability 8.9+): ``auto`` is off elsewhere, ``on`` warns and stays in bf16 there.
+- ``step_cache="first_block"``: on each pass, the first block runs; if its residual (output − input) changed by less
+  than ``step_cache_threshold`` (mean absolute change over mean absolute value) since the last pass that ran every
+  block, the other blocks are skipped and their summed residual from that pass is added instead. The conditional and
+  unconditional (CFG) passes keep separate caches.
+
 The vision-language model's speed-ups are in ``vlm_speedups``.
 """
 
@@ -129,6 +141,132 @@ def attention_backend(name: str):
 
 
 # ---------------------------------------------------------------------------------------------------------
+# FP8 matrix products.
+
+FP8_MAX = 448.0  # the largest finite float8_e4m3fn
+FP8_STATE = "_cosmos_fp8"  # attribute on the transformer: the layers replaced and their originals
+# The products that see every video token (M = 31k rows at 480p): self-attention projections, the cross-attention's
+# query and output, the feed-forward. The text keys/values (512 rows) and the per-frame adaLN stay in bf16.
+FP8_LAYERS = ("attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0", "attn2.to_q", "attn2.to_out.0",
+              "ff.net.0.proj", "ff.net.2")
+
+
+def fp8_unsupported(device: torch.device | str) -> str | None:
+    """Why FP8 matrix products can't run on ``device``, or None where they can."""
+    device = torch.device(device)
+    if not hasattr(torch, "float8_e4m3fn") or not hasattr(torch, "_scaled_mm"):
+        return f"torch {torch.__version__} has no FP8 matrix product"
+    if device.type != "cuda" or not torch.cuda.is_available():
+        return f"FP8 tensor cores need a CUDA GPU, not {device}"
+    capability = torch.cuda.get_device_capability(device)
+    if capability < (8, 9):
+        return f"FP8 tensor cores need compute capability 8.9 or newer (Ada, Hopper, Blackwell); {device} has {capability}"
+    return None
+
+
+def resolve_fp8(name: str, device: torch.device | str) -> str:
+    """``auto``: on where FP8 can run, else off; ``on`` where it can't: off, with a warning."""
+    if name == "off":
+        return "off"
+    reason = fp8_unsupported(device)
+    if reason is None:
+        return "on"
+    if name == "on":
+        _say_fp8_falls_back(reason)
+    return "off"
+
+
+@functools.lru_cache(maxsize=None)
+def _say_fp8_falls_back(reason: str) -> None:
+    log.warning("fp8=on: %s; the generator's matrix products stay in bf16", reason)
+
+
+def quantize_rows(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """FP8 e4m3 values and the fp32 scale of each row (its largest magnitude maps to 448): ``values ≈ q * scale``."""
+    scale = values.detach().abs().amax(dim=-1, keepdim=True).float().clamp(min=1e-12) / FP8_MAX
+    quantized = (values.float() / scale).clamp(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn)
+    return quantized, scale
+
+
+def fp8_linear(x: torch.Tensor, weight_fp8: torch.Tensor, weight_scale: torch.Tensor, bias: torch.Tensor | None,
+               fast_accum: bool = False) -> torch.Tensor:
+    """``x @ W.T + b`` with ``x`` quantized per row (token) here and ``W`` per row (output channel) beforehand."""
+    rows = x.reshape(-1, x.shape[-1])
+    quantized, scale = quantize_rows(rows)
+    out = torch._scaled_mm(quantized, weight_fp8.t(), scale_a=scale, scale_b=weight_scale, out_dtype=x.dtype,
+                           use_fast_accum=fast_accum)
+    if bias is not None:
+        out = out + bias
+    return out.view(*x.shape[:-1], out.shape[-1])
+
+
+class Float8Linear(torch.nn.Module):
+    """A ``torch.nn.Linear`` whose product runs in FP8 (``fp8_linear``) under ``no_grad``; with grad enabled it is the
+    original bf16 product (no FP8 backward here). The original weight stays its parameter, so ``state_dict`` is
+    unchanged; its FP8 copy is a non-persistent buffer, made again when the weight changes (``refresh``)."""
+
+    def __init__(self, linear: torch.nn.Linear, fast_accum: bool = False) -> None:
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.weight, self.bias = linear.weight, linear.bias
+        self.fast_accum = fast_accum
+        self.register_buffer("weight_fp8", None, persistent=False)
+        self.register_buffer("weight_scale", None, persistent=False)
+        self._quantized_from = None
+        self.refresh()
+
+    @torch.no_grad()
+    def refresh(self) -> None:
+        """Quantize the weight again if it was replaced or written to since the last time."""
+        source = (self.weight.data_ptr(), self.weight._version)
+        if source != self._quantized_from:
+            quantized, scale = quantize_rows(self.weight)
+            self.weight_fp8, self.weight_scale = quantized, scale.view(1, -1)
+            self._quantized_from = source
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled():
+            return F.linear(x, self.weight, self.bias)
+        return fp8_linear(x, self.weight_fp8, self.weight_scale, self.bias, self.fast_accum)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, e4m3 per-row, fast_accum={self.fast_accum}"
+
+
+def set_fp8_layers(transformer, on: bool, fast_accum: bool = False) -> int:
+    """Put ``Float8Linear`` in place of the blocks' ``FP8_LAYERS`` (``on``) or the original layers back; returns how
+    many layers are FP8. Layers whose sizes are not multiples of 16 (the FP8 kernels' tiles) stay as they are."""
+    installed = transformer.__dict__.get(FP8_STATE)
+    if installed is not None and (not on or installed["fast_accum"] != fast_accum):
+        for parent, name, original, _ in installed["layers"]:
+            setattr(parent, name, original)
+        transformer.__dict__.pop(FP8_STATE)
+        installed = None
+    if not on:
+        return 0
+    if installed is not None:
+        for *_, layer in installed["layers"]:
+            layer.refresh()
+        return len(installed["layers"])
+    layers = []
+    for block in transformer.transformer_blocks:
+        for path in FP8_LAYERS:
+            parent_path, _, name = path.rpartition(".")
+            try:
+                parent = block.get_submodule(parent_path)
+            except AttributeError:
+                continue
+            original = getattr(parent, name, None)
+            if (type(original) is not torch.nn.Linear or original.in_features % 16 or original.out_features % 16):
+                continue
+            layer = Float8Linear(original, fast_accum)
+            setattr(parent, name, layer)
+            layers.append((parent, name, original, layer))
+    transformer.__dict__[FP8_STATE] = {"fast_accum": fast_accum, "layers": layers}
+    return len(layers)
+
+
+# ---------------------------------------------------------------------------------------------------------
 # Generator: the Cosmos transformer.
 
 
@@ -144,20 +282,36 @@ class GeneratorSpeedups:
     # Predict2 around the transformer (the same frames, bit for bit):
     conditioning_encode: bool = True  # the VAE encodes the conditioning frames, not the padding repeated after them
     device_postprocess: bool = True  # the VAE decode's conversion to uint8 frames on the device, not in numpy
+    # Approximations (the video changes beyond bf16 rounding; off by default, measured in bench/predict2_fp8.py):
+    fp8: Literal["off", "auto", "on"] = "off"  # FP8 matrix products in the blocks (GPUs of compute capability 8.9+)
+    fp8_fast_accum: bool = False  # the FP8 products' faster, less exact accumulation mode on Hopper
+    step_cache: Literal["off", "first_block"] = "off"
+    step_cache_threshold: float = 0.05  # relative change of the first block's residual under which a pass is cached
+
+    def __post_init__(self) -> None:
+        if self.fp8 not in ("off", "auto", "on"):
+            raise ValueError(f"fp8 {self.fp8!r}; expected off, auto or on")
+        if self.step_cache not in ("off", "first_block"):
+            raise ValueError(f"step_cache {self.step_cache!r}; expected off or first_block")
+        if not self.step_cache_threshold >= 0:
+            raise ValueError(f"step_cache_threshold must be >= 0, got {self.step_cache_threshold}")
 
     @classmethod
     def off(cls) -> GeneratorSpeedups:
         """The plain diffusers path."""
-        return cls(frame_adaln=False, attention="default", compile="off", conditioning_encode=False, device_postprocess=False)
+        return cls(frame_adaln=False, attention="default", compile="off", conditioning_encode=False, device_postprocess=False,
+                   fp8="off", step_cache="off")
 
     def resolved(self, device: torch.device | str) -> GeneratorSpeedups:
         device = torch.device(device)
         compile_on = self.compile == "on" or (self.compile == "auto" and device.type == "cuda")
-        return replace(self, attention=resolve_attention(self.attention, device), compile="on" if compile_on else "off")
+        return replace(self, attention=resolve_attention(self.attention, device), compile="on" if compile_on else "off",
+                       fp8=resolve_fp8(self.fp8, device))
 
     @property
     def active(self) -> bool:
-        return self.frame_adaln or self.attention != "default" or self.compile == "on"
+        return (self.frame_adaln or self.attention != "default" or self.compile == "on" or self.fp8 == "on"
+                or self.step_cache != "off")
 
 
 def apply_generator_speedups(transformer, speedups: GeneratorSpeedups, device: torch.device | str) -> GeneratorSpeedups:
@@ -170,8 +324,10 @@ def apply_generator_speedups(transformer, speedups: GeneratorSpeedups, device: t
     if not isinstance(transformer, CosmosTransformer3DModel):
         raise TypeError(f"generator speed-ups patch CosmosTransformer3DModel, not {type(transformer).__name__}")
     settings = speedups.resolved(device)
+    set_fp8_layers(transformer, settings.fp8 == "on", settings.fp8_fast_accum)
     state = transformer.__dict__.get(STATE)
     if state is not None and state["settings"] == settings:
+        state.pop("step_cache", None)  # each video starts without cached passes
         return settings
     if not settings.active:
         transformer.__dict__.pop("forward", None)  # back to the class's (diffusers') forward
@@ -180,8 +336,10 @@ def apply_generator_speedups(transformer, speedups: GeneratorSpeedups, device: t
     blocks = None
     if settings.compile == "on":
         # Compiled blocks are kept across switching off and on again (no second compilation). The SDPA kernel
-        # choice is baked in when a block is traced, so another attention backend gets freshly compiled blocks.
-        key = (settings.attention, settings.compile_fullgraph, settings.compile_backend)
+        # choice is baked in when a block is traced, so another attention backend gets freshly compiled blocks;
+        # so do FP8 layers (other modules inside the blocks).
+        key = (settings.attention, settings.compile_fullgraph, settings.compile_backend, settings.fp8,
+               settings.fp8_fast_accum)
         kept = transformer.__dict__.get("_cosmos_compiled")
         if kept is not None and kept[0] == key:
             blocks = kept[1]
@@ -210,6 +368,68 @@ def _run_block(state: dict, index: int, block, args):
                     error.__class__.__name__, error)
         state["blocks"], state["compile_error"] = None, f"{error.__class__.__name__}: {error}"[:500]
         return _block_forward(block, *args, flash4=state["settings"].attention == "flash4")
+
+
+def _blocks_with_step_cache(transformer, state: dict, hidden_states, rest: tuple, timestep, branch: torch.Tensor):
+    """Every block, or the first one plus the other blocks' summed residual from the last full pass of this branch
+    (first-block cache; ``GeneratorSpeedups.step_cache``). One device sync per pass reads the decision."""
+    settings: GeneratorSpeedups = state["settings"]
+    blocks = transformer.transformer_blocks
+    first = _run_block(state, 0, blocks[0], (hidden_states, *rest, None))
+    first_residual = first - hidden_states
+    caches = state.setdefault("step_cache", {})
+    stats = caches.setdefault("stats", {"passes": 0, "skipped": 0, "changes": []})
+    key = (branch.data_ptr(), tuple(branch.shape), tuple(hidden_states.shape))
+    entry = caches.get(key)
+    noise_level = timestep.detach().float().amax()  # the pass's largest timestep: falls from step to step
+    if entry is not None:
+        reference = entry["first_residual"]
+        change = ((first_residual - reference).abs().mean(dtype=torch.float32)
+                  / reference.abs().mean(dtype=torch.float32).clamp_min(1e-12))
+        change, level = torch.stack([change, noise_level]).tolist()
+    else:
+        change, level = None, float(noise_level)
+    # A timestep no lower than the last one is a new sampling run (or the same pass again): start over.
+    if entry is not None and level < entry["level"] and change < settings.step_cache_threshold:
+        out = first + entry["tail"]
+        entry["level"] = level
+        stats["skipped"] += 1
+    else:
+        out = first
+        for index in range(1, len(blocks)):
+            out = _run_block(state, index, blocks[index], (out, *rest, None))
+        caches[key] = {"first_residual": first_residual, "tail": out - first, "level": level}
+    stats["passes"] += 1
+    stats["changes"].append(None if change is None else round(change, 5))
+    return out
+
+
+def step_cache_stats(transformer) -> dict | None:
+    """Passes run and skipped since the last ``apply_generator_speedups`` (one video), with each pass's measured
+    change of the first block's residual; None when the step cache is off."""
+    state = transformer.__dict__.get(STATE)
+    if state is None or state["settings"].step_cache == "off":
+        return None
+    stats = state.get("step_cache", {}).get("stats", {"passes": 0, "skipped": 0, "changes": []})
+    return {"threshold": state["settings"].step_cache_threshold, **stats}
+
+
+def approximations(transformer) -> dict:
+    """What made the last video differ from the bf16 path beyond rounding (for the video's settings): FP8 layers and
+    the step cache's skipped passes. Empty when neither is on."""
+    state = transformer.__dict__.get(STATE)
+    if state is None:
+        return {}
+    settings: GeneratorSpeedups = state["settings"]
+    found = {}
+    if settings.fp8 == "on":
+        found["fp8"] = {"format": "e4m3, per-row scales", "layers": len(transformer.__dict__.get(FP8_STATE, {}).get("layers", ())),
+                        "fast_accum": settings.fp8_fast_accum}
+    stats = step_cache_stats(transformer)
+    if stats is not None:
+        found["step_cache"] = {"kind": settings.step_cache, "threshold": stats["threshold"],
+                               "passes": stats["passes"], "skipped": stats["skipped"]}
+    return found
 
 
 class _CompiledBlock(torch.nn.Module):
@@ -368,10 +588,15 @@ def _fast_transformer_forward(self, hidden_states, timestep, encoder_hidden_stat
             residuals = {block_idx: block_controlnet_hidden_states[i]
                          for i, block_idx in enumerate(range(0, len(self.transformer_blocks), every))}
 
-        for index, block in enumerate(self.transformer_blocks):
-            args = (hidden_states, context, embedded, temb, image_rotary_emb, extra_pos_emb, attention_mask,
-                    residuals.get(index))
-            hidden_states = _run_block(state, index, block, args)
+        rest = (context, embedded, temb, image_rotary_emb, extra_pos_emb, attention_mask)
+        if settings.step_cache == "first_block" and not residuals:
+            # The pipelines pass the same prompt tensor on every step: the conditional and unconditional passes of CFG
+            # are told apart by it (before any projection, which makes a new tensor on each pass).
+            branch = encoder_hidden_states[0] if isinstance(encoder_hidden_states, tuple) else encoder_hidden_states
+            hidden_states = _blocks_with_step_cache(self, state, hidden_states, rest, timestep, branch)
+        else:  # ControlNet residuals change every step and enter blocks a cached pass would skip: never cached
+            for index, block in enumerate(self.transformer_blocks):
+                hidden_states = _run_block(state, index, block, (hidden_states, *rest, residuals.get(index)))
         state["verified"] = True
 
         norm = self.norm_out
