@@ -214,3 +214,30 @@ def test_the_generator_resource_passes_the_approximate_switches(home):
     default = VideoGeneratorResource(kind="predict2", model="tiny:predict2")
     assert (default.fp8, default.step_cache, default.step_cache_threshold) == (
         GeneratorSpeedups().fp8, GeneratorSpeedups().step_cache, GeneratorSpeedups().step_cache_threshold)
+
+
+@pytest.mark.skipif(not scaled_mm_on_cpu(), reason="this torch has no CPU FP8 matrix product")
+def test_fp8_blocks_compile_as_one_graph_without_breaks(monkeypatch):
+    """On a GPU the FP8 layers run inside the regionally compiled blocks: they must trace with ``fullgraph`` (here
+    through the ``aot_eager`` backend, which traces as inductor would, without generating code)."""
+    from torch._dynamo.utils import counters
+
+    transformer, config = tiny_transformer()
+    inputs = transformer_inputs(config)
+    monkeypatch.setattr(generator_speedups, "fp8_unsupported", lambda device: None)  # as on a GPU with FP8 cores
+    torch._dynamo.reset()
+    counters.clear()
+    try:
+        apply_generator_speedups(transformer, GeneratorSpeedups(fp8="on"), CPU)
+        with torch.no_grad():
+            eager = transformer(**inputs)[0]
+        settings = apply_generator_speedups(
+            transformer, GeneratorSpeedups(compile="on", compile_backend="aot_eager", fp8="on"), CPU)
+        with torch.no_grad():
+            compiled = transformer(**inputs)[0]
+        state = transformer.__dict__[generator_speedups.STATE]
+        assert settings.fp8 == "on" and isinstance(transformer.transformer_blocks[0].ff.net[2], Float8Linear)
+        assert "compile_error" not in state and counters["stats"]["unique_graphs"] == 1
+        assert torch.allclose(compiled, eager, rtol=1e-5, atol=1e-5)
+    finally:
+        torch._dynamo.reset()
