@@ -49,6 +49,7 @@ LANCEDB = "lancedb"
 RAW = f"{ARTEFACTS}/raw"
 CLIPS = f"{ARTEFACTS}/clips"
 THUMBNAILS = f"{ARTEFACTS}/thumbnails"
+PROXIES = f"{ARTEFACTS}/proxies"  # each clip's small, few-frames-per-second copy (curation.clips.PROXY_FPS)
 DATASETS = f"{ARTEFACTS}/datasets"
 SYNTHETIC = f"{ARTEFACTS}/synthetic"
 TRAINING_DATASETS = f"{ARTEFACTS}/training_datasets"
@@ -70,6 +71,10 @@ def clip_key(clip_id: str, recipe: str) -> str:
 
 def thumbnail_key(clip_id: str, recipe: str) -> str:
     return f"{THUMBNAILS}/{recipe[:8]}/{clip_id[:2]}/{clip_id}.jpg"
+
+
+def proxy_key(clip_id: str, recipe: str) -> str:
+    return f"{PROXIES}/{recipe[:8]}/{clip_id[:2]}/{clip_id}.mp4"
 
 
 def table_key(asset: str | list[str], partition: str | None) -> str:

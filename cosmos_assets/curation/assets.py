@@ -10,7 +10,7 @@ import numpy as np
 import polars as pl
 from PIL import Image
 
-from cosmos_assets.common.artefacts import CLIPS, RAW, THUMBNAILS, ArtefactStore
+from cosmos_assets.common.artefacts import CLIPS, PROXIES, RAW, THUMBNAILS, ArtefactStore
 from cosmos_assets.common.files import remove_stale_temporaries, sha256_of_file
 from cosmos_assets.common.pictures import (
     contact_sheet,
@@ -142,8 +142,9 @@ def _remove_landed(landing: Path, member) -> None:
     outs={
         # code_version 2: the deterministic H.264 settings (common/encoding.py) changed every clip's bytes.
         # code_version 3: the views of a multi-camera scene are cut on their reference camera's spans.
+        # code_version 4: one decode per video (the streaming split) and a proxy per clip.
         "video_clips": dg.AssetOut(kinds={"pytorch", "parquet"}, owners=["team:curation"], tags=pod_class("gpu-shot-detector"),
-                                   code_version="clips-3",
+                                   code_version="clips-4",
                                    description="Shot-split H.264 clips with deterministic ids and their span in the source."),
         "clip_scores": dg.AssetOut(kinds={"python", "parquet"}, owners=["team:curation"], tags=pod_class("gpu-shot-detector"),
                                    code_version="scores-1",
@@ -158,12 +159,12 @@ def video_clips_and_scores(
     raw_videos: pl.DataFrame,
 ):
     """Split each ok video at its shots (TransNetV2) or a fixed stride, transcode the clips to
-    H.264, and measure each clip in the same decode pass."""
+    H.264, and measure each clip and write its proxy in the same, single decode pass."""
     split, transcode = config.to_dataclass(SplitConfig), config.to_dataclass(TranscodeConfig)
     _use_a_share_of_the_cores(context)
     detector = shot_detector.get() if split.method != "fixed_stride" else None
     store = storage.store
-    for folder in (store.staging_path(CLIPS), store.staging_path(THUMBNAILS)):
+    for folder in (store.staging_path(CLIPS), store.staging_path(THUMBNAILS), store.staging_path(PROXIES)):
         if removed := remove_stale_temporaries(folder):
             context.log.info(f"removed {removed} temporary file(s) left by a crashed writer in {folder}")
     videos = raw_videos.filter(pl.col("status") == "ok").to_dicts()

@@ -20,9 +20,10 @@ from cosmos_assets.curation.dataset import (
     card_markdown, dataset_members, dataset_recipe, dataset_version, export_dataset, split_of,
 )
 from cosmos_assets.curation.dedup import DedupConfig, exact_duplicates, semantic_dedup
-from cosmos_assets.curation.frame_hashes import MAX_HAMMING, MIN_MATCHED_SHARE, ClipHashes, clip_hashes, near_exact_dedup
+from cosmos_assets.curation.clip_frames import clip_frame_set
+from cosmos_assets.curation.frame_hashes import MAX_HAMMING, MIN_MATCHED_SHARE, ClipHashes, clip_hashes_of_frames, near_exact_dedup
 from cosmos_assets.curation.vector_store import COLUMNS, KEY, TEXT_VECTOR, VIDEO_VECTOR, ClipVectorStore, table_name
-from cosmos_assets.models.frames import sample_frames
+from cosmos_assets.models.frames import pick_samples
 from pydantic import Field
 from resources import CosmosStorage, EmbedderResource, VisionLanguageResource
 from resources.config import config_from
@@ -77,7 +78,7 @@ class CaptionConfig(dg.Config):
 
 
 @dg.asset(partitions_def=ingest_batches, group_name=GROUP, pool="gpu", kinds={"pytorch", "parquet"}, owners=["team:curation"],
-          code_version="captions-1", tags=pod_class("gpu-reason-7b"))
+          code_version="captions-2", tags=pod_class("gpu-reason-7b"))  # 2: frames from the clip's proxy, one decode
 def clip_captions(
     context: dg.AssetExecutionContext, config: CaptionConfig, vlm: VisionLanguageResource, embedders: EmbedderResource,
     filtered_clips: pl.DataFrame, clip_scores: pl.DataFrame, storage: CosmosStorage,
@@ -109,8 +110,8 @@ def clip_captions(
     new_rows = []
     for number, clip in enumerate(clips, start=1):
         windows = captioning.caption_windows(clip["duration_s"], clip["fps"], config.window_frames)
-        clip_file = store.local_path(clip["path"])
-        window_frames = [sample_frames(clip_file, config.sample_fps, config.window_frames, w.start_s, w.end_s + 1e-3, max_side=448)
+        frame_set = clip_frame_set(store, clip)  # one decode of the clip's proxy for all its windows
+        window_frames = [pick_samples(frame_set, config.sample_fps, config.window_frames, w.start_s, w.end_s + 1e-3)
                          for w in windows]
         if use_vlm:
             texts = captioning.vlm_captions(model, [(f.frames, f.fps) for f in window_frames], config.prompt,
@@ -167,8 +168,9 @@ class EmbeddingConfig(dg.Config):
 # by version 2 still decode, as whole-picture hashes: a crop copy among them is found once they are re-embedded.
 # code_version 4: and its edge crops, one of top / bottom / left / right cut (HASH_VERSION 3). Rows written by
 # version 3 still decode with their centred crops: an edge-cut copy among them is found once they are re-embedded.
+# code_version 5: embedding and hash frames come from one decode of the clip's proxy (clip_frames).
 @dg.asset(partitions_def=ingest_batches, group_name=GROUP, pool="gpu", kinds={"pytorch", "parquet"}, owners=["team:curation"],
-          code_version="embeddings-4", tags=pod_class("gpu-embedder"))
+          code_version="embeddings-5", tags=pod_class("gpu-embedder"))
 def clip_embeddings(
     context: dg.AssetExecutionContext, config: EmbeddingConfig, embedders: EmbedderResource, storage: CosmosStorage,
     filtered_clips: pl.DataFrame, clip_captions: pl.DataFrame, clip_scores: pl.DataFrame,
@@ -185,16 +187,19 @@ def clip_embeddings(
     store = storage.store
     for start in range(0, len(clips), config.clips_per_batch):
         chunk = clips[start:start + config.clips_per_batch]
-        frames = []
-        for clip in chunk:
+        frames, hashes = [], []
+        for clip in chunk:  # one decode of each clip's proxy gives its embedding frames and its hash frames
+            frame_set = clip_frame_set(store, clip)
             rate = max(config.frames_per_clip / max(clip["duration_s"], 1e-3), 0.1)
-            frames.append(sample_frames(store.local_path(clip["path"]), rate, config.frames_per_clip, max_side=448).frames)
+            frames.append(pick_samples(frame_set, rate, config.frames_per_clip).frames)
+            hashes.append(clip_hashes_of_frames(frame_set, clip["duration_s"]).encode())
         video_vectors = video.embed_videos(frames).vectors
         chunk_captions = [captions.get(c["clip_id"]) for c in chunk]
         texts = [captioning.join_window_captions([w["caption"] for _, w in sorted(entry["windows"].items())]) if entry else ""
                  for entry in chunk_captions]
         text_vectors = text.embed_texts(texts)
-        for clip, video_vector, text_vector, caption_text, entry in zip(chunk, video_vectors, text_vectors, texts, chunk_captions):
+        for clip, video_vector, text_vector, caption_text, entry, clip_hash in zip(chunk, video_vectors, text_vectors, texts,
+                                                                                  chunk_captions, hashes):
             score = scores.get(clip["clip_id"], {})
             caption_row = entry["row"] if entry else {}
             rows.append({
@@ -207,7 +212,7 @@ def clip_embeddings(
                 "video_model": video.name, "video_model_version": video.version, "text_model": text.name,
                 "text_model_version": text.version, "tiny_random": bool(video.tiny_random or caption_row.get("tiny_random")),
                 "kept": None, VIDEO_VECTOR: video_vector.tolist(), "text_embedding": text_vector.tolist(),
-                "frame_hashes": clip_hashes(store.local_path(clip["path"])).encode(),
+                "frame_hashes": clip_hash,
             })
         context.log.info(f"embedded {min(start + config.clips_per_batch, len(clips))}/{len(clips)} clips")
     name = table_name(video.name, video.dim)

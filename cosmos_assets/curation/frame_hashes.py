@@ -195,6 +195,10 @@ def _region(crop: tuple, height: int, width: int) -> tuple[slice, slice]:
             "left": (slice(None), slice(cut_x, width)), "right": (slice(None), slice(0, width - cut_x))}[edge[0]]
 
 
+def _hash_rate(duration_s: float) -> float:
+    return HASH_FPS if duration_s * HASH_FPS <= MAX_HASH_FRAMES else max(MAX_HASH_FRAMES / max(duration_s, 1e-3), 0.05)
+
+
 def clip_hashes(path, max_side: int = 256) -> ClipHashes:
     """Hash a clip file: frames at ``HASH_FPS`` (fewer for long clips), luma, bars cropped, whole and at ``CROPS``."""
     import av
@@ -203,8 +207,29 @@ def clip_hashes(path, max_side: int = 256) -> ClipHashes:
 
     with av.open(str(path)) as container:
         duration = float(container.duration / 1e6) if container.duration else 0.0
-    fps = HASH_FPS if duration * HASH_FPS <= MAX_HASH_FRAMES else max(MAX_HASH_FRAMES / max(duration, 1e-3), 0.05)
-    sampled = sample_frames(path, fps, MAX_HASH_FRAMES, max_side=max_side)
+    fps = _hash_rate(duration)
+    return _hash_sampled(sample_frames(path, fps, MAX_HASH_FRAMES, max_side=max_side), fps)
+
+
+def clip_hashes_of_frames(decoded, duration_s: float, max_side: int = 256) -> ClipHashes:
+    """``clip_hashes`` of frames already decoded (``models.frames.SampledFrames``, e.g. a clip's proxy, at least
+    ``HASH_FPS`` per second): the same sample times, each frame brought down to ``max_side``."""
+    import cv2
+
+    from cosmos_assets.models.frames import SampledFrames, pick_samples
+
+    fps = _hash_rate(duration_s)
+    sampled = pick_samples(decoded, fps, MAX_HASH_FRAMES)
+    height, width = sampled.frames.shape[1:3]
+    scale = max_side / max(height, width)
+    if scale < 1:
+        size = (max(2, round(width * scale / 2) * 2), max(2, round(height * scale / 2) * 2))
+        sampled = SampledFrames(np.stack([cv2.resize(f, size, interpolation=cv2.INTER_AREA) for f in sampled.frames]),
+                                sampled.timestamps, sampled.fps)
+    return _hash_sampled(sampled, fps)
+
+
+def _hash_sampled(sampled, fps: float) -> ClipHashes:
     frames = np.asarray(sampled.frames, dtype=np.float32)
     if len(frames) == 0:
         return ClipHashes(1.0 / fps, np.zeros((0, 1 + len(CROPS), WORDS), np.uint64), np.zeros(0, bool))

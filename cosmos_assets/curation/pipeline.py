@@ -14,9 +14,9 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from cosmos_assets.common.artefacts import CLIPS, ArtefactStore, clip_key, raw_key, thumbnail_key
+from cosmos_assets.common.artefacts import CLIPS, ArtefactStore, clip_key, proxy_key, raw_key, thumbnail_key
 from cosmos_assets.common.files import copy_and_hash_atomically, stable_id
-from cosmos_assets.curation.clips import TranscodeConfig, cut_clips
+from cosmos_assets.curation.clips import ClipFiles, TranscodeConfig, cut_clips, stream_split
 from cosmos_assets.common.decoding import FrameLimits
 from cosmos_assets.common.drop_zone import open_dropped_file
 from cosmos_assets.curation.landing import BatchMember
@@ -25,11 +25,16 @@ from cosmos_assets.curation.scenes import scene_clip_id, scene_groups
 from cosmos_assets.curation.shots import (
     SplitConfig,
     Span,
+    StreamingClipPlanner,
     decode_small_rgb,
     plan_clips,
     plan_fixed_stride,
     scenes_from_probabilities,
 )
+
+# Part of every split recipe: 2 is the streaming one-decode split that also writes each clip's proxy (a new
+# version re-splits, since the older clips have no proxy).
+SPLIT_VERSION = 2
 
 # Suffixes kept on raw copies so tools recognise them; anything else is stored as ".bin".
 KNOWN_VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".ts", ".mts", ".mpg", ".mpeg", ".flv", ".3gp"}
@@ -141,6 +146,7 @@ def clip_id_for(source_hash: str, span: Span) -> str:
 
 def plan_spans(raw_path: str | Path, frames: int, fps: float, split: SplitConfig, detector,
                limits: FrameLimits | None = None) -> list[Span]:
+    """The clips' spans before cutting (a second decode for shots; the split itself streams, see ``split_video``)."""
     if split.method == "fixed_stride":
         return plan_fixed_stride(frames, fps, split)
     small = decode_small_rgb(raw_path, limits=limits)
@@ -177,7 +183,7 @@ def split_video(
 ) -> tuple[list[dict], dict | None]:
     """Cut one ingested video into clips with their signals; returns (clip rows, error or None). ``spans``: cut
     there instead of at the video's own shots (every view of a multi-camera scene is cut at its reference's)."""
-    recipe = stable_id("split", json.dumps(asdict(split), sort_keys=True), json.dumps(asdict(transcode), sort_keys=True),
+    recipe = stable_id("split", SPLIT_VERSION, json.dumps(asdict(split), sort_keys=True), json.dumps(asdict(transcode), sort_keys=True),
                        getattr(detector, "model_version", "none"),
                        *([] if spans is None else ["spans", [(s.start_frame, s.end_frame) for s in spans]]))
     record = f"{CLIPS}/_finished/{video['content_hash']}-{recipe}.json"
@@ -187,18 +193,29 @@ def split_video(
             for r in rows:
                 r["batch"] = video["batch"]
             return rows, None
+
+    def files_for(span: Span) -> ClipFiles:
+        clip_id = clip_id_for(video["content_hash"], span)
+        return ClipFiles(store.staging_path(clip_key(clip_id, recipe)), store.staging_path(thumbnail_key(clip_id, recipe)),
+                         store.staging_path(proxy_key(clip_id, recipe)))
+
     try:
         fps = video["average_fps"] or video["real_fps"]
         raw = store.local_path(video["raw_path"])
         limits = accepted_frame_limits(video)
-        spans = spans if spans is not None else plan_spans(raw, video["frames"], fps, split, detector, limits)
-        ids = [clip_id_for(video["content_hash"], span) for span in spans]
-        files = [(clip_key(i, recipe), thumbnail_key(i, recipe)) for i in ids]
-        results = cut_clips(raw, spans, [(store.staging_path(c), store.staging_path(t)) for c, t in files], fps, transcode,
-                            limits=limits)
-        for clip, thumbnail in files:  # written in one decode pass; published once all are whole
-            store.commit(clip)
-            store.commit(thumbnail)
+        if spans is None and split.method != "fixed_stride":  # shots found while the clips are cut: one decode
+            planner = StreamingClipPlanner(split.threshold, fps, split)
+            results = stream_split(raw, detector, planner, files_for, fps, transcode, limits,
+                                   staging=store.staging_path(f"{CLIPS}/{recipe[:8]}"))
+        else:
+            spans = spans if spans is not None else plan_fixed_stride(video["frames"], fps, split)
+            results = cut_clips(raw, spans, [files_for(span) for span in spans], fps, transcode, limits=limits)
+        # Named by the planned span (a video that ends early shortens its last clip's span, not its name).
+        planned = [r.span for r in results] if spans is None else spans[:len(results)]
+        ids = [clip_id_for(video["content_hash"], span) for span in planned]
+        for clip_id in ids:  # written in one decode pass; published once all are whole
+            for key in (clip_key(clip_id, recipe), thumbnail_key(clip_id, recipe), proxy_key(clip_id, recipe)):
+                store.commit(key)
     except VideoRejected as rejected:  # a frame over the limits though the header was within them
         return [], {
             "content_hash": video["content_hash"],
@@ -214,7 +231,7 @@ def split_video(
             "error_message": f"{type(error).__name__}: {error}",
         }
     rows = []
-    for clip_id, result, (clip, thumbnail) in zip(ids, results, files):
+    for clip_id, result in zip(ids, results):
         span = result.span
         rows.append(
             {
@@ -231,8 +248,9 @@ def split_video(
                 "height": result.height,
                 "fps": round(result.fps, 4),
                 "frames": result.frames,
-                "path": store.ref(clip),
-                "thumbnail_path": store.ref(thumbnail),
+                "path": store.ref(clip_key(clip_id, recipe)),
+                "thumbnail_path": store.ref(thumbnail_key(clip_id, recipe)),
+                "proxy_path": store.ref(proxy_key(clip_id, recipe)),
                 "split_method": split.method,
                 "shot_model": getattr(detector, "model_name", None) if split.method != "fixed_stride" else None,
                 "shot_model_version": getattr(detector, "model_version", None) if split.method != "fixed_stride" else None,

@@ -57,6 +57,9 @@ VIDEO_CLIPS = {
     "frames": pl.Int64,
     "path": pl.String,
     "thumbnail_path": pl.String,
+    # The clip's proxy (curation.clips.PROXY_FPS frames per second, PROXY_MAX_SIDE pixels): what captions,
+    # embeddings and frame hashes decode instead of the clip. Null on rows split before proxies existed.
+    "proxy_path": pl.String,
     "split_method": pl.String,
     "shot_model": pl.String,
     "shot_model_version": pl.String,

@@ -118,3 +118,80 @@ def plan_fixed_stride(total_frames: int, fps: float, config: SplitConfig) -> lis
         for start in range(0, total_frames, stride)
         if min(start + stride, total_frames) - start >= min_frames
     ]
+
+
+class StreamingClipPlanner:
+    """``plan_clips(scenes_from_probabilities(p, threshold), total, fps, config)``, decided frame by frame while the
+    probabilities arrive, for a split that encodes each clip as soon as its frames are known to be in it.
+
+    ``push(probabilities)`` and, at the end of the video, ``finish()`` return events in frame order:
+    ``("skip", i)`` for a frame in no clip, ``("frame", i, start)`` for a frame of the clip that starts at ``start``,
+    and ``("end", start, end, kept)`` once that clip's last frame is known. A frame is known to be in its shot's clip
+    once the probabilities ``trim_at_cuts_s`` past it are below the threshold, so a clip starts before its end is
+    known; a clip that then ends shorter than ``min_clip_s`` is not kept (its writer throws it away). The events give
+    exactly the spans ``plan_clips`` gives for the same probabilities (``tests/test_streaming_split.py``).
+    """
+
+    def __init__(self, threshold: float, fps: float, config: SplitConfig):
+        self.threshold = threshold
+        self.trim = int(round(config.trim_at_cuts_s * fps))
+        self.min_frames = max(1, int(round(config.min_clip_s * fps)))
+        self.max_frames = max(self.min_frames, int(round(config.max_clip_s * fps)))
+        self.seen = 0  # probabilities received
+        self.decided = 0  # frames with their event given
+        self.clip_start: int | None = None  # the first frame of the current shot's clips (its trimmed start)
+        self.piece: int | None = None  # the first frame of the clip being written
+        self.events: list[tuple] = []
+
+    def push(self, probabilities) -> list[tuple]:
+        for probability in probabilities:
+            if probability > self.threshold:
+                if self.clip_start is not None:  # a cut: the shot [start, here) ends `trim` frames early
+                    self._decide_until(self.seen - self.trim)
+                    self._end_piece()
+                    self.clip_start = None
+            elif self.clip_start is None:  # a shot starts; trimmed unless it starts the video
+                self.clip_start = self.seen + (self.trim if self.seen > 0 else 0)
+            self.seen += 1
+            if self.clip_start is None:
+                self._skip_until(self.seen)
+            else:
+                self._decide_until(self.seen - self.trim)
+        return self._take()
+
+    def finish(self) -> list[tuple]:
+        """The video has ended: its last shot runs to the last frame, untrimmed."""
+        if self.clip_start is not None:
+            self._decide_until(self.seen)
+            self._end_piece()
+        self._skip_until(self.seen)
+        return self._take()
+
+    def _decide_until(self, end: int) -> None:
+        """Frames before ``end`` belong to the current shot (whose clips start at ``clip_start``)."""
+        while self.decided < end:
+            frame = self.decided
+            if frame < self.clip_start:
+                self.events.append(("skip", frame))
+            else:
+                if self.piece is None:
+                    self.piece = frame
+                self.events.append(("frame", frame, self.piece))
+                if frame + 1 - self.piece == self.max_frames:  # a full piece: the next frame starts another
+                    self.events.append(("end", self.piece, frame + 1, True))
+                    self.piece = None
+            self.decided += 1
+
+    def _end_piece(self) -> None:
+        if self.piece is not None:
+            self.events.append(("end", self.piece, self.decided, self.decided - self.piece >= self.min_frames))
+            self.piece = None
+
+    def _skip_until(self, end: int) -> None:
+        while self.decided < end:
+            self.events.append(("skip", self.decided))
+            self.decided += 1
+
+    def _take(self) -> list[tuple]:
+        events, self.events = self.events, []
+        return events

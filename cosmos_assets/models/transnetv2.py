@@ -214,6 +214,10 @@ class TransNetV2ShotDetector:
         predicted = torch.cat([window_logits[CONTEXT_FRAMES : CONTEXT_FRAMES + step] for window_logits in logits])
         return torch.sigmoid(predicted[:total].float()).cpu().numpy()
 
+    def stream(self, window: int = 300, windowed: bool | None = None) -> "TransitionStream":
+        """Probabilities as frames arrive (``TransitionStream``), for a split that decodes each video once."""
+        return TransitionStream(self, window, windowed)
+
     def _stream_window(self, window: torch.Tensor) -> torch.Tensor:
         """Single-frame logits ``[T]`` of one window of uint8 frames: what ``self.model`` computes for it."""
         model = self.model
@@ -256,6 +260,167 @@ class TransNetV2ShotDetector:
                 single, _ = self.model(torch.stack(windows[first : first + self.batch_windows]).to(self.device))
             logits.extend(single[..., 0])
         return logits
+
+
+_BAND = 50  # the similarity layers compare each frame with 50 neighbours either side (a 101-frame lookup window)
+
+
+class TransitionStream:
+    """Transition probabilities of a video whose frames arrive a few at a time, for a split that decodes once.
+
+    ``push`` takes the next 48x27 RGB frames and returns the probabilities of the frames now decided, in order;
+    ``finish`` returns the rest. The numbers are what ``transition_probabilities`` computes with the whole video in
+    one window (the first and last frame repeated 25 times as context, as the reference pads).
+
+    On the CPU the convolutions stream ``_CHUNK_FRAMES`` at a time (each of the three blocks emits 16 frames behind
+    its input) and the similarity layers wait for 50 frames of look-ahead, so a frame's probability is known about
+    100-130 frames after the frame was pushed: that, not the video's length, is what a streaming split must hold.
+    On other devices the model's own forward runs on windows of ``window`` frames (25 of context either side), so a
+    probability comes at most ``window`` frames late.
+    """
+
+    def __init__(self, detector: "TransNetV2ShotDetector", window: int = 300, windowed: bool | None = None):
+        self.detector = detector
+        # Windowed: the model's own forward per window (devices other than the CPU); else the streamed CPU stack.
+        self.windowed = detector._folded is None if windowed is None else windowed
+        # Padded frames before the next logit: a window's context frames are never scored.
+        self.scored_padded = CONTEXT_FRAMES if self.windowed else 0
+        self.window = max(window, 2 * CONTEXT_FRAMES + 1)
+        self.real_frames = 0  # real (unpadded) frames pushed
+        self.emitted = 0  # probabilities returned so far
+        self.last: np.ndarray | None = None
+        self.pending: list[np.ndarray] = []  # padded frames not yet pushed through the model
+        if not self.windowed:
+            self.blocks = [_StreamingBlock(layers) for layers in detector._folded]
+            self.unembedded_means = [torch.zeros(0)] * len(self.blocks)  # per block, from the first frame not embedded
+            self.embedded_total = 0  # padded frames embedded so far
+            self.features = []  # last block's outputs not yet turned into logits
+            self.embedded = torch.zeros((0, detector.model.frame_sim_layer.projection.out_features))
+            self.histograms = torch.zeros((0, 512))
+            self.base = 0  # padded index of the first row held in ``embedded`` / ``histograms``
+            self.featured = 0  # padded frames with their last-block features
+            self.next_logit = 0  # padded index of the next frame to score
+        else:
+            self.held = np.zeros((0, TRANSNET_HEIGHT, TRANSNET_WIDTH, 3), np.uint8)  # padded frames of the next window
+
+    @torch.inference_mode()
+    def push(self, frames: np.ndarray) -> np.ndarray:
+        if len(frames) == 0:
+            return np.zeros(0, np.float32)
+        if self.last is None:
+            self.pending.extend([frames[0]] * CONTEXT_FRAMES)
+        self.pending.extend(frames)
+        self.last = frames[-1]
+        self.real_frames += len(frames)
+        return self._advance(final=False)
+
+    @torch.inference_mode()
+    def finish(self) -> np.ndarray:
+        if self.last is None:
+            return np.zeros(0, np.float32)
+        self.pending.extend([self.last] * CONTEXT_FRAMES)
+        return self._advance(final=True)
+
+    def _advance(self, final: bool) -> np.ndarray:
+        logits = self._windowed_logits(final) if self.windowed else self._streamed_logits(final)
+        # Logits come for padded frames in order: CONTEXT_FRAMES copies of the first frame, the real frames, then
+        # copies of the last. Only the real frames' probabilities are returned.
+        first = self.scored_padded - CONTEXT_FRAMES  # real index of the first logit
+        self.scored_padded += len(logits)
+        skip = max(0, -first)
+        wanted = logits[skip : skip + max(0, self.real_frames - max(first, 0))]
+        self.emitted += len(wanted)
+        return torch.sigmoid(wanted.float()).cpu().numpy()
+
+    def _windowed_logits(self, final: bool) -> torch.Tensor:
+        if self.pending:
+            self.held = np.concatenate([self.held, np.stack(self.pending)])
+            self.pending = []
+        step = self.window - 2 * CONTEXT_FRAMES
+        out = []
+        while len(self.held) >= self.window or (final and len(self.held) > 2 * CONTEXT_FRAMES):
+            window = torch.from_numpy(self.held[: self.window])
+            (window_logits,) = self.detector._batched_logits([window])
+            out.append(window_logits[CONTEXT_FRAMES : len(window) - CONTEXT_FRAMES].float())
+            self.held = self.held[min(step, len(window) - 2 * CONTEXT_FRAMES):]
+        return torch.cat(out) if out else torch.zeros(0)
+
+    def _streamed_logits(self, final: bool) -> torch.Tensor:
+        # The convolutions, a chunk at a time, as ``_stream_window`` feeds a window.
+        while len(self.pending) >= _CHUNK_FRAMES or (final and self.pending):
+            chunk, self.pending = self.pending[:_CHUNK_FRAMES], self.pending[_CHUNK_FRAMES:]
+            uint8 = torch.from_numpy(np.stack(chunk))
+            colour = self.detector.model.color_hist_layer.compute_color_histograms(uint8[None])[0]
+            self.histograms = torch.cat([self.histograms, colour])
+            self._push_through_blocks(uint8.float().div_(255.0))
+        if final:
+            tail = None
+            for block in self.blocks:
+                parts = [block.push(tail) if tail is not None else None, block.finish()]
+                parts = [p for p in parts if p is not None]
+                tail = torch.cat(parts) if len(parts) > 1 else (parts[0] if parts else None)
+            if tail is not None:
+                self._add_features(tail)
+        self._embed_new_frames()
+        known = self.embedded_total  # padded frames with an embedding
+        end = known if final else known - _BAND  # frames whose whole lookup window is known
+        if end <= self.next_logit:
+            return torch.zeros(0)
+        logits = self._logits(self.next_logit, end, padded_total=known if final else None)
+        self.next_logit = end
+        keep = max(0, self.next_logit - _BAND - self.base)  # rows the next frames' lookup windows still need
+        self.embedded, self.histograms, self.base = self.embedded[keep:], self.histograms[keep:], self.base + keep
+        return logits
+
+    def _push_through_blocks(self, x: torch.Tensor) -> None:
+        for block in self.blocks:
+            x = block.push(x)
+            if x is None:
+                return
+        self._add_features(x)
+
+    def _add_features(self, x: torch.Tensor) -> None:
+        self.features.append(x.reshape(len(x), -1))  # [n, 6 * 3 * 256], the model's flattening order
+        self.featured += len(x)
+
+    def _embed_new_frames(self) -> None:
+        """Project the channel means of every frame the last block has emitted (each block's means are per frame
+        in order; earlier blocks are ahead of the last one)."""
+        new = self.featured - self.embedded_total
+        if new <= 0:
+            return
+        means = []
+        for index, block in enumerate(self.blocks):
+            held = torch.cat([self.unembedded_means[index], *block.means])
+            block.means = []
+            means.append(held[:new])
+            self.unembedded_means[index] = held[new:]
+        similarity = self.detector.model.frame_sim_layer
+        embedded = functional.normalize(similarity.projection(torch.cat(means, 1)), p=2, dim=1)
+        self.embedded = torch.cat([self.embedded, embedded])
+        self.embedded_total += new
+
+    def _logits(self, start: int, end: int, padded_total: int | None) -> torch.Tensor:
+        """Logits of padded frames [start, end): their features, and their banded similarities over the held rows
+        (zeros before the video's first padded frame and, once it has ended, after its last)."""
+        model = self.detector.model
+        features = torch.cat(self.features) if len(self.features) > 1 else self.features[0]
+        consumed = start - (self.featured - len(features))
+        x = features[consumed : consumed + end - start]
+        self.features = [features[consumed + end - start:]]
+        similarities = functional.relu(model.frame_sim_layer.fc(self._band(self.embedded, start, end)))
+        colours = functional.relu(model.color_hist_layer.fc(self._band(self.histograms[: len(self.embedded)], start, end)))
+        hidden = functional.relu(model.fc1(torch.cat([colours, similarities, x], 1)))
+        return model.cls_layer1(hidden)[:, 0]
+
+    def _band(self, rows: torch.Tensor, start: int, end: int) -> torch.Tensor:
+        """``[end - start, 101]``: each frame's dot products with its neighbours; rows hold padded frames from
+        ``self.base``, and what lies outside them is zero (before the start, or past the end once finished)."""
+        lo, hi = start - _BAND - self.base, end + _BAND - self.base
+        segment = rows[max(lo, 0) : min(hi, len(rows))]
+        segment = functional.pad(segment, (0, 0, max(0, -lo), max(0, hi - len(rows))))
+        neighbours = segment.unfold(0, 2 * _BAND + 1, 1)  # [end - start, D, 101]
+        return torch.einsum("td,tdk->tk", rows[start - self.base : end - self.base], neighbours)
 
 
 def reference_transition_probabilities(model, frames: np.ndarray) -> np.ndarray:
