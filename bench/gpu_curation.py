@@ -12,12 +12,12 @@ Then, in this one process, stage by stage:
     time as the ``video_clips_and_scores`` asset runs it today, with TransNetV2 on the GPU (the baseline, on the first
     ``--baseline-files`` files), then through ``curation.parallel.split_in_parallel`` on the same files (rows and bytes
     compared) and on the whole corpus (the figure), and optionally with other worker counts;
-(b) SigLIP so400m-patch14-384 video embeddings of every clip, frames sampled as ``clip_embeddings`` samples them
-    (``sample_frames``, 8 frames a clip, 448 px), in the asset's order (decode, then embed, 8 clips a call) and with
-    the frames decoded by a process pool ahead of the GPU;
+(b) SigLIP so400m-patch14-384 video embeddings of every clip as ``clip_embeddings`` makes them: per 8 clips, one
+    decode of each clip's proxy (``clip_frames.clip_frame_set``) gives its 8 frames (``pick_samples``) and its
+    perceptual hashes, then one embedder call;
 (c) Reason captions (Qwen2.5-VL-7B architecture, ``TransformersVLM`` with its default ``VLMSpeedups``) of a subset of
-    clips over 256-frame windows sampled at 2 fps (``captions.caption_windows`` / ``sample_frames`` / ``vlm_captions``
-    with the ``clip_captions`` asset's settings): per clip as the asset calls it, and with windows of several clips
+    clips over 256-frame windows at 2 fps (``captions.caption_windows``, frames picked from the clip's proxy,
+    ``vlm_captions`` with the ``clip_captions`` asset's settings): per clip as the asset calls it, and with windows of several clips
     in one batch.
 
 Every model is a real-size architecture with random weights (speed does not depend on weight values): captions are
@@ -36,9 +36,7 @@ transformers 5.24.0. Packed with ``tar c <package dirs> <dist-info dirs> | xz -9
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
 import hashlib
-import itertools
 import json
 import multiprocessing
 import os
@@ -61,19 +59,21 @@ from gpu_backends import random_checkpoint, reason1_7b_config  # noqa: E402
 
 from cosmos_assets.common.artefacts import LocalStore  # noqa: E402
 from cosmos_assets.curation import captions as captioning  # noqa: E402
+from cosmos_assets.curation.clip_frames import clip_frame_set  # noqa: E402
 from cosmos_assets.curation.clips import TranscodeConfig  # noqa: E402
+from cosmos_assets.curation.frame_hashes import clip_hashes_of_frames  # noqa: E402
 from cosmos_assets.curation.parallel import default_workers, split_in_parallel, transnet_loader  # noqa: E402
 from cosmos_assets.curation.pipeline import split_videos  # noqa: E402
 from cosmos_assets.curation.probe import probe_video  # noqa: E402
 from cosmos_assets.curation.shots import SplitConfig  # noqa: E402
-from cosmos_assets.models.frames import sample_frames  # noqa: E402
+from cosmos_assets.models.frames import pick_samples  # noqa: E402
 from cosmos_assets.models.vlm import CAPTION_SETTINGS, GenerationSettings  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "cosmos_assets" / "samples"
 CORPUS_SAMPLES = ("asl_again.mkv", "asl_book.mkv", "asl_walk.mkv", "bottle_conveyor.mp4", "dashcam_solid_white_right.mp4")
-EMBEDDING_FRAMES, EMBEDDING_BATCH, EMBEDDING_SIDE = 8, 8, 448  # clip_embeddings' defaults (EmbeddingConfig)
-CAPTION_SIDE, CAPTION_BATCH = 448, 4  # clip_captions: sample_frames(max_side=448), CaptionConfig.batch_size
+EMBEDDING_FRAMES, EMBEDDING_BATCH = 8, 8  # clip_embeddings' defaults (EmbeddingConfig)
+CAPTION_BATCH = 4  # clip_captions' CaptionConfig.batch_size
 
 RESULTS: dict = {"stages": {}}
 OUT_PATH: Path | None = None  # written after every stage: a run stopped at its time limit keeps what it measured
@@ -317,31 +317,19 @@ def build_vlm(tiny: bool, models: Path):
 # --- stages (b) and (c) -------------------------------------------------------------------------------
 
 
-def embedding_rate(clip: dict) -> float:
-    return max(EMBEDDING_FRAMES / max(clip["duration_s"], 1e-3), 0.1)  # as clip_embeddings asks sample_frames
-
-
-def embed_as_the_asset(embedder, clips: list[dict]) -> int:
-    """clip_embeddings' video part: per 8 clips, sample each clip's frames, then one embedder call."""
-    vectors = 0
+def embed_as_the_asset(embedder, store: LocalStore, clips: list[dict]) -> dict:
+    """clip_embeddings' video part: per 8 clips, one decode of each clip's proxy gives its 8 embedding frames and its
+    perceptual hashes, then one embedder call (its text embeddings, MiniLM over the captions, are not run here)."""
+    vectors = hashes = 0
     for start in range(0, len(clips), EMBEDDING_BATCH):
-        chunk = clips[start:start + EMBEDDING_BATCH]
-        frames = [sample_frames(c["path"], embedding_rate(c), EMBEDDING_FRAMES, max_side=EMBEDDING_SIDE).frames for c in chunk]
+        frames = []
+        for clip in clips[start:start + EMBEDDING_BATCH]:
+            frame_set = clip_frame_set(store, clip)
+            rate = max(EMBEDDING_FRAMES / max(clip["duration_s"], 1e-3), 0.1)
+            frames.append(pick_samples(frame_set, rate, EMBEDDING_FRAMES).frames)
+            hashes += bool(clip_hashes_of_frames(frame_set, clip["duration_s"]).encode())
         vectors += len(embedder.embed_videos(frames).vectors)
-    return vectors
-
-
-def embed_with_decode_pool(embedder, clips: list[dict], processes: int) -> int:
-    """The same calls, the frames sampled by ``processes`` processes ahead of the GPU (decode overlaps embedding)."""
-    vectors = 0
-    context = multiprocessing.get_context("forkserver")  # this process holds CUDA: no fork
-    with concurrent.futures.ProcessPoolExecutor(processes, mp_context=context) as pool:
-        sampled = pool.map(sample_frames, [c["path"] for c in clips], [embedding_rate(c) for c in clips],
-                           itertools.repeat(EMBEDDING_FRAMES), itertools.repeat(0.0), itertools.repeat(None),
-                           itertools.repeat(EMBEDDING_SIDE))
-        while chunk := [s.frames for s in itertools.islice(sampled, EMBEDDING_BATCH)]:
-            vectors += len(embedder.embed_videos(chunk).vectors)
-    return vectors
+    return {"vectors": vectors, "frame_hashes": hashes}
 
 
 def caption_settings(tiny: bool) -> GenerationSettings:
@@ -351,28 +339,30 @@ def caption_settings(tiny: bool) -> GenerationSettings:
     return GenerationSettings(**{**settings.__dict__, "min_new_tokens": settings.max_new_tokens})
 
 
-def clip_windows(clip: dict) -> list[tuple[np.ndarray, float]]:
-    """A clip's caption windows (256 source frames each) sampled at 2 fps, as clip_captions samples them."""
+def clip_windows(store: LocalStore, clip: dict) -> list[tuple[np.ndarray, float]]:
+    """A clip's caption windows (256 source frames each) at 2 fps, picked from one decode of its proxy as
+    clip_captions picks them."""
     windows = captioning.caption_windows(clip["duration_s"], clip["fps"], captioning.WINDOW_FRAMES)
-    sampled = [sample_frames(clip["path"], captioning.SAMPLE_FPS, captioning.WINDOW_FRAMES, w.start_s, w.end_s + 1e-3,
-                             max_side=CAPTION_SIDE) for w in windows]
-    return [(s.frames, s.fps) for s in sampled]
+    frame_set = clip_frame_set(store, clip)
+    picked = [pick_samples(frame_set, captioning.SAMPLE_FPS, captioning.WINDOW_FRAMES, w.start_s, w.end_s + 1e-3)
+              for w in windows]
+    return [(p.frames, p.fps) for p in picked]
 
 
-def caption_per_clip(vlm, clips: list[dict], settings: GenerationSettings) -> dict:
-    """As clip_captions: per clip, its windows sampled, then vlm_captions over them (4 windows a call)."""
+def caption_per_clip(vlm, store: LocalStore, clips: list[dict], settings: GenerationSettings) -> dict:
+    """As clip_captions: per clip, its windows picked, then vlm_captions over them (4 windows a call)."""
     windows, frames, texts = 0, 0, []
     for clip in clips:
-        sampled = clip_windows(clip)
+        sampled = clip_windows(store, clip)
         windows += len(sampled)
         frames += sum(len(f) for f, _ in sampled)
         texts += captioning.vlm_captions(vlm, sampled, captioning.DEFAULT_PROMPT, settings, CAPTION_BATCH)
     return {"windows": windows, "frames_to_vlm": frames, "captions": len(texts)}
 
 
-def caption_across_clips(vlm, clips: list[dict], settings: GenerationSettings, batch: int) -> dict:
+def caption_across_clips(vlm, store: LocalStore, clips: list[dict], settings: GenerationSettings, batch: int) -> dict:
     """The same windows, ``batch`` windows of any clips in one vlm_captions call."""
-    sampled = [window for clip in clips for window in clip_windows(clip)]
+    sampled = [window for clip in clips for window in clip_windows(store, clip)]
     texts = captioning.vlm_captions(vlm, sampled, captioning.DEFAULT_PROMPT, settings, batch)
     return {"windows": len(sampled), "captions": len(texts)}
 
@@ -397,9 +387,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=None, help="split workers (default: curation.parallel.default_workers)")
     parser.add_argument("--sweep", default="", help="other worker counts to time on the whole corpus, e.g. 4,12")
     parser.add_argument("--caption-clips", type=int, default=16, help="clips captioned as the asset does (per clip)")
-    parser.add_argument("--batched-caption-clips", type=int, default=16, help="clips captioned with windows across clips batched")
+    parser.add_argument("--batched-caption-clips", type=int, default=32, help="clips captioned with windows across clips batched")
     parser.add_argument("--caption-batch", type=int, default=8, help="windows per call in the batched caption stage")
-    parser.add_argument("--decode-processes", type=int, default=None, help="frame-sampling processes in stage (b2)")
     parser.add_argument("--budget-s", type=float, default=1e9, help="optional stages start only before this many seconds")
     parser.add_argument("--tiny", action="store_true", help="CPU check of the whole path: tiny models, TransNetV2 on the CPU")
     parser.add_argument("--fixed-stride", action="store_true", help="CPU check: split at a fixed stride, no detector")
@@ -463,18 +452,12 @@ def run(args) -> None:
         clips = run_split(record, split_in_parallel(videos, corpus_store, split, transcode, load_detector, workers))
     del detector
     clips.sort(key=lambda c: (c["source_name"], c["start_frame"]))
-    for clip in clips:
-        clip["path"] = str(corpus_store.local_path(clip["path"]))
 
     with stage("model_build_siglip"):
         embedder = build_siglip(args.tiny, work / "models")
-        embed_as_the_asset(embedder, clips[:EMBEDDING_BATCH])  # warm-up: kernels, allocator
-    with stage("b1_embed_as_the_asset", clips=len(clips)) as record:
-        record["vectors"] = embed_as_the_asset(embedder, clips)
-    if time.perf_counter() - began < args.budget_s:
-        processes = args.decode_processes or cores
-        with stage("b2_embed_decode_pool", clips=len(clips), processes=processes) as record:
-            record["vectors"] = embed_with_decode_pool(embedder, clips, processes)
+        embed_as_the_asset(embedder, corpus_store, clips[:EMBEDDING_BATCH])  # warm-up: kernels, allocator
+    with stage("b_embed_as_the_asset", clips=len(clips)) as record:
+        record.update(embed_as_the_asset(embedder, corpus_store, clips))
     del embedder
     torch.cuda.empty_cache() if cuda else None
 
@@ -482,19 +465,19 @@ def run(args) -> None:
     with stage("model_build_vlm"):
         vlm = build_vlm(args.tiny, work / "models")
         # Warm-up: CUDA graphs of the decode step for one window and for a full batch, kernels, allocator.
-        warm = clip_windows(clips[0])[:1]
+        warm = clip_windows(corpus_store, clips[0])[:1]
         captioning.vlm_captions(vlm, warm, captioning.DEFAULT_PROMPT, settings, CAPTION_BATCH)
         captioning.vlm_captions(vlm, warm * args.caption_batch, captioning.DEFAULT_PROMPT, settings, args.caption_batch)
     RESULTS["caption_settings"] = settings.__dict__ | {"window_frames": captioning.WINDOW_FRAMES,
-                                                       "sample_fps": captioning.SAMPLE_FPS, "max_side": CAPTION_SIDE,
+                                                       "sample_fps": captioning.SAMPLE_FPS,
                                                        "speedups": vlm.speedups.__dict__, "sizing": vlm.sizing.__dict__}
     caption_clips = spread(clips, args.caption_clips)
     with stage("c1_captions_per_clip_as_the_asset", clips=len(caption_clips), batch=CAPTION_BATCH) as record:
-        record.update(caption_per_clip(vlm, caption_clips, settings))
+        record.update(caption_per_clip(vlm, corpus_store, caption_clips, settings))
     if time.perf_counter() - began < args.budget_s and args.batched_caption_clips:
         batched_clips = spread(clips, args.batched_caption_clips)
         with stage("c2_captions_windows_batched_across_clips", clips=len(batched_clips), batch=args.caption_batch) as record:
-            record.update(caption_across_clips(vlm, batched_clips, settings, args.caption_batch))
+            record.update(caption_across_clips(vlm, corpus_store, batched_clips, settings, args.caption_batch))
     del vlm
     # Other worker counts last: the figures above come first when the time runs short.
     for count in [int(c) for c in args.sweep.split(",") if c]:
@@ -516,7 +499,7 @@ def summarise(corpus_s: float, baseline_s: float, workers: int) -> None:
         return stages.get(name, {}).get("seconds") if "error" not in stages.get(name, {"error": 1}) else None
 
     a1, a2, a3 = seconds("a1_split_sequential_baseline_files"), seconds("a2_split_parallel_baseline_files"), seconds("a3_split_parallel_corpus")
-    b1, b2 = seconds("b1_embed_as_the_asset"), seconds("b2_embed_decode_pool")
+    b = seconds("b_embed_as_the_asset")
     c1, c2 = seconds("c1_captions_per_clip_as_the_asset"), seconds("c2_captions_windows_batched_across_clips")
     clips = stages.get("a3_split_parallel_corpus", {}).get("clips") or 0
     summary = {"corpus_minutes": round(corpus_s / 60, 2), "clips": clips, "workers": workers}
@@ -528,21 +511,14 @@ def summarise(corpus_s: float, baseline_s: float, workers: int) -> None:
         summary["split_parallel_vs_sequential_rate"] = round((corpus_s / a3) / (baseline_s / a1), 2)
         # The sequential split's time over the whole corpus at its measured rate: the asset as it runs today.
         summary["sequential_corpus_estimate_s"] = round(a1 * corpus_s / baseline_s, 1)
-    if a3 and clips:
-        per_clip = {"split (parallel)": a3 / clips}
-        for label, embed in (("as the asset", b1), ("decode pool", b2)):
-            if embed:
-                summary[f"split_transcode_embed_clips_per_s[embed {label}]"] = round(clips / (a3 + embed), 3)
-                per_clip[f"embed ({label})"] = embed / clips
+    if a3 and clips and b:
+        summary["split_transcode_embed_clips_per_s[parallel split]"] = round(clips / (a3 + b), 3)
         if a1:
-            sequential_split = a1 * corpus_s / baseline_s
-            if b1:
-                summary["split_transcode_embed_clips_per_s[asset today: sequential split, embed as the asset]"] = round(
-                    clips / (sequential_split + b1), 3)
+            summary["split_transcode_embed_clips_per_s[sequential split, the asset today]"] = round(
+                clips / (a1 * corpus_s / baseline_s + b), 3)
+        per_clip = {"split + transcode (parallel)": a3 / clips, "embed": b / clips}
         summary["seconds_per_clip_by_stage"] = {k: round(v, 3) for k, v in per_clip.items()}
-        fastest_embed = min((v for k, v in per_clip.items() if k.startswith("embed")), default=0.0)
-        summary["split_embed_bottleneck"] = "split + transcode (CPU: decode and libx264)" if per_clip["split (parallel)"] > fastest_embed \
-            else "embedding (frame decode for SigLIP)"
+        summary["split_embed_bottleneck"] = max(per_clip, key=per_clip.get)
     for label, name, value in (("as the asset", "c1_captions_per_clip_as_the_asset", c1),
                                ("windows batched across clips", "c2_captions_windows_batched_across_clips", c2)):
         if value:
