@@ -2,10 +2,12 @@
 
 Every frame is decoded once. ``stream_split`` feeds each decoded frame both to the shot detector (as a 48x27
 picture) and to a short look-behind buffer (at the clip's size); a frame leaves the buffer as soon as
-``shots.StreamingClipPlanner`` knows which clip it belongs to, and is encoded into that clip right away. The buffer
-holds the detector's delay (``transnetv2.TransitionStream``: about 100-130 frames on the CPU, at most a window on a
-GPU) plus the trim at cuts (0.5 s), never a whole clip or video: about 200 MB at 720p, whatever the video's length,
-plus libx264's own look-ahead per open clip. ``cut_clips`` cuts at spans already known (a fixed stride, or the
+``shots.StreamingClipPlanner`` knows which clip it belongs to, and is encoded into that clip right away. The
+detector runs on its own thread, so detection overlaps decoding and encoding. The buffer holds the detector's delay
+(``transnetv2.TransitionStream``: about 100-130 frames on the CPU, at most a window on a GPU) plus the trim at cuts
+(0.5 s), and never more than ``MAX_BUFFERED_FRAMES`` (decoding waits for the detector there): at most ~350 MB of
+frames at 720p whatever the video's length, never a whole clip or video, plus libx264's own look-ahead per open
+clip (bench/RESULTS.md has the measured peak). ``cut_clips`` cuts at spans already known (a fixed stride, or the
 reference camera's spans for the other views of a multi-camera scene) in the same single pass.
 
 A few frames per second of each clip are measured while it is encoded (motion, sharpness, exposure, bars), and
@@ -22,7 +24,9 @@ from __future__ import annotations
 import collections
 import math
 import os
+import queue
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -330,6 +334,61 @@ def cut_clips(
     return results
 
 
+# The look-behind buffer's bound when the detector falls behind the decoder: decoding waits for it beyond this.
+MAX_BUFFERED_FRAMES = 256
+
+
+class _DetectorThread:
+    """The detector's stream on its own thread, so shot detection overlaps decoding and encoding (torch and
+    libav both run without the GIL): chunks go in, probabilities come out in order, errors come out too."""
+
+    def __init__(self, transitions):
+        self.transitions = transitions
+        self.inbox: queue.Queue = queue.Queue()
+        self.outbox: queue.Queue = queue.Queue()
+        self.pending = 0  # submissions not yet answered
+        self.thread = threading.Thread(target=self._run, name="shot-detector", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while True:
+            chunk = self.inbox.get()
+            if chunk is _STOP:
+                return
+            try:
+                self.outbox.put(self.transitions.finish() if chunk is _FINISH else self.transitions.push(chunk))
+            except BaseException as error:  # handed to the decoding thread, which raises it
+                self.outbox.put(error)
+                return
+
+    def submit(self, chunk) -> None:
+        self.pending += 1
+        self.inbox.put(chunk)
+
+    def ready(self, wait: bool = False) -> np.ndarray:
+        """Probabilities finished so far (at least one answer's when ``wait``), in frame order."""
+        answers = []
+        while self.pending and (wait and not answers or not self.outbox.empty()):
+            answers.append(self.outbox.get())
+            self.pending -= 1
+            if isinstance(answers[-1], BaseException):
+                raise answers[-1]
+        return np.concatenate(answers) if answers else np.zeros(0, np.float32)
+
+    def drain(self) -> np.ndarray:
+        parts = []
+        while self.pending:
+            parts.append(self.ready(wait=True))
+        return np.concatenate(parts) if parts else np.zeros(0, np.float32)
+
+    def close(self) -> None:
+        self.inbox.put(_STOP)
+        self.thread.join()
+
+
+_FINISH, _STOP = object(), object()
+
+
 def stream_split(
     source: str | os.PathLike,
     detector,
@@ -341,15 +400,15 @@ def stream_split(
     staging: Path | None = None,
     stats: dict | None = None,
 ) -> list[ClipResult]:
-    """Split a video at its shots in one decode: every frame goes to the detector's stream (``detector.stream()``)
-    and waits in a look-behind buffer until ``planner`` says which clip it is in; clips are encoded as their frames
-    are decided. ``destination_for(span)`` names a kept clip's ``ClipFiles``; ``staging`` holds the files being
+    """Split a video at its shots in one decode: every frame goes to the detector's stream (``detector.stream()``, on
+    a thread of its own, so detection overlaps decoding and encoding) and waits in a look-behind buffer until
+    ``planner`` says which clip it is in; clips are encoded as their frames are decided. ``destination_for(span)`` names a kept clip's ``ClipFiles``; ``staging`` holds the files being
     written; ``stats`` (a dict) gets ``max_buffered_frames``, the most frames the look-behind buffer held. Errors as
     ``cut_clips``; no partial clip is left behind."""
     results: list[ClipResult] = []
     buffer: collections.deque = collections.deque()  # (index, time, prepared frame) not yet decided
     small: list[np.ndarray] = []
-    transitions = detector.stream()
+    detections = _DetectorThread(detector.stream())
     with av.open(str(source)) as container:
         stream = primary_video_stream(container)
         stream.thread_type = "AUTO"
@@ -382,14 +441,21 @@ def stream_split(
                 most = max(most, len(buffer))
                 small.append(frames.small_rgb(frame))
                 if len(small) == 32:
-                    follow(planner.push(transitions.push(np.stack(small))))
+                    detections.submit(np.stack(small))
                     small = []
-            tail = transitions.push(np.stack(small)) if small else np.zeros(0, np.float32)
-            follow(planner.push(np.concatenate([tail, transitions.finish()])))
+                follow(planner.push(detections.ready()))
+                while len(buffer) >= MAX_BUFFERED_FRAMES and detections.pending:  # the detector is far behind: wait
+                    follow(planner.push(detections.ready(wait=True)))
+            if small:
+                detections.submit(np.stack(small))
+            detections.submit(_FINISH)
+            follow(planner.push(detections.drain()))
             follow(planner.finish())
         except BaseException:
             writer.abort()
             raise
+        finally:
+            detections.close()
     if stats is not None:
         stats["max_buffered_frames"] = most
     return results
