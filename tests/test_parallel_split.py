@@ -129,3 +129,26 @@ def test_a_worker_loads_the_real_shot_detector_and_cuts_at_its_shots(tmp_path, s
     ((_, parallel_rows, parallel_error, _),) = split_in_parallel(videos, parallel_store, split, SMALL, load, workers=2)
     assert error is None and parallel_error is None and rows and rows[0]["shot_model"] == "TransNetV2"
     assert comparable(parallel_store, parallel_rows) == comparable(sequential_store, rows)
+
+
+def test_the_clip_pool_reads_each_clip_as_clip_embeddings_does(tmp_path, batch):
+    """clip_embedding_inputs in clip_work_pool processes: the embedding frames and perceptual hashes of every clip,
+    in the clips' order, equal to the same reads done here one clip at a time."""
+    import functools
+
+    import numpy as np
+
+    from cosmos_assets.curation.clip_frames import clip_frame_set
+    from cosmos_assets.curation.frame_hashes import clip_hashes_of_frames
+    from cosmos_assets.curation.parallel import clip_embedding_inputs, clip_work_pool
+    from cosmos_assets.models.frames import pick_samples
+
+    store = LocalStore(tmp_path / "store")
+    clips = [row for _, rows, _, _ in split_videos(batch[:2], store, STRIDE, SMALL, None) for row in rows]
+    with clip_work_pool(2) as pool:
+        pooled = list(pool.map(functools.partial(clip_embedding_inputs, store, frames_per_clip=4), clips))
+    assert len(pooled) == len(clips) > 2
+    for clip, (frames, hashes) in zip(clips, pooled):
+        frame_set = clip_frame_set(store, clip)
+        np.testing.assert_array_equal(frames, pick_samples(frame_set, 4 / clip["duration_s"], 4).frames)
+        assert len(frames) and hashes == clip_hashes_of_frames(frame_set, clip["duration_s"]).encode()

@@ -19,11 +19,16 @@ worker's detection overlap the others' decoding and encoding.
   completion order, not input order. Longer videos are handed out first so the batch does not wait on one long
   video started last.
 
+The CPU part of embedding clips is per clip and single-threaded too (one decode of the proxy, perceptual hashes):
+``clip_embedding_inputs`` is that part for one clip, and ``clip_work_pool`` the processes that run it for many clips
+ahead of the GPU.
+
 No Dagster here: the ``video_clips_and_scores`` asset iterates ``split_in_parallel`` as it iterates ``split_videos``.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
 import multiprocessing
 import os
@@ -33,25 +38,26 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import wait
 
+import numpy as np
+
 from cosmos_assets.common.artefacts import ArtefactStore
+from cosmos_assets.curation.clip_frames import clip_frame_set
 from cosmos_assets.curation.clips import TranscodeConfig
+from cosmos_assets.curation.frame_hashes import clip_hashes_of_frames
 from cosmos_assets.curation.pipeline import split_video, split_videos
 from cosmos_assets.curation.scenes import scene_groups
 from cosmos_assets.curation.shots import SplitConfig, Span
+from cosmos_assets.models.frames import pick_samples
 
 WORKER_CRASHED = "SplitWorkerCrashed"
 SCENE_REFERENCE_FAILED = "SceneReferenceFailed"  # the class pipeline.split_videos gives views of a failed reference
 
 
 def default_workers(cores: int | None = None) -> int:
-    """About half the cores: each worker's encoder and decoder are themselves threaded (4 encoder frame threads plus
-    the decoder's), so one worker per core oversubscribes the CPU (bench/gpu_curation.py measures the choice)."""
-    if cores is None:
-        try:
-            cores = len(os.sched_getaffinity(0))  # what this process may use (containers, taskset)
-        except AttributeError:
-            cores = os.cpu_count() or 1
-    return max(1, cores // 2)
+    """Three quarters of the cores. Each worker's encoder and decoder are themselves threaded (4 libx264 frame threads
+    plus the decoder's), yet one worker keeps only about two cores busy: on a 16-core H200 node 12 workers split
+    10.7 minutes of 720p in 39 s, 8 in 43 s and 4 in 47 s (bench/GPU_RESULTS.md, "GPU curation node")."""
+    return max(1, (cores or _cores()) * 3 // 4)
 
 
 def transnet_loader(device: str = "auto", bf16: bool = True) -> Callable:
@@ -59,6 +65,32 @@ def transnet_loader(device: str = "auto", bf16: bool = True) -> Callable:
     from cosmos_assets.models.transnetv2 import TransNetV2ShotDetector
 
     return functools.partial(TransNetV2ShotDetector, device=device, bf16=bf16)
+
+
+def clip_embedding_inputs(store: ArtefactStore, clip: dict, frames_per_clip: int = 8) -> tuple[np.ndarray, str]:
+    """What ``clip_embeddings`` reads of one clip, from one decode of its proxy: the ``frames_per_clip`` frames spread
+    over it for the video embedder, and its encoded perceptual hashes (the CPU part of embedding a clip)."""
+    frame_set = clip_frame_set(store, clip)
+    rate = max(frames_per_clip / max(clip["duration_s"], 1e-3), 0.1)
+    return pick_samples(frame_set, rate, frames_per_clip).frames, clip_hashes_of_frames(frame_set, clip["duration_s"]).encode()
+
+
+def clip_work_pool(workers: int | None = None) -> concurrent.futures.ProcessPoolExecutor:
+    """Processes for per-clip CPU work (``clip_embedding_inputs``), started from the forkserver like the split's workers
+    (never forked from a process that holds CUDA). Its ``map`` keeps the clips' order and runs ahead of the consumer,
+    so the GPU embeds one chunk while the next clips are decoded and hashed. On a 16-core node all cores: one
+    clip's work is single-threaded."""
+    return concurrent.futures.ProcessPoolExecutor(workers or _cores(), mp_context=_context())
+
+
+def _context(start_method: str | None = None):
+    """``forkserver`` where there is one (a clean process that never touched CUDA forks the workers, cheaply), else
+    ``spawn``."""
+    start_method = start_method or ("forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn")
+    context = multiprocessing.get_context(start_method)
+    if start_method == "forkserver":
+        context.set_forkserver_preload([__name__])  # the forkserver imports av, cv2 and torch once for all workers
+    return context
 
 
 @dataclass
@@ -146,10 +178,7 @@ def split_in_parallel(
     if not units:
         return
     count = max(1, min(workers or default_workers(), len(units)))
-    start_method = start_method or ("forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn")
-    context = multiprocessing.get_context(start_method)
-    if start_method == "forkserver":
-        context.set_forkserver_preload([__name__])  # the forkserver imports av, cv2 and torch once for all workers
+    context = _context(start_method)
     threads = max(1, _cores() // count)
 
     def start() -> _Worker:
