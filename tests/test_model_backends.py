@@ -127,6 +127,29 @@ def test_a_model_is_loaded_once_per_process_until_released():
     assert len(cache) == 0
 
 
+def test_two_models_load_at_the_same_time_and_one_key_loads_once():
+    """A step loads its text model on a thread while it loads its video model: neither waits for the other."""
+    import threading
+
+    cache, started, release, loads = ModelCache(), threading.Event(), threading.Event(), []
+
+    def slow():
+        started.set()
+        release.wait(10)
+        loads.append("slow")
+        return "slow model"
+
+    threads = [threading.Thread(target=cache.get, args=("slow", slow)) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    assert started.wait(10)
+    assert cache.get("fast", lambda: "fast model") == "fast model"  # while "slow" is still loading
+    release.set()
+    for thread in threads:
+        thread.join(10)
+    assert loads == ["slow"] and cache.get("slow", slow) == "slow model"
+
+
 # --- vision-language model ----------------------------------------------------------------------
 
 

@@ -4,6 +4,7 @@ collection deduplicated_clips and the versioned curated_dataset."""
 
 import io
 import json
+from concurrent.futures import ThreadPoolExecutor
 
 import dagster as dg
 import numpy as np
@@ -179,7 +180,12 @@ def clip_embeddings(
     rows ``deduplicated_clips`` upserts by clip id into the LanceDB table of the video model, and the clip's
     perceptual frame hashes for its near-exact stage. Embedding runs on
     many GPUs at once; LanceDB gets one writer (see vector_store)."""
-    video, text = embedders.video(), embedders.text()
+    # The text model loads on a thread while the first clips' frames are decoded, hashed and embedded: its loading
+    # is mostly importing transformers' modelling code, seconds a fresh step process would otherwise wait for.
+    loading = ThreadPoolExecutor(1, thread_name_prefix="text-embedder")
+    text_model = loading.submit(embedders.text)
+    loading.shutdown(wait=False)
+    video = embedders.video()
     captions = _current_captions(clip_captions)
     scores = {r["clip_id"]: r for r in clip_scores.to_dicts()}
     clips = filtered_clips.filter(pl.col("kept")).to_dicts()
@@ -197,6 +203,7 @@ def clip_embeddings(
         chunk_captions = [captions.get(c["clip_id"]) for c in chunk]
         texts = [captioning.join_window_captions([w["caption"] for _, w in sorted(entry["windows"].items())]) if entry else ""
                  for entry in chunk_captions]
+        text = text_model.result()
         text_vectors = text.embed_texts(texts)
         for clip, video_vector, text_vector, caption_text, entry, clip_hash in zip(chunk, video_vectors, text_vectors, texts,
                                                                                   chunk_captions, hashes):
@@ -215,6 +222,7 @@ def clip_embeddings(
                 "frame_hashes": clip_hash,
             })
         context.log.info(f"embedded {min(start + config.clips_per_batch, len(clips))}/{len(clips)} clips")
+    text = text_model.result()
     name = table_name(video.name, video.dim)
     table = _table([{**row, "lancedb_table": name} for row in rows], CLIP_EMBEDDINGS)
     return dg.Output(table, metadata={

@@ -41,12 +41,24 @@ class ModelCache:
     def __init__(self) -> None:
         self._models: dict[Hashable, Any] = {}
         self._lock = threading.Lock()
+        self._loading: dict[Hashable, threading.Lock] = {}  # one lock per key being loaded
 
     def get(self, key: Hashable, load: Callable[[], Any]) -> Any:
+        """The model under ``key``, loaded once. Two threads asking for one key load it once; different keys load
+        at the same time (a step loads its text model on a thread while it loads and runs its video model)."""
         with self._lock:
-            if key not in self._models:
-                self._models[key] = load()
-            return self._models[key]
+            if key in self._models:
+                return self._models[key]
+            loading = self._loading.setdefault(key, threading.Lock())
+        with loading:
+            with self._lock:
+                if key in self._models:
+                    return self._models[key]
+            model = load()
+            with self._lock:
+                self._models[key] = model
+                self._loading.pop(key, None)
+            return model
 
     def __contains__(self, key: Hashable) -> bool:
         return key in self._models
