@@ -14,7 +14,8 @@ Then, in this one process, stage by stage:
     compared) and on the whole corpus (the figure), and optionally with other worker counts;
 (b) SigLIP so400m-patch14-384 video embeddings of every clip as ``clip_embeddings`` makes them: per 8 clips, one
     decode of each clip's proxy (``clip_frames.clip_frame_set``) gives its 8 frames (``pick_samples``) and its
-    perceptual hashes, then one embedder call;
+    perceptual hashes, then one embedder call; and the same with each clip's decode and hashes in
+    ``parallel.clip_work_pool`` processes running ahead of the embedder;
 (c) Reason captions (Qwen2.5-VL-7B architecture, ``TransformersVLM`` with its default ``VLMSpeedups``) of a subset of
     clips over 256-frame windows at 2 fps (``captions.caption_windows``, frames picked from the clip's proxy,
     ``vlm_captions`` with the ``clip_captions`` asset's settings): per clip as the asset calls it, and with windows of several clips
