@@ -1,18 +1,19 @@
-"""Issue 18, item 3: Predict2 past the bf16 floor. The generator's default switches beside FP8 matrix products
-(``GeneratorSpeedups.fp8``), the first-block step cache (``step_cache``) and both, in one process on one GPU, through
-``VideoGenerator`` (the class the assets use), with the Predict2-2B Video2World architecture and RANDOM weights.
+"""Issue 18, item 3: Predict2 past the bf16 floor. The bf16 path (the generator's switches with no approximation: the
+default before this bench) beside FP8 matrix products (``GeneratorSpeedups.fp8``), the first-block step cache
+(``step_cache``, the default since) and both, in one process on one GPU, through ``VideoGenerator`` (the class the
+assets use), with the Predict2-2B Video2World architecture and RANDOM weights.
 
     python bench/predict2_fp8.py --out $OUT/predict2_fp8.json      # --smoke: tiny sizes on the CPU, checks the script
 
 Speed, at 480p (432x768, 93 frames, 35 steps with CFG, 5 conditioning frames):
   one transformer pass per variant (the pipeline's own inputs, median of 3; FP8's error against an fp32 run), and a
-  whole video per variant (default, fp8, cache, fp8+cache) with a timer on every step and the cache's skipped passes.
-  720p (704x1280): one pass and a 2-step video per variant, extrapolated to 35 steps (outside the steps + 35 x the
-  step), default and fp8; a full 720p video takes minutes of device time.
+  whole video per variant (bf16, cache, fp8, fp8+cache) with a timer on every step and the cache's skipped passes.
+  720p (704x1280): one pass and a 2-step video, extrapolated to 35 steps (outside the steps + 35 x the step), bf16 and
+  fp8; with --full-720p also a whole 720p video with the resource's default switches (minutes of device time).
 Quality, on a reduced fixed set (labelled in the JSON: 8 prompts x 2 seeds, 33 frames at 192x336, the same 35 steps,
-  conditioning frames from the packaged sample videos): each variant's videos against the default's (PSNR over the
+  conditioning frames from the packaged sample videos): each variant's videos against the bf16 path's (PSNR over the
   generated frames, mean and min over videos; the Fréchet distance between their frames' EfficientNet-Lite0
-  features) and the same numbers for the default with another bf16 attention kernel (the noise floor). A variant can
+  features) and the same numbers for the bf16 path with another attention kernel (the noise floor). A variant can
   become a default only if its mean PSNR is within 3 dB of the floor's.
 
 Phases run in the order that compiles each (switches, shape) once: a change of attention kernel or of FP8 recompiles
@@ -127,25 +128,27 @@ class Bench:
         else:
             self.pipe = tiny_generators.build_random_generator("predict2", "2B", self.device, self.dtype)
         self.transformer = self.pipe.transformer
-        default = GeneratorSpeedups()  # what VideoGeneratorResource runs
-        resolved = default.resolved(self.device)
-        # The floor: the default with another bf16 attention kernel (the same arithmetic, other rounding).
+        # The reference: the resource's switches (GeneratorSpeedups' defaults) without the approximations.
+        bf16 = replace(GeneratorSpeedups(), fp8="off", step_cache="off")
+        resolved = bf16.resolved(self.device)
+        # The floor: the bf16 path with another attention kernel (the same arithmetic, other rounding).
         floor_attention = "flash" if resolved.attention in ("cudnn", "flash4") else "efficient"
         thresholds = [float(t) for t in args.cache_thresholds.split(",")]
         cache = dict(step_cache="first_block", step_cache_threshold=thresholds[0])
-        self.variants = {"default": default, "fp8": replace(default, fp8="on"), "cache": replace(default, **cache),
-                         "fp8+cache": replace(default, fp8="on", **cache),
-                         "floor": replace(default, attention=floor_attention),
-                         "fp8 fast accumulation": replace(default, fp8="on", fp8_fast_accum=True)}
+        self.variants = {"bf16": bf16, "fp8": replace(bf16, fp8="on"), "cache": replace(bf16, **cache),
+                         "fp8+cache": replace(bf16, fp8="on", **cache),
+                         "floor": replace(bf16, attention=floor_attention),
+                         "fp8 fast accumulation": replace(bf16, fp8="on", fp8_fast_accum=True),
+                         "resource default": GeneratorSpeedups()}
         self.extra_caches = [f"cache@{t:g}" for t in thresholds[1:]]  # other thresholds: quality and 480p speed
-        self.variants.update({name: replace(default, step_cache="first_block", step_cache_threshold=t)
+        self.variants.update({name: replace(bf16, step_cache="first_block", step_cache_threshold=t)
                               for name, t in zip(self.extra_caches, thresholds[1:])})
         self.sizes = {"480p": (93, 432, 768), "720p": (93, 704, 1280), "quality": tuple(args.quality_size)}
         if args.smoke:
             self.sizes = {"480p": (9, 48, 64), "720p": (9, 64, 96), "quality": (9, 32, 48)}
         report("predict2_fp8_setup", built_s=round(time.perf_counter() - start, 1), weights="random",
                model="Predict2-2B Video2World architecture" if not args.smoke else "tiny (smoke)",
-               default_resolved={"attention": resolved.attention, "compile": resolved.compile, "fp8": resolved.fp8},
+               bf16_resolved={"attention": resolved.attention, "compile": resolved.compile, "fp8": resolved.fp8},
                floor_attention=floor_attention, cache_thresholds=thresholds, sizes=self.sizes,
                steps=args.steps, guidance_scale=7.0, conditioning_frames=CONDITIONING)
         self.frames = {}
@@ -256,18 +259,18 @@ class Bench:
         durations = np.diff([begin] + ends)
         return seconds, durations, video, step_cache_stats(self.transformer)
 
-    def timed_video(self, variant: str, warm: bool = True) -> None:
+    def timed_video(self, variant: str, warm: bool = True, size: str = "480p") -> None:
         if warm:  # one-time costs outside the timing (compilation for this shape, VAE kernels)
-            self.video(variant, steps=1)
-        seconds, durations, video, cache = self.video(variant)
+            self.video(variant, size, steps=1)
+        seconds, durations, video, cache = self.video(variant, size)
         row = {"seconds": round(seconds, 2), "median_step_s": round(float(np.median(durations[1:])), 3),
                "first_step_s": round(float(durations[0]), 2),
                "outside_steps_s": round(seconds - float(durations.sum()), 2), "peak_GiB": gpu_speed.peak_gib(),
                "approximations": video.settings["approximations"], "shape": list(video.frames.shape)}
         if cache:
             row["step_cache_changes"] = cache["changes"]
-        report(f"video_480p[{variant}]", **row)
-        ROWS.append(("480p video", f"{variant}: {seconds:.1f} s" + (f" ({cache['skipped']}/{cache['passes']} passes cached)"
+        report(f"video_{size}[{variant}]", **row)
+        ROWS.append((f"{size} video", f"{variant}: {seconds:.1f} s" + (f" ({cache['skipped']}/{cache['passes']} passes cached)"
                                                                    if cache else "")))
 
     def extrapolated_720p(self, variant: str, inputs: dict) -> None:
@@ -304,16 +307,16 @@ class Bench:
         from cosmos_assets.models.embedders import load_efficientnet
         from cosmos_assets.models.feature_spaces import EFFICIENTNET_SPACE, frechet_distance
 
-        if "default" not in self.videos:
+        if "bf16" not in self.videos:
             return
         embedder = load_efficientnet(self.device)
         generated = {v: [video[CONDITIONING:] for video in videos] for v, videos in self.videos.items()}
         features = {v: embedder.frame_features(videos) for v, videos in generated.items()}
-        reference = self.videos["default"]
+        reference = self.videos["bf16"]
         seeds = self.args.seeds
         table = {}
         for variant, videos in self.videos.items():
-            if variant == "default":
+            if variant == "bf16":
                 continue
             psnr_generated = [psnr(a[CONDITIONING:], b[CONDITIONING:]) for a, b in zip(videos, reference)]
             psnr_all = [psnr(a, b) for a, b in zip(videos, reference)]
@@ -327,15 +330,15 @@ class Bench:
                 "psnr_db_mean_all_frames": round(float(np.mean(finite_all)), 2) if finite_all else None,
                 "mean_abs_grey_levels": round(float(np.mean([np.abs(a.astype(np.int16) - b).mean()
                                                               for a, b in zip(videos, reference)])), 3),
-                "frechet_distance": round(frechet_distance(features[variant], features["default"]), 4),
+                "frechet_distance": round(frechet_distance(features[variant], features["bf16"]), 4),
                 "cached_passes": (f"{sum(s for s, _ in self.cache_counts[variant])}/"
                                   f"{sum(p for _, p in self.cache_counts[variant])}") if self.cache_counts[variant] else None}
-        # The scale of a real difference: the default's seed-0 videos against its seed-1 videos (other samples).
+        # The scale of a real difference: the bf16 path's seed-0 videos against its seed-1 videos (other samples).
         scale = {}
         if seeds > 1:
-            by_seed = [embedder.frame_features([v for i, v in enumerate(generated["default"]) if i % seeds == s])
+            by_seed = [embedder.frame_features([v for i, v in enumerate(generated["bf16"]) if i % seeds == s])
                        for s in (0, 1)]
-            scale["frechet_distance_default_seed0_vs_seed1"] = round(frechet_distance(*by_seed), 4)
+            scale["frechet_distance_bf16_seed0_vs_seed1"] = round(frechet_distance(*by_seed), 4)
         frames_std = float(np.mean([v[CONDITIONING:].std() for v in reference]))
         floor = table.get("floor")
         verdict = {}
@@ -346,15 +349,15 @@ class Bench:
                     verdict[variant] = ("within 3 dB of the floor: may be a default" if within else
                                         "more than 3 dB below the floor: stays a switch, off by default")
         frames, height, width = self.sizes["quality"]
-        report("quality", against="default", feature_space=EFFICIENTNET_SPACE.label, weights="random",
+        report("quality", against="bf16", feature_space=EFFICIENTNET_SPACE.label, weights="random",
                set=f"{self.args.prompts} prompts x {seeds} seeds, {frames} frames at {height}x{width}, "
                    f"{self.args.steps} steps, CFG 7, {CONDITIONING} conditioning frames from the packaged samples; "
                    f"PSNR and features over the {frames - CONDITIONING} generated frames",
-               table=table, reference_scale=scale, default_frames_std=round(frames_std, 2), verdict=verdict)
+               table=table, reference_scale=scale, bf16_frames_std=round(frames_std, 2), verdict=verdict)
         for variant, row in table.items():
             level = (f"PSNR {row['psnr_db_mean']:.1f} dB (min {row['psnr_db_min']:.1f})" if row["psnr_db_mean"] is not None
                      else "identical")
-            ROWS.append(("quality vs default", f"{variant}: {level}, FD {row['frechet_distance']:.3f}"
+            ROWS.append(("quality vs bf16", f"{variant}: {level}, FD {row['frechet_distance']:.3f}"
                          + (f", cached {row['cached_passes']}" if row["cached_passes"] else "")))
 
 
@@ -381,18 +384,18 @@ def run(bench: Bench, args) -> None:
             report(f"error[{name}]", error=f"{error.__class__.__name__}: {error}", trace=traceback.format_exc()[-2500:])
         save(args.out)
 
-    # A: the default's compiled blocks (and the cache, which runs them).
-    def default_pass():
-        row = bench.time_pass("default", "default", inputs)
-        report("pass_480p[default]", **row)
-        ROWS.append(("480p pass", f"default: {row['ms_per_pass']:.0f} ms"))
+    # A: the bf16 path's compiled blocks (and the cache, which runs them).
+    def bf16_pass():
+        row = bench.time_pass("bf16", "bf16", inputs)
+        report("pass_480p[bf16]", **row)
+        ROWS.append(("480p pass", f"bf16: {row['ms_per_pass']:.0f} ms"))
         if args.fp32_reference:  # ~15 s of device time; bf16 against fp32 is in GPU_RESULTS.md (issue 8)
             bench.pass_outputs["fp32"] = bench.fp32_reference(inputs)
 
-    phase("speed:pass default", 40, default_pass)
-    # The cache runs the blocks the default compiled, FP8 + cache those of FP8: no warm-up of their own.
-    phase("speed:videos default, cache", 90, lambda: [bench.timed_video("default"), bench.timed_video("cache", warm=False)])
-    phase("quality:default, cache", 70, lambda: [bench.quality_set(v) for v in ("default", "cache")])
+    phase("speed:pass bf16", 40, bf16_pass)
+    # The cache runs the blocks the bf16 path compiled, FP8 + cache those of FP8: no warm-up of their own.
+    phase("speed:videos bf16, cache", 90, lambda: [bench.timed_video("bf16"), bench.timed_video("cache", warm=False)])
+    phase("quality:bf16, cache", 70, lambda: [bench.quality_set(v) for v in ("bf16", "cache")])
     for name in bench.extra_caches:
         phase(f"quality:{name}", 30, lambda name=name: bench.quality_set(name))
         phase(f"speed:video {name}", 40, lambda name=name: bench.timed_video(name, warm=False))
@@ -401,10 +404,10 @@ def run(bench: Bench, args) -> None:
     def fp8_pass():
         row = bench.time_pass("fp8", "fp8", inputs)
         out = bench.pass_outputs
-        row["vs_default"] = gpu_speed.errors(out["fp8"], out["default"])
+        row["vs_bf16"] = gpu_speed.errors(out["fp8"], out["bf16"])
         if "fp32" in out:
             row["vs_fp32"] = gpu_speed.errors(out["fp8"], out["fp32"])
-            row["default_vs_fp32"] = gpu_speed.errors(out["default"], out["fp32"])
+            row["bf16_vs_fp32"] = gpu_speed.errors(out["bf16"], out["fp32"])
         report("pass_480p[fp8]", **row)
         ROWS.append(("480p pass", f"fp8: {row['ms_per_pass']:.0f} ms"))
 
@@ -418,15 +421,17 @@ def run(bench: Bench, args) -> None:
     # E: 720p, extrapolated from 2 steps (a full video is minutes of device time).
     if "720p" in want and bench.in_budget("720p inputs", 60):
         inputs720 = bench.pass_inputs("720p")
-        phase("720p:default", 50, lambda: bench.extrapolated_720p("default", inputs720))
+        phase("720p:bf16", 50, lambda: bench.extrapolated_720p("bf16", inputs720))
         phase("720p:fp8", 50, lambda: bench.extrapolated_720p("fp8", inputs720))
         del inputs720
+        if args.full_720p:  # the cache's skips need every step: a whole video
+            phase("720p:resource default", 150, lambda: bench.timed_video("resource default", size="720p"))
 
     # C: FP8's fast accumulation mode, one pass.
     def fast_accum_pass():
         row = bench.time_pass("fp8 fast accumulation", "fp8 fast accumulation", inputs)
         out = bench.pass_outputs
-        row["vs_default"] = gpu_speed.errors(out["fp8 fast accumulation"], out["default"])
+        row["vs_bf16"] = gpu_speed.errors(out["fp8 fast accumulation"], out["bf16"])
         if "fp32" in out:
             row["vs_fp32"] = gpu_speed.errors(out["fp8 fast accumulation"], out["fp32"])
         report("pass_480p[fp8 fast accumulation]", **row)
@@ -446,6 +451,7 @@ def main() -> None:
     parser.add_argument("--quality-size", type=int, nargs=3, default=[33, 192, 336], metavar=("FRAMES", "HEIGHT", "WIDTH"))
     parser.add_argument("--cache-thresholds", default="0.05,0.1",
                         help="step-cache thresholds: the first everywhere (also with FP8), the others cache-only")
+    parser.add_argument("--full-720p", action="store_true", help="a whole 720p video with the resource's defaults")
     parser.add_argument("--fp32-reference", action="store_true", help="also compare one pass with an fp32 run")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes on the CPU (FP8 through the CPU's FP8 product)")
     args = parser.parse_args()

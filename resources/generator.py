@@ -45,13 +45,16 @@ class VideoGeneratorResource(ModelResource):
                                                                      "frames, not the padding after them.")
     device_postprocess: bool = Field(default=True, description="Predict2: decoded frames become uint8 on the device.")
     # Approximations: faster, but the video is not the bf16 path's (bench/GPU_RESULTS.md, "Predict2 past the bf16
-    # floor"); each video made with one says so in its settings ("approximations").
+    # floor": the step cache is within the bf16 noise floor and on; FP8 is not, with it); each video made with one
+    # says so in its settings ("approximations").
     fp8: str = Field(default="off", description="FP8 (e4m3, per-row scales) matrix products in the transformer blocks: "
                                                 "off, auto (on where the GPU has FP8 tensor cores, compute capability "
                                                 "8.9+) or on (warns and stays bf16 where it can't run).")
-    step_cache: str = Field(default="off", description="first_block: skip the transformer's other blocks on passes "
-                                                       "where the first block's residual changed less than "
-                                                       "step_cache_threshold since the last full pass; off.")
+    step_cache: str = Field(default="first_block", description="first_block: skip the transformer's other blocks on "
+                                                               "passes where the first block's residual changed less "
+                                                               "than step_cache_threshold since the last full pass "
+                                                               "(about half the passes of a 480p Predict2 video); off: "
+                                                               "every pass runs every block.")
     step_cache_threshold: float = Field(default=0.05, description="step_cache: relative change (mean |Δ| / mean |r|) "
                                                                   "of the first block's residual under which a pass "
                                                                   "reuses the other blocks' last residual.")

@@ -88,8 +88,8 @@ def scaled_mm_on_cpu() -> bool:
 
 def test_fp8_auto_is_off_on_the_cpu_and_changes_nothing(models_root, request_frames):
     assert GeneratorSpeedups(fp8="auto").resolved(CPU).fp8 == "off"
-    plain = generate(tiny_generator(models_root), request_frames)
-    auto = tiny_generator(models_root, fp8="auto")
+    plain = generate(tiny_generator(models_root, step_cache="off"), request_frames)
+    auto = tiny_generator(models_root, fp8="auto", step_cache="off")
     video = generate(auto, request_frames)
     assert np.array_equal(video.frames, plain.frames)
     assert video.settings["approximations"] == {} and plain.settings["approximations"] == {}
@@ -101,9 +101,9 @@ def test_fp8_on_warns_and_falls_back_where_it_cannot_run(models_root, request_fr
     with caplog.at_level(logging.WARNING, logger=generator_speedups.__name__):
         assert GeneratorSpeedups(fp8="on").resolved(CPU).fp8 == "off"
     assert any("fp8=on" in r.getMessage() and "bf16" in r.getMessage() for r in caplog.records)
-    forced = tiny_generator(models_root, fp8="on")
+    forced = tiny_generator(models_root, fp8="on", step_cache="off")
     video = generate(forced, request_frames)
-    assert np.array_equal(video.frames, generate(tiny_generator(models_root), request_frames).frames)
+    assert np.array_equal(video.frames, generate(tiny_generator(models_root, step_cache="off"), request_frames).frames)
     assert "fp8" not in video.settings["approximations"]
     with pytest.raises(ValueError):
         GeneratorSpeedups(fp8="yes")
@@ -164,7 +164,7 @@ def test_fp8_linear_scales_each_row_so_its_largest_value_is_representable():
 
 
 def test_the_step_cache_skips_what_it_reports_and_labels_the_video(models_root, request_frames):
-    plain = generate(tiny_generator(models_root), request_frames)
+    plain = generate(tiny_generator(models_root, step_cache="off"), request_frames)
     always = tiny_generator(models_root, step_cache="first_block", step_cache_threshold=1e9)
     blocks = always.pipeline.transformer.transformer_blocks
     first, second = calls_of(blocks[0].ff), calls_of(blocks[1].ff)
@@ -185,6 +185,15 @@ def test_the_step_cache_skips_what_it_reports_and_labels_the_video(models_root, 
     stats = step_cache_stats(never.pipeline.transformer)
     assert len(stats["changes"]) == 2 * STEPS and stats["changes"][:2] == [None, None]  # nothing to compare with yet
     assert all(change > 0 for change in stats["changes"][2:])
+
+
+def test_the_step_cache_is_on_by_default_and_every_video_says_what_it_skipped(models_root, request_frames):
+    """The default (bench/GPU_RESULTS.md: within the bf16 noise floor on the random-weight 2B model)."""
+    assert (GeneratorSpeedups().step_cache, GeneratorSpeedups().step_cache_threshold) == ("first_block", 0.05)
+    assert GeneratorSpeedups.off().step_cache == "off"
+    video = generate(tiny_generator(models_root), request_frames)
+    label = video.settings["approximations"]["step_cache"]
+    assert label["threshold"] == 0.05 and label["passes"] == 2 * STEPS and 0 <= label["skipped"] <= 2 * STEPS - 2
 
 
 def test_the_same_pass_again_is_computed_again():
