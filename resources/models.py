@@ -64,6 +64,12 @@ class ShotDetectorResource(ModelResource):
         bf16 = self.torch_dtype() == torch.bfloat16
         return MODELS.get(("transnetv2", str(device), bf16), lambda: TransNetV2ShotDetector(device=str(device), bf16=bf16))
 
+    def loader(self):
+        """A picklable function that builds the same detector in another process (the parallel split's workers)."""
+        from cosmos_assets.curation.parallel import transnet_loader
+
+        return transnet_loader(str(self.torch_device()), bf16=self.torch_dtype() == torch.bfloat16)
+
 
 # Each use (caption, critique) states its temperature; a penalty is opted into (the critic samples without one).
 class GenerationConfig(config_from(GenerationSettings, exclude=("min_new_tokens",),

@@ -26,6 +26,7 @@ from cosmos_assets.curation import scenes, schemas
 from cosmos_assets.curation.clips import TranscodeConfig
 from cosmos_assets.common.drop_zone import assert_inside
 from cosmos_assets.curation.landing import LandingLedger
+from cosmos_assets.curation.parallel import split_in_parallel
 from cosmos_assets.curation.pipeline import SplitProgress, ingest_member, split_videos
 from cosmos_assets.curation.probe import ProbeLimits
 from cosmos_assets.curation.scores import FilterThresholds, reason_code, rejection_reasons
@@ -162,7 +163,6 @@ def video_clips_and_scores(
     H.264, and measure each clip and write its proxy in the same, single decode pass."""
     split, transcode = config.to_dataclass(SplitConfig), config.to_dataclass(TranscodeConfig)
     _use_a_share_of_the_cores(context)
-    detector = shot_detector.get() if split.method != "fixed_stride" else None
     store = storage.store
     for folder in (store.staging_path(CLIPS), store.staging_path(THUMBNAILS), store.staging_path(PROXIES)):
         if removed := remove_stale_temporaries(folder):
@@ -170,7 +170,14 @@ def video_clips_and_scores(
     videos = raw_videos.filter(pl.col("status") == "ok").to_dicts()
     progress = SplitProgress(videos)
     clip_rows, errors = [], []
-    for video, rows, error, seconds in split_videos(videos, store, split, transcode, detector):
+    shots = split.method != "fixed_stride"
+    if device_pool_limits().device != "cpu" and len(videos) > 1:
+        # A GPU node: videos split side by side in worker processes (decoding and encoding are the CPU's, and keep its
+        # cores busy; bench/GPU_RESULTS.md, "GPU curation node"), each with its own detector on the GPU.
+        splits = split_in_parallel(videos, store, split, transcode, shot_detector.loader() if shots else None)
+    else:
+        splits = split_videos(videos, store, split, transcode, shot_detector.get() if shots else None)
+    for video, rows, error, seconds in splits:
         clip_rows.extend(rows)
         line = progress.video_done(video, len(rows), seconds)
         if error:
@@ -186,6 +193,10 @@ def video_clips_and_scores(
             metadata=_video_partial_result(store, video, rows, error, progress),
         ))
 
+    # Workers finish in any order: the table keeps the sequential split's order (single videos, then scenes' views).
+    grouped, singles = scenes.scene_groups(videos)
+    order = {v["content_hash"]: i for i, v in enumerate(singles + [view for views in grouped.values() for view in views])}
+    clip_rows.sort(key=lambda r: (order[r["source_hash"]], r["start_frame"]))
     signal_rows = [{"clip_id": r["clip_id"], "duration_s": r["duration_s"], **(r.pop("signals") or {})} for r in clip_rows]
     clips = schemas.table(clip_rows, schemas.VIDEO_CLIPS)
     scores = schemas.table(signal_rows, schemas.CLIP_SCORES)

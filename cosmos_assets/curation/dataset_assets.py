@@ -2,6 +2,7 @@
 collection deduplicated_clips and the versioned curated_dataset."""
 
 
+import functools
 import io
 import json
 from concurrent.futures import ThreadPoolExecutor
@@ -21,13 +22,15 @@ from cosmos_assets.curation.dataset import (
     card_markdown, dataset_members, dataset_recipe, dataset_version, export_dataset, split_of,
 )
 from cosmos_assets.curation.dedup import DedupConfig, exact_duplicates, semantic_dedup
-from cosmos_assets.curation.clip_frames import clip_frame_set
-from cosmos_assets.curation.frame_hashes import MAX_HAMMING, MIN_MATCHED_SHARE, ClipHashes, clip_hashes_of_frames, near_exact_dedup
+from cosmos_assets.curation.clip_frames import clip_embedding_inputs, clip_frame_set
+from cosmos_assets.curation.frame_hashes import MAX_HAMMING, MIN_MATCHED_SHARE, ClipHashes, near_exact_dedup
+from cosmos_assets.curation.parallel import clip_work_pool
 from cosmos_assets.curation.vector_store import COLUMNS, KEY, TEXT_VECTOR, VIDEO_VECTOR, ClipVectorStore, table_name
 from cosmos_assets.models.frames import pick_samples
 from pydantic import Field
 from resources import CosmosStorage, EmbedderResource, VisionLanguageResource
 from resources.config import config_from
+from cosmos_assets.settings import device_pool_limits
 
 CLIP_CAPTIONS = {
     "clip_id": pl.String, "batch": pl.String, "window_index": pl.Int64, "window_start_s": pl.Float64,
@@ -191,37 +194,41 @@ def clip_embeddings(
     clips = filtered_clips.filter(pl.col("kept")).to_dicts()
     rows = []
     store = storage.store
-    for start in range(0, len(clips), config.clips_per_batch):
-        chunk = clips[start:start + config.clips_per_batch]
-        frames, hashes = [], []
-        for clip in chunk:  # one decode of each clip's proxy gives its embedding frames and its hash frames
-            frame_set = clip_frame_set(store, clip)
-            rate = max(config.frames_per_clip / max(clip["duration_s"], 1e-3), 0.1)
-            frames.append(pick_samples(frame_set, rate, config.frames_per_clip).frames)
-            hashes.append(clip_hashes_of_frames(frame_set, clip["duration_s"]).encode())
-        video_vectors = video.embed_videos(frames).vectors
-        chunk_captions = [captions.get(c["clip_id"]) for c in chunk]
-        texts = [captioning.join_window_captions([w["caption"] for _, w in sorted(entry["windows"].items())]) if entry else ""
-                 for entry in chunk_captions]
-        text = text_model.result()
-        text_vectors = text.embed_texts(texts)
-        for clip, video_vector, text_vector, caption_text, entry, clip_hash in zip(chunk, video_vectors, text_vectors, texts,
-                                                                                  chunk_captions, hashes):
-            score = scores.get(clip["clip_id"], {})
-            caption_row = entry["row"] if entry else {}
-            rows.append({
-                KEY: clip["clip_id"], "batch": clip["batch"], "batch_sequence": _batch_sequence(clip["batch"]),
-                "source_hash": clip["source_hash"], "source_name": clip["source_name"], "clip_sha256": sha256_of_file(store.local_path(clip["path"])),
-                "path": clip["path"], "thumbnail_path": clip["thumbnail_path"], "start_s": clip["start_s"], "end_s": clip["end_s"],
-                "duration_s": clip["duration_s"], "motion_global": score.get("motion_global"), "sharpness": score.get("sharpness"),
-                "brightness": score.get("brightness"), "caption": caption_text, "caption_status": caption_row.get("status"),
-                "captioner": caption_row.get("captioner"), "prompt_id": caption_row.get("prompt_id"), "tags": caption_row.get("tags"),
-                "video_model": video.name, "video_model_version": video.version, "text_model": text.name,
-                "text_model_version": text.version, "tiny_random": bool(video.tiny_random or caption_row.get("tiny_random")),
-                "kept": None, VIDEO_VECTOR: video_vector.tolist(), "text_embedding": text_vector.tolist(),
-                "frame_hashes": clip_hash,
-            })
-        context.log.info(f"embedded {min(start + config.clips_per_batch, len(clips))}/{len(clips)} clips")
+    # One decode of each clip's proxy gives its embedding frames and its hashes. On a GPU node that CPU work runs in
+    # a pool of processes ahead of the GPU (bench/GPU_RESULTS.md: 5.6x the one-clip-at-a-time loop on 16 cores).
+    inputs_of = functools.partial(clip_embedding_inputs, store, frames_per_clip=config.frames_per_clip)
+    pool = clip_work_pool() if device_pool_limits().device != "cpu" and len(clips) > 1 else None
+    try:
+        inputs = pool.map(inputs_of, clips) if pool else map(inputs_of, clips)
+        for start in range(0, len(clips), config.clips_per_batch):
+            chunk = clips[start:start + config.clips_per_batch]
+            frames, hashes = zip(*[next(inputs) for _ in chunk])
+            video_vectors = video.embed_videos(list(frames)).vectors
+            chunk_captions = [captions.get(c["clip_id"]) for c in chunk]
+            texts = [captioning.join_window_captions([w["caption"] for _, w in sorted(entry["windows"].items())]) if entry else ""
+                     for entry in chunk_captions]
+            text = text_model.result()
+            text_vectors = text.embed_texts(texts)
+            for clip, video_vector, text_vector, caption_text, entry, clip_hash in zip(chunk, video_vectors, text_vectors, texts,
+                                                                                      chunk_captions, hashes):
+                score = scores.get(clip["clip_id"], {})
+                caption_row = entry["row"] if entry else {}
+                rows.append({
+                    KEY: clip["clip_id"], "batch": clip["batch"], "batch_sequence": _batch_sequence(clip["batch"]),
+                    "source_hash": clip["source_hash"], "source_name": clip["source_name"], "clip_sha256": sha256_of_file(store.local_path(clip["path"])),
+                    "path": clip["path"], "thumbnail_path": clip["thumbnail_path"], "start_s": clip["start_s"], "end_s": clip["end_s"],
+                    "duration_s": clip["duration_s"], "motion_global": score.get("motion_global"), "sharpness": score.get("sharpness"),
+                    "brightness": score.get("brightness"), "caption": caption_text, "caption_status": caption_row.get("status"),
+                    "captioner": caption_row.get("captioner"), "prompt_id": caption_row.get("prompt_id"), "tags": caption_row.get("tags"),
+                    "video_model": video.name, "video_model_version": video.version, "text_model": text.name,
+                    "text_model_version": text.version, "tiny_random": bool(video.tiny_random or caption_row.get("tiny_random")),
+                    "kept": None, VIDEO_VECTOR: video_vector.tolist(), "text_embedding": text_vector.tolist(),
+                    "frame_hashes": clip_hash,
+                })
+            context.log.info(f"embedded {min(start + config.clips_per_batch, len(clips))}/{len(clips)} clips")
+    finally:
+        if pool:
+            pool.shutdown(cancel_futures=True)
     text = text_model.result()
     name = table_name(video.name, video.dim)
     table = _table([{**row, "lancedb_table": name} for row in rows], CLIP_EMBEDDINGS)

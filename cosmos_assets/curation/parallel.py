@@ -41,13 +41,11 @@ from multiprocessing.connection import wait
 import numpy as np
 
 from cosmos_assets.common.artefacts import ArtefactStore
-from cosmos_assets.curation.clip_frames import clip_frame_set
+from cosmos_assets.curation.clip_frames import clip_embedding_inputs  # noqa: F401 (run in clip_work_pool)
 from cosmos_assets.curation.clips import TranscodeConfig
-from cosmos_assets.curation.frame_hashes import clip_hashes_of_frames
 from cosmos_assets.curation.pipeline import split_video, split_videos
 from cosmos_assets.curation.scenes import scene_groups
 from cosmos_assets.curation.shots import SplitConfig, Span
-from cosmos_assets.models.frames import pick_samples
 
 WORKER_CRASHED = "SplitWorkerCrashed"
 SCENE_REFERENCE_FAILED = "SceneReferenceFailed"  # the class pipeline.split_videos gives views of a failed reference
@@ -65,14 +63,6 @@ def transnet_loader(device: str = "auto", bf16: bool = True) -> Callable:
     from cosmos_assets.models.transnetv2 import TransNetV2ShotDetector
 
     return functools.partial(TransNetV2ShotDetector, device=device, bf16=bf16)
-
-
-def clip_embedding_inputs(store: ArtefactStore, clip: dict, frames_per_clip: int = 8) -> tuple[np.ndarray, str]:
-    """What ``clip_embeddings`` reads of one clip, from one decode of its proxy: the ``frames_per_clip`` frames spread
-    over it for the video embedder, and its encoded perceptual hashes (the CPU part of embedding a clip)."""
-    frame_set = clip_frame_set(store, clip)
-    rate = max(frames_per_clip / max(clip["duration_s"], 1e-3), 0.1)
-    return pick_samples(frame_set, rate, frames_per_clip).frames, clip_hashes_of_frames(frame_set, clip["duration_s"]).encode()
 
 
 def clip_work_pool(workers: int | None = None) -> concurrent.futures.ProcessPoolExecutor:
