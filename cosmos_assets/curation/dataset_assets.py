@@ -78,7 +78,7 @@ class CaptionConfig(dg.Config):
         default=captioning.WINDOW_FRAMES, description="Source frames per caption window; longer clips get several windows.")
     sample_fps: float = Field(default=captioning.SAMPLE_FPS,
                               description="Frames per second sampled from each window for the VLM.")
-    batch_size: int = Field(default=4, description="Caption windows per VLM call.")
+    batch_size: int = Field(default=4, description="Caption windows per VLM call, of one clip or several.")
 
 
 @dg.asset(partitions_def=ingest_batches, group_name=GROUP, pool="gpu", kinds={"pytorch", "parquet"}, owners=["team:curation"],
@@ -112,30 +112,44 @@ def clip_captions(
     scores = {r["clip_id"]: r for r in clip_scores.to_dicts()}
     clips = [c for c in filtered_clips.filter(pl.col("kept")).to_dicts() if c["clip_id"] not in done]
     new_rows = []
-    for number, clip in enumerate(clips, start=1):
+    waiting = []  # (clip, its windows, their frames) not captioned yet
+
+    def caption_waiting() -> None:
+        """Caption the waiting clips' windows: a VLM gets windows of several clips per call (a clip's one or two
+        windows alone leave its batches mostly empty; bench/GPU_RESULTS.md measured 3.9x)."""
+        if use_vlm:
+            every = [(f.frames, f.fps) for _, _, frames in waiting for f in frames]
+            texts = iter(captioning.vlm_captions(model, every, config.prompt, vlm.caption.settings(), config.batch_size))
+        for clip, windows, window_frames in waiting:
+            if use_vlm:
+                clip_texts, tags = [next(texts) for _ in windows], [None] * len(windows)
+            else:
+                embedding = model.embed_videos([f.frames for f in window_frames])
+                tags = [json.dumps(t) for t in embedding.tags]
+                clip_texts = [captioning.signal_caption(t, scores.get(clip["clip_id"], {}), w.end_s - w.start_s)
+                              for t, w in zip(embedding.tags, windows)]
+            for window, frames, text, tag in zip(windows, window_frames, clip_texts, tags):
+                status, caption = captioning.caption_status(text)
+                new_rows.append({
+                    "clip_id": clip["clip_id"], "batch": clip["batch"], "window_index": window.index,
+                    "window_start_s": window.start_s, "window_end_s": window.end_s, "frames": len(frames),
+                    "captioner": captioner, "model": identity["model"], "model_version": identity["model_version"],
+                    "prompt_version": config.prompt_version if use_vlm else "signals", "prompt_id": prompt_id,
+                    "caption": caption, "status": status, "tags": tag, "tiny_random": identity["tiny_random"],
+                })
+        context.log.info(f"[{len({r['clip_id'] for r in new_rows})}/{len(clips)}] captioned "
+                         f"{', '.join(clip['clip_id'][:8] for clip, _, _ in waiting)} ({sum(len(w) for _, w, _ in waiting)} window(s))")
+        waiting.clear()
+
+    for clip in clips:
         windows = captioning.caption_windows(clip["duration_s"], clip["fps"], config.window_frames)
         frame_set = clip_frame_set(store, clip)  # one decode of the clip's proxy for all its windows
-        window_frames = [pick_samples(frame_set, config.sample_fps, config.window_frames, w.start_s, w.end_s + 1e-3)
-                         for w in windows]
-        if use_vlm:
-            texts = captioning.vlm_captions(model, [(f.frames, f.fps) for f in window_frames], config.prompt,
-                                            vlm.caption.settings(), config.batch_size)
-            tags = [None] * len(windows)
-        else:
-            embedding = model.embed_videos([f.frames for f in window_frames])
-            tags = [json.dumps(t) for t in embedding.tags]
-            texts = [captioning.signal_caption(t, scores.get(clip["clip_id"], {}), w.end_s - w.start_s)
-                     for t, w in zip(embedding.tags, windows)]
-        for window, frames, text, tag in zip(windows, window_frames, texts, tags):
-            status, caption = captioning.caption_status(text)
-            new_rows.append({
-                "clip_id": clip["clip_id"], "batch": clip["batch"], "window_index": window.index,
-                "window_start_s": window.start_s, "window_end_s": window.end_s, "frames": len(frames),
-                "captioner": captioner, "model": identity["model"], "model_version": identity["model_version"],
-                "prompt_version": config.prompt_version if use_vlm else "signals", "prompt_id": prompt_id,
-                "caption": caption, "status": status, "tags": tag, "tiny_random": identity["tiny_random"],
-            })
-        context.log.info(f"[{number}/{len(clips)}] captioned {clip['clip_id']} ({len(windows)} window(s))")
+        waiting.append((clip, windows, [pick_samples(frame_set, config.sample_fps, config.window_frames, w.start_s,
+                                                     w.end_s + 1e-3) for w in windows]))
+        if not use_vlm or sum(len(w) for _, w, _ in waiting) >= config.batch_size:
+            caption_waiting()
+    if waiting:
+        caption_waiting()
     table = _table(kept_rows + new_rows, CLIP_CAPTIONS)
     statuses = pl.DataFrame(new_rows, schema=CLIP_CAPTIONS)["status"].value_counts() if new_rows else None
     examples = [{"clip_id": r["clip_id"], "status": r["status"], "caption": r["caption"][:160]} for r in new_rows[:8]]
