@@ -11,6 +11,7 @@ import json
 import dagster as dg
 
 from cosmos_assets.common.drop_zone import error_class, settled_folders
+from cosmos_assets.curation.dataset_assets import dataset_job
 from cosmos_assets.training import registry
 from cosmos_assets.training.assets import (
     checked_accepted_partitions, checkpoint_inbox_job, evaluation_job, plan_training_mix, training_job, training_runs,
@@ -29,10 +30,21 @@ def last_trained_samples(storage: CosmosStorage, instance: dg.DagsterInstance) -
     return set(samples["sample_id"]) if samples is not None else set()
 
 
+def dataset_run_in_flight(instance: dg.DagsterInstance) -> str | None:
+    """The id of a queued or running ``dataset_job`` run (it rewrites ``curated_dataset``, which the mix reads), if any.
+    Runs created but never submitted (NOT_STARTED) never move, so they do not count."""
+    records = instance.get_run_records(dg.RunsFilter(job_name=dataset_job.name, statuses=[
+        dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]), limit=1)
+    return records[0].dagster_run.run_id if records else None
+
+
 @dg.sensor(job=training_job, minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING,
            description="Starts a training run once enough samples (curated clips + accepted synthetic videos) are new "
                        "since the last checkpoint's dataset; the run key is the planned dataset version.")
 def retraining_sensor(context: dg.SensorEvaluationContext, storage: CosmosStorage, retraining: RetrainingSettings):
+    if busy := dataset_run_in_flight(context.instance):
+        # The curated dataset is being rewritten: a mix planned now would not be the one the run finds.
+        return dg.SkipReason(f"waiting for dataset_job run {busy[:8]} to finish before planning the training mix")
     rounds = checked_accepted_partitions(context.instance)
     plan = plan_training_mix(storage.store, retraining.mix(), rounds)
     if plan is None:

@@ -235,3 +235,23 @@ def test_the_checkpoint_inbox_keys_good_drops_by_content_and_sets_bad_ones_aside
     with pytest.raises(ValueError, match="changed after it was seen"):
         registry.register_inbox_checkpoint(store, drops["run-42"].path, "inbox-0000000000000000")
     assert registry.checkpoint_keys(store) == [keys["run-42"]] and not list(root.glob(".tmp-*"))
+
+def test_retraining_waits_while_the_curated_dataset_is_being_rewritten(cosmos_env):
+    """A dataset_job run in flight rewrites the tables the training mix is planned from: the sensor plans nothing
+    until it has finished (a mix planned under it would not be the one its training run finds)."""
+    import dagster as dg
+
+    from cosmos_assets.definitions import build_definitions
+
+    defs = build_definitions()
+    sensor = defs.resolve_sensor_def("retraining_sensor")
+    with dg.instance_for_test() as instance:
+        def tick():
+            with dg.build_sensor_context(instance=instance, definitions=defs, resources=defs.resources) as context:
+                return sensor.evaluate_tick(context)
+
+        assert "no curated dataset yet" in tick().skip_message
+        run = instance.create_run_for_job(defs.resolve_job_def("dataset_job"), status=dg.DagsterRunStatus.STARTED)
+        assert f"waiting for dataset_job run {run.run_id[:8]}" in tick().skip_message
+        instance.report_run_failed(run)
+        assert "no curated dataset yet" in tick().skip_message
